@@ -1,0 +1,223 @@
+//! Composition root: builds the store, identity, snapshot handle and servers from a `Config`,
+//! keeps the snapshot fresh off the request path, and shuts down gracefully.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+
+use crate::authz::{Authorizer, SnapshotHandle};
+use crate::config::Config;
+use crate::grpc::{AuthorizationServer, CheckService};
+use crate::identity::{Identifier, KeySet};
+use crate::store::{Dialect, Store};
+
+/// The gRPC service name health is reported under (besides the overall "").
+pub const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+
+/// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
+pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
+    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    Ok(Identifier::new(keys, &config.jwt))
+}
+
+/// Connects to the configured store; the embedded SQLite database is migrated on open.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::connect(
+        config.database.url.expose(),
+        config.database.max_connections,
+    )
+    .await?;
+    if store.dialect() == Dialect::Sqlite {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// A bound, not yet serving, portcullis.
+pub struct Server {
+    listener: TcpListener,
+    store: Store,
+    authorizer: Arc<Authorizer>,
+    reload_interval: Duration,
+    shutdown_grace: Duration,
+}
+
+impl Server {
+    /// Validates everything, connects the store and binds the port. Fails before binding on
+    /// bad configuration.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let identifier = Arc::new(identifier(config)?);
+        if identifier.keys().is_empty() {
+            tracing::warn!("no jwt keys configured: every token will be refused");
+        }
+        let store = open_store(config).await?;
+        let snapshot: SnapshotHandle = Arc::new(ArcSwapOption::empty());
+        let authorizer = Arc::new(Authorizer::new(snapshot, identifier));
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        Ok(Server {
+            listener,
+            store,
+            authorizer,
+            reload_interval: config.database.reload_interval,
+            shutdown_grace: config.server.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    pub fn snapshot(&self) -> SnapshotHandle {
+        self.authorizer.snapshot().clone()
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, drains in-flight checks
+    /// (bounded by the configured grace) and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::NotServing).await;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let reloader = tokio::spawn(keep_fresh(
+            self.store.clone(),
+            self.authorizer.snapshot().clone(),
+            reporter.clone(),
+            self.reload_interval,
+            stop_rx.clone(),
+        ));
+
+        let mut drain_rx = stop_rx.clone();
+        let drained = async move {
+            let _ = drain_rx.wait_for(|stop| *stop).await;
+        };
+        let grace = self.shutdown_grace;
+        let service = CheckService::new(self.authorizer.clone());
+        tracing::info!(%addr, "serving ext_authz and health");
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(service))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), drained);
+        let mut server = tokio::spawn(server);
+
+        tokio::select! {
+            result = &mut server => {
+                let _ = stop_tx.send(true);
+                result.context("server task")?.context("server")?;
+                return Ok(());
+            }
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: reporting NOT_SERVING and draining");
+        set_health(&reporter, ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.context("server task")?.context("server")?,
+            Err(_) => {
+                tracing::warn!(grace = %humantime::format_duration(grace), "drain timed out");
+                server.abort();
+            }
+        }
+        let _ = reloader.await;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status(CHECK_SERVICE_NAME, status)
+        .await;
+}
+
+/// Loads the snapshot at start and whenever the store's policy version changes. A snapshot
+/// that fails to load or compile leaves the previous one serving; an outage is logged once.
+async fn keep_fresh(
+    store: Store,
+    snapshot: SnapshotHandle,
+    reporter: HealthReporter,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failing: Option<String> = None;
+    loop {
+        match refresh(&store, &snapshot).await {
+            Ok(Some(version)) => {
+                tracing::info!(version, "policy snapshot loaded");
+                set_health(&reporter, ServingStatus::Serving).await;
+                if failing.take().is_some() {
+                    tracing::info!("policy store reachable again");
+                }
+            }
+            Ok(None) => {
+                if failing.take().is_some() {
+                    tracing::info!("policy store reachable again");
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                if failing.as_deref() != Some(message.as_str()) {
+                    tracing::error!(error = %message, serving_version = snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot");
+                    failing = Some(message);
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Rebuilds the snapshot if the stored version differs from the one serving.
+async fn refresh(store: &Store, snapshot: &SnapshotHandle) -> anyhow::Result<Option<i64>> {
+    let version = store.policy_version().await?;
+    if snapshot
+        .load()
+        .as_ref()
+        .is_some_and(|s| s.version() == version)
+    {
+        return Ok(None);
+    }
+    let fresh = store.load_snapshot().await?;
+    let loaded = fresh.version();
+    snapshot.store(Some(Arc::new(fresh)));
+    Ok(Some(loaded))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,240 @@
+//! The decision: canonical path, then identity, then policy. A deny is a value with a closed
+//! `Reason`; "could not decide" is a deny too (503), never an error, so callers always answer.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+use crate::identity::{Identifier, IdentityError, Principal};
+use crate::policy::{path, PolicySnapshot};
+
+/// A request to decide, borrowed from whatever carried it (Envoy's CheckRequest, the CLI).
+#[derive(Debug, Clone, Default)]
+pub struct AccessRequest<'a> {
+    pub method: &'a str,
+    /// `Host`/`:authority` as received.
+    pub host: &'a str,
+    /// The raw request target: path and query, undecoded.
+    pub path: &'a str,
+    /// Header (lower-case name, value) pairs; repeated headers appear repeatedly.
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+impl<'a> AccessRequest<'a> {
+    fn header_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(k, v)| (*k, v.as_ref()))
+    }
+}
+
+/// Why a request was denied. The wire code is what clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingCredential,
+    InvalidToken,
+    AmbiguousCredential,
+    InvalidPath,
+    NoMatchingActivity,
+    PolicyUnavailable,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingCredential => "missing_credential",
+            Reason::InvalidToken => "invalid_token",
+            Reason::AmbiguousCredential => "ambiguous_credential",
+            Reason::InvalidPath => "invalid_path",
+            Reason::NoMatchingActivity => "no_matching_activity",
+            Reason::PolicyUnavailable => "policy_unavailable",
+        }
+    }
+
+    pub fn status(self) -> DenyStatus {
+        match self {
+            Reason::MissingCredential | Reason::InvalidToken | Reason::AmbiguousCredential => {
+                DenyStatus::Unauthenticated
+            }
+            Reason::InvalidPath | Reason::NoMatchingActivity => DenyStatus::Forbidden,
+            Reason::PolicyUnavailable => DenyStatus::Unavailable,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyStatus {
+    /// 401
+    Unauthenticated,
+    /// 403
+    Forbidden,
+    /// 503
+    Unavailable,
+}
+
+impl DenyStatus {
+    pub fn http_code(self) -> u16 {
+        match self {
+            DenyStatus::Unauthenticated => 401,
+            DenyStatus::Forbidden => 403,
+            DenyStatus::Unavailable => 503,
+        }
+    }
+    pub fn error(self) -> &'static str {
+        match self {
+            DenyStatus::Unauthenticated => "unauthenticated",
+            DenyStatus::Forbidden => "forbidden",
+            DenyStatus::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// An allowed request: who, with which permissions, and what allowed it.
+#[derive(Debug, Clone)]
+pub struct Allow {
+    pub principal: Option<Arc<Principal>>,
+    /// Names of every permission the caller holds in this snapshot, sorted.
+    pub permissions: Vec<String>,
+    pub matched_permission: String,
+    pub matched_activity: String,
+    pub policy_version: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Deny {
+    pub reason: Reason,
+    pub principal: Option<Arc<Principal>>,
+    /// Internal detail for the log, never sent to the client.
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Deny),
+}
+
+impl Decision {
+    fn deny(reason: Reason, principal: Option<Arc<Principal>>, detail: Option<String>) -> Self {
+        Decision::Deny(Deny {
+            reason,
+            principal,
+            detail,
+        })
+    }
+}
+
+/// Shared handle to the current snapshot: readers load it lock-free; a reload swaps it whole.
+pub type SnapshotHandle = Arc<ArcSwapOption<PolicySnapshot>>;
+
+/// Decides requests against the current snapshot.
+#[derive(Debug)]
+pub struct Authorizer {
+    snapshot: SnapshotHandle,
+    identifier: Arc<Identifier>,
+}
+
+impl Authorizer {
+    pub fn new(snapshot: SnapshotHandle, identifier: Arc<Identifier>) -> Self {
+        Authorizer {
+            snapshot,
+            identifier,
+        }
+    }
+
+    pub fn identifier(&self) -> &Identifier {
+        &self.identifier
+    }
+
+    pub fn snapshot(&self) -> &SnapshotHandle {
+        &self.snapshot
+    }
+
+    pub async fn decide(&self, req: &AccessRequest<'_>) -> Decision {
+        let guard = self.snapshot.load();
+        let Some(snapshot) = guard.as_ref() else {
+            return Decision::deny(
+                Reason::PolicyUnavailable,
+                None,
+                Some("no policy snapshot loaded".to_owned()),
+            );
+        };
+        let canonical = match path::canonicalize(req.path) {
+            Ok(p) => p,
+            Err(e) => return Decision::deny(Reason::InvalidPath, None, Some(e.to_string())),
+        };
+        let principal = match self.identifier.identify(req.header_pairs()) {
+            Ok(p) => p,
+            Err(IdentityError::Credential(e)) => {
+                return Decision::deny(Reason::AmbiguousCredential, None, Some(e.to_string()))
+            }
+            Err(IdentityError::Token(e)) => {
+                return Decision::deny(Reason::InvalidToken, None, Some(e.to_string()))
+            }
+        };
+        decide_with(snapshot, req.method, req.host, &canonical, principal)
+    }
+}
+
+/// The policy step alone, for a caller already identified (or not): shared with `portcullis check`.
+pub fn decide_with(
+    snapshot: &PolicySnapshot,
+    method: &str,
+    host: &str,
+    canonical_path: &str,
+    principal: Option<Arc<Principal>>,
+) -> Decision {
+    let host = path::normalize_host(host);
+    let grants = match &principal {
+        Some(p) => snapshot.grants(
+            true,
+            p.permissions.iter().map(String::as_str),
+            p.roles.iter().map(String::as_str),
+        ),
+        None => snapshot.grants(false, [], []),
+    };
+    match snapshot.evaluate(method, &host, canonical_path, &grants) {
+        Some(m) => {
+            let mut permissions: Vec<String> = grants
+                .ids()
+                .map(|id| snapshot.permission_name(id).to_owned())
+                .collect();
+            permissions.sort_unstable();
+            Decision::Allow(Allow {
+                matched_permission: m.permission.to_owned(),
+                matched_activity: m.activity.to_string(),
+                principal,
+                permissions,
+                policy_version: snapshot.version(),
+            })
+        }
+        None if principal.is_none() => Decision::deny(Reason::MissingCredential, None, None),
+        None => Decision::deny(Reason::NoMatchingActivity, principal, None),
+    }
+}
+
+/// Unique, unguessable-enough decision ids without a syscall per request: a random
+/// per-process prefix and a counter.
+pub struct DecisionIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl DecisionIds {
+    pub fn new() -> Self {
+        DecisionIds {
+            prefix: rand::random(),
+            next: AtomicU64::new(1),
+        }
+    }
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:08x}", self.prefix, n)
+    }
+}
+
+impl Default for DecisionIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}

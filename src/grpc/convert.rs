@@ -1,0 +1,237 @@
+//! Conversions between Envoy's protobuf messages and the domain types. The only place that
+//! knows the shape of `CheckRequest` and `CheckResponse`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use envoy_types::ext_authz::v3::pb::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
+    HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
+use envoy_types::pb::google::rpc;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+
+use crate::authz::{AccessRequest, Allow, Decision, Deny, DenyStatus, Reason};
+
+/// Prefix of every identity header portcullis sets; client copies are always removed.
+pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
+
+/// Bytes escaped in header values: controls, `%` itself and (implicitly) all non-ASCII.
+const HEADER_VALUE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Borrows what the decision needs from a `CheckRequest`. Raw headers (`encode_raw_headers`)
+/// are preferred: they keep repeated headers apart.
+pub fn access_request(request: &CheckRequest) -> AccessRequest<'_> {
+    let Some(http) = request
+        .attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+    else {
+        return AccessRequest::default();
+    };
+    let headers: Vec<(&str, Cow<'_, str>)> = match &http.header_map {
+        Some(map) if !map.headers.is_empty() => map
+            .headers
+            .iter()
+            .map(|h| {
+                let value = if h.raw_value.is_empty() {
+                    Cow::Borrowed(h.value.as_str())
+                } else {
+                    String::from_utf8_lossy(&h.raw_value)
+                };
+                (h.key.as_str(), value)
+            })
+            .collect(),
+        _ => http
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
+            .collect(),
+    };
+    // Empty for CONNECT and other requests without `:path`: canonicalization refuses it.
+    AccessRequest {
+        method: http.method.as_str(),
+        host: http.host.as_str(),
+        path: http.path.as_str(),
+        headers,
+    }
+}
+
+fn header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+/// Header-safe text: non-ASCII and control bytes percent-encoded (UTF-8), `%` too.
+pub fn header_safe(value: &str) -> String {
+    utf8_percent_encode(value, HEADER_VALUE_ESCAPES).to_string()
+}
+
+fn string_value(s: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(s.to_owned())),
+    }
+}
+
+fn list_value(items: &[String]) -> Value {
+    Value {
+        kind: Some(Kind::ListValue(ListValue {
+            values: items.iter().map(|s| string_value(s)).collect(),
+        })),
+    }
+}
+
+/// The identity facts, as (header, value) pairs; the same facts go to dynamic metadata.
+fn identity_facts(allow: &Allow, decision_id: &str) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::with_capacity(9);
+    if let Some(p) = &allow.principal {
+        facts.push(("x-auth-user-id", header_safe(&p.user_id)));
+        if let Some(email) = &p.email {
+            facts.push(("x-auth-email", header_safe(email)));
+        }
+        if let Some(name) = &p.name {
+            facts.push(("x-auth-name", header_safe(name)));
+        }
+        facts.push(("x-auth-subject-type", p.subject_type.as_str().to_owned()));
+        let mut roles = p.roles.clone();
+        roles.sort_unstable();
+        roles.dedup();
+        facts.push(("x-auth-roles", header_safe(&roles.join(","))));
+        facts.push(("x-auth-credential", p.credential.as_str().to_owned()));
+        if let Some(jti) = &p.token_id {
+            facts.push(("x-auth-token-id", header_safe(jti)));
+        }
+    } else {
+        facts.push(("x-auth-subject-type", "anonymous".to_owned()));
+    }
+    facts.push(("x-auth-permissions", allow.permissions.join(",")));
+    facts.push(("x-auth-decision-id", decision_id.to_owned()));
+    facts
+}
+
+/// Converts a decision into Envoy's answer.
+pub fn check_response(
+    decision: &Decision,
+    request: &AccessRequest<'_>,
+    decision_id: &str,
+) -> CheckResponse {
+    match decision {
+        Decision::Allow(allow) => allow_response(allow, request, decision_id),
+        Decision::Deny(deny) => deny_response(deny, decision_id),
+    }
+}
+
+fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str) -> CheckResponse {
+    let facts = identity_facts(allow, decision_id);
+    // Every client-sent x-auth-* header we are not overwriting is removed.
+    let mut headers_to_remove: Vec<String> = request
+        .headers
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| {
+            k.len() >= IDENTITY_HEADER_PREFIX.len()
+                && k[..IDENTITY_HEADER_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX)
+        })
+        .filter(|k| !facts.iter().any(|(name, _)| name.eq_ignore_ascii_case(k)))
+        .map(str::to_ascii_lowercase)
+        .collect();
+    headers_to_remove.sort_unstable();
+    headers_to_remove.dedup();
+
+    let mut fields = BTreeMap::new();
+    for (name, value) in &facts {
+        let key = name
+            .trim_start_matches(IDENTITY_HEADER_PREFIX)
+            .replace('-', "_");
+        fields.insert(key, string_value(value));
+    }
+    fields.insert("permissions".to_owned(), list_value(&allow.permissions));
+    if let Some(p) = &allow.principal {
+        fields.insert("roles".to_owned(), list_value(&p.roles));
+        if let Some(email) = &p.email {
+            fields.insert("email".to_owned(), string_value(email));
+        }
+        if let Some(name) = &p.name {
+            fields.insert("name".to_owned(), string_value(name));
+        }
+    }
+    fields.insert(
+        "matched_permission".to_owned(),
+        string_value(&allow.matched_permission),
+    );
+    fields.insert(
+        "policy_version".to_owned(),
+        Value {
+            kind: Some(Kind::NumberValue(allow.policy_version as f64)),
+        },
+    );
+
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::Ok as i32,
+            ..Default::default()
+        }),
+        dynamic_metadata: Some(Struct {
+            fields: fields.into_iter().collect(),
+        }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: facts.into_iter().map(|(k, v)| header(k, v)).collect(),
+            headers_to_remove,
+            ..Default::default()
+        })),
+    }
+}
+
+fn deny_response(deny: &Deny, decision_id: &str) -> CheckResponse {
+    let status = deny.reason.status();
+    let grpc_code = match status {
+        DenyStatus::Unauthenticated => tonic::Code::Unauthenticated,
+        DenyStatus::Forbidden => tonic::Code::PermissionDenied,
+        DenyStatus::Unavailable => tonic::Code::Unavailable,
+    };
+    let body = serde_json::json!({
+        "error": status.error(),
+        "reason": deny.reason.code(),
+        "decision_id": decision_id,
+    })
+    .to_string();
+    let mut headers = vec![header("content-type", "application/json".to_owned())];
+    if status == DenyStatus::Unauthenticated {
+        let challenge = match deny.reason {
+            Reason::InvalidToken => r#"Bearer realm="portcullis", error="invalid_token""#,
+            Reason::AmbiguousCredential => r#"Bearer realm="portcullis", error="invalid_request""#,
+            _ => r#"Bearer realm="portcullis""#,
+        };
+        headers.push(header("www-authenticate", challenge.to_owned()));
+    }
+    headers.push(header("x-auth-decision-id", decision_id.to_owned()));
+    let mut fields = BTreeMap::new();
+    fields.insert("decision_id".to_owned(), string_value(decision_id));
+    fields.insert("reason".to_owned(), string_value(deny.reason.code()));
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc_code as i32,
+            message: deny.reason.code().to_owned(),
+            ..Default::default()
+        }),
+        dynamic_metadata: Some(Struct {
+            fields: fields.into_iter().collect(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus {
+                code: status.http_code() as i32,
+            }),
+            headers,
+            body,
+        })),
+    }
+}

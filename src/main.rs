@@ -1,0 +1,71 @@
+//! Entry point: parse the command line, load and validate the configuration, start tracing
+//! and the runtime, and turn the outcome into an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use portcullis::cli::{self, exit, Cli};
+use portcullis::config::{Config, LogFormat};
+
+const DEFAULT_CONFIG_FILE: &str = "portcullis.yaml";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = cli.config.clone().or_else(|| {
+        let default = PathBuf::from(DEFAULT_CONFIG_FILE);
+        default.exists().then_some(default)
+    });
+    let config = match Config::load(path.as_deref(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", cli::error_chain(&e));
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
+    if let Err(e) = init_tracing(&config) {
+        eprintln!("error: log.level: {e}");
+        return ExitCode::from(exit::CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    match runtime.block_on(cli::run(cli, config)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = if is_config_error(&e) {
+                exit::CONFIG
+            } else {
+                exit::FAILURE
+            };
+            eprintln!("error: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// Bad key material is a configuration error, like a bad config file.
+fn is_config_error(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<portcullis::identity::KeyError>().is_some())
+}
+
+fn init_tracing(config: &Config) -> Result<(), String> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|e| e.to_string())?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,465 @@
+//! The policy store: the only module with SQL. One implementation over sqlx's `Any` driver
+//! serves both the embedded SQLite default and PostgreSQL; queries use `$n` placeholders and
+//! portable types (BIGINT/INTEGER, TEXT) so the same statements run on both. Every write is
+//! one transaction that first takes the policy-version row lock, so concurrent applies serialize.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::policy::document::{Activity, Method, PermissionSpec, PolicyDocument, UserSpec};
+use crate::policy::{PolicyError, PolicySnapshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database")]
+    Connect(#[source] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    #[error("the database holds an invalid row: {0}")]
+    BadRow(String),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A stored user, as `jwt mint` needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub id: i64,
+    pub email: String,
+    pub name: Option<String>,
+    pub disabled: bool,
+    pub roles: Vec<String>,
+}
+
+/// What `apply` did (or, on a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    pub changes: Vec<String>,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Connects; a SQLite file is created if missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(StoreError::Connect)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Connect)?;
+        if dialect == Dialect::Sqlite {
+            // Readers (every sidecar's reload) never block the writer (`policy apply`).
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Store { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator.run(&self.pool).await.map_err(StoreError::Migrate)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// The current policy version; cheap enough to poll.
+    pub async fn policy_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT version FROM policy_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    /// The whole policy and its version, read in one transaction.
+    pub async fn load_policy(&self) -> Result<(PolicyDocument, i64), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let loaded = load_document(&mut tx).await?;
+        tx.commit().await?;
+        Ok(loaded)
+    }
+
+    /// Loads and compiles the current policy.
+    pub async fn load_snapshot(&self) -> Result<PolicySnapshot, StoreError> {
+        let (doc, version) = self.load_policy().await?;
+        Ok(PolicySnapshot::compile(&doc, version)?)
+    }
+
+    /// Applies a policy file: with `prune` the store becomes exactly the file, otherwise the
+    /// file's entries replace those of the same name. Nothing is written when the result would
+    /// not compile, when nothing changes, or on a dry run.
+    pub async fn apply(
+        &self,
+        file: &PolicyDocument,
+        prune: bool,
+        dry_run: bool,
+    ) -> Result<ApplyOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock first (a row lock on PostgreSQL, the database lock on SQLite),
+        // so the state read below is the state written over.
+        sqlx::query("UPDATE policy_meta SET version = version WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let (current, version) = load_document(&mut tx).await?;
+        let merged = current.merged_with(file, prune);
+        PolicySnapshot::compile(&merged, version + 1)?;
+        let changes = current.diff(&merged);
+        if changes.is_empty() || dry_run {
+            tx.rollback().await?;
+            return Ok(ApplyOutcome { changes, version });
+        }
+        write_changes(&mut tx, &current, &merged).await?;
+        let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
+            .bind(now_unix())
+            .fetch_one(&mut *tx)
+            .await?;
+        let version = row.try_get::<i64, _>(0)?;
+        tx.commit().await?;
+        Ok(ApplyOutcome { changes, version })
+    }
+
+    pub async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let email = email.to_ascii_lowercase();
+        let Some(row) = sqlx::query("SELECT id, email, name, disabled FROM users WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = row.try_get(0)?;
+        let roles = sqlx::query("SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1 ORDER BY r.name")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(UserRecord {
+            id,
+            email: row.try_get(1)?,
+            name: row.try_get(2)?,
+            disabled: row.try_get::<i64, _>(3)? != 0,
+            roles,
+        }))
+    }
+
+    /// Runs a statement as given; for tests that need to corrupt or inspect the store.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
+    }
+}
+
+fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, StoreError> {
+    Ok(row.try_get::<String, _>(i)?)
+}
+
+async fn load_document(conn: &mut AnyConnection) -> Result<(PolicyDocument, i64), StoreError> {
+    let version: i64 = sqlx::query("SELECT version FROM policy_meta WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let mut doc = PolicyDocument::default();
+    for row in sqlx::query("SELECT name, description FROM permissions")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let description: Option<String> = row.try_get(1)?;
+        doc.permissions.insert(
+            text(&row, 0)?,
+            PermissionSpec {
+                description,
+                activities: Vec::new(),
+            },
+        );
+    }
+    let grants = sqlx::query(
+        "SELECT p.name, a.method, a.path, a.host FROM permission_activities pa \
+         JOIN permissions p ON p.id = pa.permission_id JOIN activities a ON a.id = pa.activity_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in grants {
+        let (permission, method, path, host) = (
+            text(&row, 0)?,
+            text(&row, 1)?,
+            text(&row, 2)?,
+            text(&row, 3)?,
+        );
+        let method = Method::parse(&method).ok_or_else(|| {
+            StoreError::BadRow(format!(
+                "permission {permission:?}: unknown method {method:?}"
+            ))
+        })?;
+        let activity = Activity {
+            method,
+            path,
+            host: (!host.is_empty()).then_some(host),
+        };
+        if let Some(spec) = doc.permissions.get_mut(&permission) {
+            spec.activities.push(activity);
+        }
+    }
+    for row in sqlx::query("SELECT name FROM roles")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        doc.roles.insert(text(&row, 0)?, Vec::new());
+    }
+    let role_perms = sqlx::query(
+        "SELECT r.name, p.name FROM role_permissions rp JOIN roles r ON r.id = rp.role_id JOIN permissions p ON p.id = rp.permission_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in role_perms {
+        if let Some(list) = doc.roles.get_mut(&text(&row, 0)?) {
+            list.push(text(&row, 1)?);
+        }
+    }
+    let mut users: BTreeMap<String, UserSpec> = BTreeMap::new();
+    for row in sqlx::query("SELECT email, name, disabled FROM users")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let email = text(&row, 0)?;
+        let spec = UserSpec {
+            email: email.clone(),
+            name: row.try_get(1)?,
+            disabled: row.try_get::<i64, _>(2)? != 0,
+            roles: Vec::new(),
+        };
+        users.insert(email, spec);
+    }
+    let user_roles =
+        sqlx::query("SELECT u.email, r.name FROM user_roles ur JOIN users u ON u.id = ur.user_id JOIN roles r ON r.id = ur.role_id")
+            .fetch_all(&mut *conn)
+            .await?;
+    for row in user_roles {
+        if let Some(user) = users.get_mut(&text(&row, 0)?) {
+            user.roles.push(text(&row, 1)?);
+        }
+    }
+    doc.users = users.into_values().collect();
+    doc.normalize();
+    Ok((doc, version))
+}
+
+async fn ids_by_name(
+    conn: &mut AnyConnection,
+    sql: &str,
+) -> Result<HashMap<String, i64>, StoreError> {
+    let mut out = HashMap::new();
+    for row in sqlx::query(sql).fetch_all(&mut *conn).await? {
+        out.insert(text(&row, 1)?, row.try_get::<i64, _>(0)?);
+    }
+    Ok(out)
+}
+
+/// Writes the difference between `current` and `merged`; entities that did not change are not
+/// touched, so user ids (the JWT `sub`) stay stable.
+async fn write_changes(
+    conn: &mut AnyConnection,
+    current: &PolicyDocument,
+    merged: &PolicyDocument,
+) -> Result<(), StoreError> {
+    // Permissions and their activities.
+    for (name, spec) in &merged.permissions {
+        if current.permissions.get(name) == Some(spec) {
+            continue;
+        }
+        let id: i64 = sqlx::query(
+            "INSERT INTO permissions (name, description) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description RETURNING id",
+        )
+        .bind(name)
+        .bind(spec.description.clone())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+        sqlx::query("DELETE FROM permission_activities WHERE permission_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        for activity in &spec.activities {
+            let activity_id: i64 = sqlx::query(
+                "INSERT INTO activities (method, path, host) VALUES ($1, $2, $3) \
+                 ON CONFLICT (method, path, host) DO UPDATE SET method = excluded.method RETURNING id",
+            )
+            .bind(activity.method.as_str())
+            .bind(&activity.path)
+            .bind(activity.host.clone().unwrap_or_default())
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+            sqlx::query(
+                "INSERT INTO permission_activities (permission_id, activity_id) VALUES ($1, $2)",
+            )
+            .bind(id)
+            .bind(activity_id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    for name in current
+        .permissions
+        .keys()
+        .filter(|n| !merged.permissions.contains_key(*n))
+    {
+        for sql in [
+            "DELETE FROM permission_activities WHERE permission_id IN (SELECT id FROM permissions WHERE name = $1)",
+            "DELETE FROM role_permissions WHERE permission_id IN (SELECT id FROM permissions WHERE name = $1)",
+            "DELETE FROM permissions WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *conn).await?;
+        }
+    }
+    sqlx::query(
+        "DELETE FROM activities WHERE id NOT IN (SELECT activity_id FROM permission_activities)",
+    )
+    .execute(&mut *conn)
+    .await?;
+
+    // Roles.
+    let permission_ids = ids_by_name(conn, "SELECT id, name FROM permissions").await?;
+    for (name, perms) in &merged.roles {
+        if current.roles.get(name) == Some(perms) {
+            continue;
+        }
+        let id: i64 = sqlx::query("INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get(0)?;
+        sqlx::query("DELETE FROM role_permissions WHERE role_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        for p in perms {
+            let pid = permission_ids
+                .get(p)
+                .ok_or_else(|| StoreError::BadRow(format!("permission {p:?} vanished")))?;
+            sqlx::query("INSERT INTO role_permissions (role_id, permission_id) VALUES ($1, $2)")
+                .bind(id)
+                .bind(*pid)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    for name in current
+        .roles
+        .keys()
+        .filter(|n| !merged.roles.contains_key(*n))
+    {
+        for sql in [
+            "DELETE FROM role_permissions WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
+            "DELETE FROM user_roles WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
+            "DELETE FROM roles WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *conn).await?;
+        }
+    }
+
+    // Users.
+    let role_ids = ids_by_name(conn, "SELECT id, name FROM roles").await?;
+    let current_users: HashMap<&str, &UserSpec> = current
+        .users
+        .iter()
+        .map(|u| (u.email.as_str(), u))
+        .collect();
+    for user in &merged.users {
+        if current_users.get(user.email.as_str()) == Some(&user) {
+            continue;
+        }
+        let id: i64 = sqlx::query(
+            "INSERT INTO users (email, name, disabled) VALUES ($1, $2, $3) \
+             ON CONFLICT (email) DO UPDATE SET name = excluded.name, disabled = excluded.disabled RETURNING id",
+        )
+        .bind(&user.email)
+        .bind(user.name.clone())
+        .bind(i64::from(user.disabled))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        for role in &user.roles {
+            let rid = role_ids
+                .get(role)
+                .ok_or_else(|| StoreError::BadRow(format!("role {role:?} vanished")))?;
+            sqlx::query("INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)")
+                .bind(id)
+                .bind(*rid)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    let merged_emails: std::collections::HashSet<&str> =
+        merged.users.iter().map(|u| u.email.as_str()).collect();
+    for email in current_users.keys().filter(|e| !merged_emails.contains(*e)) {
+        sqlx::query(
+            "DELETE FROM user_roles WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
+        )
+        .bind(*email)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("DELETE FROM users WHERE email = $1")
+            .bind(*email)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
