@@ -1,6 +1,8 @@
 //! Entry point: parse the command line, load and validate the configuration, start tracing
 //! and the runtime, and turn the outcome into an exit code.
 
+use std::io::IsTerminal as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -62,6 +64,7 @@ fn init_tracing(config: &Config) -> Result<(), String> {
         tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|e| e.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
