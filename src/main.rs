@@ -2,7 +2,6 @@
 //! and the runtime, and turn the outcome into an exit code.
 
 use std::io::IsTerminal as _;
-use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -125,10 +125,12 @@ mod tests {
         extract(headers.iter().copied(), "jwt-token")
     }
 
+    type Case = (&'static [(&'static str, &'static str)], Result<Presented<'static>, CredentialError>);
+
     #[test]
     fn credential_table() {
         let jwt = |token, source| Ok(Presented::Jwt { token, source });
-        let cases: &[(&[(&str, &str)], Result<Presented<'static>, CredentialError>)] = &[
+        let cases: &[Case] = &[
             (&[], Ok(Presented::Nothing)),
             (&[("accept", "*/*")], Ok(Presented::Nothing)),
             (

