@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext, CheckRequest};
+use envoy_types::pb::envoy::service::auth::v3::{
+    attribute_context, AttributeContext, CheckRequest,
+};
 use portcullis::authz::Authorizer;
 use portcullis::config::{JwtConfig, KeyConfig};
 use portcullis::grpc::CheckService;
@@ -18,7 +20,9 @@ use portcullis::policy::{path, PolicyDocument, PolicySnapshot};
 const SECRET: &str = "benchmark-secret-0123456789abcdef0123456789";
 
 fn example_policy() -> PolicyDocument {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.yaml")).expect("policy");
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/policy.yaml"))
+            .expect("policy");
     PolicyDocument::from_yaml("examples/policy.yaml", &text).expect("valid")
 }
 
@@ -55,30 +59,55 @@ fn check_request(path: &str, token: &str) -> CheckRequest {
 }
 
 fn token() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     let claims = serde_json::json!({
         "sub": "1", "email": "ada@example.com", "name": "Ada Lovelace", "roles": ["admin"],
         "permissions": ["roles:read", "roles:write"], "exp": now + 3600, "jti": "bench",
     });
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("bench".to_owned());
-    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("key"))
-        .expect("token")
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("key"),
+    )
+    .expect("token")
 }
 
 fn benches(c: &mut Criterion) {
-    c.bench_function("canonicalize/plain", |b| b.iter(|| path::canonicalize(black_box("/api/v1/roles/42/users?page=2"))));
-    c.bench_function("canonicalize/escaped", |b| b.iter(|| path::canonicalize(black_box("/files/caf%C3%A9%20menu.txt"))));
+    c.bench_function("canonicalize/plain", |b| {
+        b.iter(|| path::canonicalize(black_box("/api/v1/roles/42/users?page=2")))
+    });
+    c.bench_function("canonicalize/escaped", |b| {
+        b.iter(|| path::canonicalize(black_box("/files/caf%C3%A9%20menu.txt")))
+    });
 
     let example = PolicySnapshot::compile(&example_policy(), 1).expect("compiles");
     let grants = example.grants(true, ["roles:read"], []);
     c.bench_function("evaluate/example-policy", |b| {
-        b.iter(|| example.evaluate("GET", "app.example.com", black_box("/api/v1/roles/42/users"), &grants))
+        b.iter(|| {
+            example.evaluate(
+                "GET",
+                "app.example.com",
+                black_box("/api/v1/roles/42/users"),
+                &grants,
+            )
+        })
     });
     let large = PolicySnapshot::compile(&large_policy(1000), 1).expect("compiles");
     let grants = large.grants(true, ["svc99:read"], []);
     c.bench_function("evaluate/1000-activities", |b| {
-        b.iter(|| large.evaluate("GET", "app.example.com", black_box("/api/v1/svc99/res9/x"), &grants))
+        b.iter(|| {
+            large.evaluate(
+                "GET",
+                "app.example.com",
+                black_box("/api/v1/svc99/res9/x"),
+                &grants,
+            )
+        })
     });
 
     let jwt = JwtConfig {
@@ -93,13 +122,26 @@ fn benches(c: &mut Criterion) {
         ..JwtConfig::default()
     };
     let keys = KeySet::from_config(&jwt, |_| Some(SECRET.to_owned())).expect("keys");
-    let snapshot = Arc::new(ArcSwapOption::from_pointee(PolicySnapshot::compile(&example_policy(), 1).expect("compiles")));
-    let service = CheckService::new(Arc::new(Authorizer::new(snapshot, Arc::new(Identifier::new(keys, &jwt)))));
-    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let snapshot = Arc::new(ArcSwapOption::from_pointee(
+        PolicySnapshot::compile(&example_policy(), 1).expect("compiles"),
+    ));
+    let service = CheckService::new(Arc::new(Authorizer::new(
+        snapshot,
+        Arc::new(Identifier::new(keys, &jwt)),
+    )));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let request = check_request("/api/v1/roles/42/users?page=2", &token());
-    c.bench_function("check/allow-cached-jwt", |b| b.iter(|| runtime.block_on(service.decide(black_box(&request)))));
-    let anonymous = CheckRequest { ..check_request("/api/v1/roles", "") };
-    c.bench_function("check/deny-invalid-token", |b| b.iter(|| runtime.block_on(service.decide(black_box(&anonymous)))));
+    c.bench_function("check/allow-cached-jwt", |b| {
+        b.iter(|| runtime.block_on(service.decide(black_box(&request))))
+    });
+    let anonymous = CheckRequest {
+        ..check_request("/api/v1/roles", "")
+    };
+    c.bench_function("check/deny-invalid-token", |b| {
+        b.iter(|| runtime.block_on(service.decide(black_box(&anonymous))))
+    });
 }
 
 criterion_group!(decide, benches);

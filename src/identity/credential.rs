@@ -125,7 +125,10 @@ mod tests {
         extract(headers.iter().copied(), "jwt-token")
     }
 
-    type Case = (&'static [(&'static str, &'static str)], Result<Presented<'static>, CredentialError>);
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        Result<Presented<'static>, CredentialError>,
+    );
 
     #[test]
     fn credential_table() {

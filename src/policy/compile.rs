@@ -299,7 +299,14 @@ roles:
 "#;
 
     /// (method, host, path, permissions held, identified, expected permission or None)
-    type Case = (&'static str, &'static str, &'static str, &'static [&'static str], bool, Option<&'static str>);
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        bool,
+        Option<&'static str>,
+    );
 
     #[test]
     fn decision_table() {

@@ -213,10 +213,11 @@ impl PolicyDocument {
                 origin: origin.to_owned(),
                 source,
             })?;
-        doc.validate().map_err(|problem| PolicyError::Invalid {
-            origin: origin.to_owned(),
-            problem,
-        })?;
+        doc.validate_entries()
+            .map_err(|problem| PolicyError::Invalid {
+                origin: origin.to_owned(),
+                problem,
+            })?;
         Ok(doc)
     }
 
@@ -227,8 +228,9 @@ impl PolicyDocument {
         })
     }
 
-    /// Checks references, names and regexes; the message names the entry and the problem.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks every entry on its own (names, methods, regexes, emails) but not references, so
+    /// a partial file may name permissions and roles that are already stored.
+    pub fn validate_entries(&self) -> Result<(), String> {
         for (name, spec) in &self.permissions {
             if !valid_name(name) {
                 return Err(format!("permission {name:?}: invalid name"));
@@ -238,14 +240,9 @@ impl PolicyDocument {
                     .map_err(|e| format!("permission {name:?}: activity {activity}: {e}"))?;
             }
         }
-        for (role, permissions) in &self.roles {
+        for role in self.roles.keys() {
             if !valid_name(role) {
                 return Err(format!("role {role:?}: invalid name"));
-            }
-            for p in permissions {
-                if !self.permissions.contains_key(p) {
-                    return Err(format!("role {role:?}: unknown permission {p:?}"));
-                }
             }
         }
         let mut emails = BTreeSet::new();
@@ -257,6 +254,22 @@ impl PolicyDocument {
             if !emails.insert(email.to_ascii_lowercase()) {
                 return Err(format!("user {email:?}: listed twice"));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks every entry and every reference: what a whole policy must satisfy to compile.
+    pub fn validate(&self) -> Result<(), String> {
+        self.validate_entries()?;
+        for (role, permissions) in &self.roles {
+            for p in permissions {
+                if !self.permissions.contains_key(p) {
+                    return Err(format!("role {role:?}: unknown permission {p:?}"));
+                }
+            }
+        }
+        for user in &self.users {
+            let email = &user.email;
             for role in &user.roles {
                 if !self.roles.contains_key(role) {
                     return Err(format!("user {email:?}: unknown role {role:?}"));
@@ -460,8 +473,6 @@ users:
             ("permissions:\n  p:\n    activities: [FETCH /x]\n", "unknown method \"FETCH\""),
             ("permissions:\n  p:\n    activities: [\"GET /a(\"]\n", "permission \"p\""),
             ("permissions:\n  p:\n    activities: [GET]\n", "METHOD PATH-REGEX"),
-            ("roles:\n  admin: [nope]\n", "role \"admin\": unknown permission \"nope\""),
-            ("users:\n  - {email: a@b.c, roles: [ghost]}\n", "unknown role \"ghost\""),
             ("users:\n  - {email: nobody, roles: []}\n", "invalid email"),
             ("permissions:\n  \"a,b\": {}\n", "invalid name"),
             ("colour: blue\n", "unknown field"),
@@ -481,6 +492,23 @@ users:
             );
             assert!(msg.contains("example.yaml"), "{msg}");
         }
+    }
+
+    #[test]
+    fn dangling_references_fail_whole_policy_validation() {
+        let doc = PolicyDocument::from_yaml("partial.yaml", "roles:\n  admin: [nope]\n")
+            .expect("entries are fine");
+        assert_eq!(
+            doc.validate().expect_err("dangling"),
+            "role \"admin\": unknown permission \"nope\""
+        );
+        let doc =
+            PolicyDocument::from_yaml("p.yaml", "users:\n  - {email: a@b.c, roles: [ghost]}\n")
+                .expect("entries");
+        assert!(doc
+            .validate()
+            .expect_err("dangling")
+            .contains("unknown role \"ghost\""));
     }
 
     #[test]

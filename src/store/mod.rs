@@ -153,6 +153,10 @@ impl Store {
             .await?;
         let (current, version) = load_document(&mut tx).await?;
         let merged = current.merged_with(file, prune);
+        merged.validate().map_err(|problem| PolicyError::Invalid {
+            origin: "the policy after this apply".to_owned(),
+            problem,
+        })?;
         PolicySnapshot::compile(&merged, version + 1)?;
         let changes = current.diff(&merged);
         if changes.is_empty() || dry_run {

@@ -1,0 +1,235 @@
+//! One story, run against every backend: embedded SQLite and PostgreSQL (the server at
+//! 127.0.0.1:5432, or `PORTCULLIS_TEST_POSTGRES_URL`; each run gets its own database).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use portcullis::policy::PolicyDocument;
+use portcullis::store::{Store, StoreError};
+
+const EXAMPLE: &str = include_str!("../examples/policy.yaml");
+
+fn doc(yaml: &str) -> PolicyDocument {
+    PolicyDocument::from_yaml("test", yaml).expect("valid policy")
+}
+
+async fn sqlite() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let store = Store::connect(&url, 2).await.expect("sqlite connects");
+    store.migrate().await.expect("migrates");
+    (store, dir)
+}
+
+/// A fresh database on the PostgreSQL server; dropped when the guard is.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("rt");
+            rt.block_on(async {
+                if let Ok(admin) = Store::connect(&admin_url, 1).await {
+                    let _ = admin
+                        .execute_raw(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn postgres() -> (Store, PgDatabase) {
+    let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let admin = Store::connect(&admin_url, 1)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required for this test: {e}"));
+    let name = format!("portcullis_test_{:016x}", rand::random::<u64>());
+    admin
+        .execute_raw(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    admin.close().await;
+    let (base, _) = admin_url.rsplit_once('/').expect("url has a database");
+    let store = Store::connect(&format!("{base}/{name}"), 4)
+        .await
+        .expect("connects");
+    store.migrate().await.expect("migrates");
+    (store, PgDatabase { admin_url, name })
+}
+
+async fn policy_story(store: Store) {
+    // A fresh store: version 0, empty policy that still compiles (reserved permissions exist).
+    assert_eq!(store.policy_version().await.unwrap(), 0);
+    let snapshot = store.load_snapshot().await.expect("empty policy compiles");
+    assert_eq!(snapshot.version(), 0);
+
+    // Apply, then apply again: the second is a no-op that bumps nothing.
+    let example = doc(EXAMPLE);
+    let first = store.apply(&example, false, false).await.expect("applies");
+    assert!(
+        first
+            .changes
+            .contains(&"+ permission roles:read".to_owned()),
+        "{:?}",
+        first.changes
+    );
+    assert_eq!(first.version, 1);
+    let again = store.apply(&example, false, false).await.expect("applies");
+    assert!(again.changes.is_empty(), "{:?}", again.changes);
+    assert_eq!(again.version, 1);
+
+    // Export is the file, normalized; applying the export changes nothing.
+    let (exported, version) = store.load_policy().await.unwrap();
+    assert_eq!(version, 1);
+    let mut expected = example.clone();
+    expected.normalize();
+    assert_eq!(exported, expected);
+    let yaml = exported.to_yaml().unwrap();
+    assert!(store
+        .apply(&doc(&yaml), true, false)
+        .await
+        .unwrap()
+        .changes
+        .is_empty());
+
+    // The snapshot decides with what was stored.
+    let snapshot = store.load_snapshot().await.unwrap();
+    let grants = snapshot.grants(true, [], ["viewer"]);
+    assert!(snapshot
+        .evaluate("GET", "h", "/api/v1/roles/1/users", &grants)
+        .is_some());
+    assert!(snapshot
+        .evaluate("POST", "h", "/api/v1/roles", &grants)
+        .is_none());
+    let grants = snapshot.grants(true, [], ["admin"]);
+    assert!(snapshot
+        .evaluate("PUT", "allocations.example.com", "/api/v1/roles/1", &grants)
+        .is_some());
+
+    // Users keep their ids across applies (the JWT `sub` must stay valid).
+    let ada = store
+        .find_user("Ada@Example.com")
+        .await
+        .unwrap()
+        .expect("ada exists");
+    assert_eq!(ada.roles, vec!["admin"]);
+    assert_eq!(ada.name.as_deref(), Some("Ada Lovelace"));
+    // A partial file may refer to what is already stored.
+    let rename =
+        doc("users:\n  - {email: ada@example.com, name: Countess Lovelace, roles: [admin]}\n");
+    let out = store.apply(&rename, false, false).await.unwrap();
+    assert_eq!(
+        out.changes,
+        vec!["~ user ada@example.com: name Some(\"Ada Lovelace\") -> Some(\"Countess Lovelace\")"]
+    );
+    let ada2 = store.find_user("ada@example.com").await.unwrap().unwrap();
+    assert_eq!(ada2.id, ada.id);
+    assert_eq!(out.version, 2);
+
+    // A dry run reports and writes nothing.
+    let narrower = doc("permissions:\n  roles:read:\n    activities: [GET /api/v1/roles]\n");
+    let dry = store.apply(&narrower, true, true).await.unwrap();
+    assert!(
+        dry.changes.contains(&"- permission roles:write".to_owned()),
+        "{:?}",
+        dry.changes
+    );
+    assert!(
+        dry.changes.contains(&"- user ada@example.com".to_owned()),
+        "{:?}",
+        dry.changes
+    );
+    assert_eq!(store.policy_version().await.unwrap(), 2);
+    assert_eq!(store.load_policy().await.unwrap().0.permissions.len(), 4);
+
+    // Without --prune, unnamed entries stay and named ones are replaced.
+    let out = store.apply(&narrower, false, false).await.unwrap();
+    assert_eq!(out.changes, vec!["~ permission roles:read: description Some(\"View roles and their members\") -> None, -activity GET /api/v1/roles/[^/]+/users"]);
+    let (now, _) = store.load_policy().await.unwrap();
+    assert!(now.permissions.contains_key("roles:write"));
+    assert_eq!(now.users.len(), 3);
+
+    // With --prune the store becomes the file; orphaned activities go too.
+    store.apply(&narrower, true, false).await.unwrap();
+    let (now, version) = store.load_policy().await.unwrap();
+    let mut expected = narrower.clone();
+    expected.normalize();
+    assert_eq!(now, expected);
+    assert_eq!(version, 4);
+    assert!(store.find_user("ada@example.com").await.unwrap().is_none());
+
+    // Bad input changes nothing: a reference to nothing, a regex that does not compile.
+    let dangling = doc("roles:\n  r: [roles:read]\n");
+    store
+        .apply(&dangling, false, false)
+        .await
+        .expect("reference to a stored permission is fine");
+    let err = store
+        .apply(
+            &doc("users:\n  - {email: x@y.z, roles: [r]}\n"),
+            true,
+            false,
+        )
+        .await
+        .expect_err("prune drops role r");
+    assert!(matches!(err, StoreError::Policy(_)), "{err}");
+    assert_eq!(store.policy_version().await.unwrap(), 5);
+
+    // Concurrent applies serialize: both land, each with its own version.
+    let a = doc("permissions:\n  a:\n    activities: [GET /a]\n");
+    let b = doc("permissions:\n  b:\n    activities: [GET /b]\n");
+    let (ra, rb) = tokio::join!(store.apply(&a, false, false), store.apply(&b, false, false));
+    let (va, vb) = (
+        ra.expect("a applies").version,
+        rb.expect("b applies").version,
+    );
+    assert_ne!(va, vb);
+    assert_eq!(va.max(vb), 7);
+    let (now, _) = store.load_policy().await.unwrap();
+    assert!(now.permissions.contains_key("a") && now.permissions.contains_key("b"));
+
+    // A bad row written behind portcullis' back is reported, not half-loaded.
+    store
+        .execute_raw("UPDATE activities SET method = 'FETCH' WHERE path = '/a'")
+        .await
+        .unwrap();
+    let err = store.load_snapshot().await.expect_err("bad row");
+    assert!(err.to_string().contains("FETCH"), "{err}");
+    store
+        .execute_raw("UPDATE activities SET method = 'GET', path = '/a(' WHERE path = '/a'")
+        .await
+        .unwrap();
+    let err = store.load_snapshot().await.expect_err("bad regex row");
+    assert!(err.to_string().contains("does not compile"), "{err}");
+}
+
+#[tokio::test]
+async fn policy_story_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    policy_story(store).await;
+}
+
+#[tokio::test]
+async fn policy_story_on_postgres() {
+    let (store, _db) = postgres().await;
+    policy_story(store.clone()).await;
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent() {
+    let (store, _dir) = sqlite().await;
+    store.migrate().await.expect("second migrate is a no-op");
+    let (pg, _db) = postgres().await;
+    pg.migrate().await.expect("second migrate is a no-op");
+    pg.close().await;
+}
