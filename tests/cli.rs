@@ -1,0 +1,226 @@
+//! The command line as an operator uses it: config errors, policy files, `check`, `jwt mint`,
+//! and `serve` shutting down cleanly on SIGTERM.
+
+mod support;
+
+use support::{cli, cli_ok, root, write_config, Portcullis};
+
+fn example() -> String {
+    root().join("examples/policy.yaml").display().to_string()
+}
+
+#[test]
+fn bad_config_is_one_line_and_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("colour: blue\n", "unknown field"),
+        ("server: {listen: nowhere}\n", "config file"),
+        ("jwt: {leeway: 1h}\n", "jwt.leeway"),
+        (
+            "jwt: {keys: [{kid: a, algorithm: HS256, secret_env: NOT_SET_ANYWHERE_42}]}\n",
+            "NOT_SET_ANYWHERE_42 is not set",
+        ),
+        (
+            "jwt: {keys: [{kid: a, algorithm: RS256, public_key_file: /nonexistent.pem}]}\n",
+            "cannot read",
+        ),
+        (
+            "jwt: {keys: [{kid: a, algorithm: none, secret_env: X}]}\n",
+            "unsupported algorithm",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = cli(&path, &["config", "check"]);
+        assert_eq!(code, 64, "{text}: {out}{err}");
+        assert!(err.contains(expected), "{text}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    let good = write_config(dir.path(), "");
+    let out = cli_ok(&good, &["config", "check"]);
+    assert!(out.contains("1 jwt key(s)"), "{out}");
+    assert!(!out.contains(support::SECRET));
+}
+
+#[test]
+fn bad_policy_files_name_the_entry_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    cli_ok(&config, &["policy", "apply", &example()]);
+    let before = cli_ok(&config, &["policy", "export"]);
+    let cases = [
+        ("permissions: [", "bad.yaml"),
+        (
+            "permissions:\n  p:\n    activities: [FETCH /x]\n",
+            "unknown method \"FETCH\"",
+        ),
+        (
+            "permissions:\n  p:\n    activities: [\"GET /(\"]\n",
+            "permission \"p\": activity GET /(: path regex does not compile",
+        ),
+        (
+            "roles:\n  admin: [nope]\n",
+            "role \"admin\": unknown permission \"nope\"",
+        ),
+        (
+            "users:\n  - {email: x@example.com, roles: [ghost]}\n",
+            "user \"x@example.com\": unknown role \"ghost\"",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, text).unwrap();
+        let (code, out, err) = cli(&config, &["policy", "apply", path.to_str().unwrap()]);
+        assert_eq!(code, 65, "{text}: {out}{err}");
+        assert!(err.contains(expected), "{text}: {err}");
+        assert!(err.contains("bad.yaml"), "names the file: {err}");
+    }
+    assert_eq!(
+        cli_ok(&config, &["policy", "export"]),
+        before,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn apply_is_idempotent_and_dry_run_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let first = cli_ok(&config, &["policy", "apply", &example()]);
+    assert!(first.contains("+ role admin"), "{first}");
+    assert!(cli_ok(&config, &["policy", "apply", &example()]).contains("no changes"));
+    let exported = dir.path().join("exported.yaml");
+    std::fs::write(&exported, cli_ok(&config, &["policy", "export"])).unwrap();
+    assert!(cli_ok(
+        &config,
+        &["policy", "apply", "--prune", exported.to_str().unwrap()]
+    )
+    .contains("no changes"));
+
+    let smaller = dir.path().join("smaller.yaml");
+    std::fs::write(
+        &smaller,
+        "permissions:\n  public:\n    activities: [GET /healthz]\n",
+    )
+    .unwrap();
+    let dry = cli_ok(
+        &config,
+        &[
+            "policy",
+            "apply",
+            "--prune",
+            "--dry-run",
+            smaller.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        dry.contains("- permission roles:write") && dry.contains("nothing written"),
+        "{dry}"
+    );
+    assert!(cli_ok(&config, &["policy", "export"]).contains("roles:write"));
+
+    let lint = dir.path().join("lint.yaml");
+    std::fs::write(
+        &lint,
+        "permissions:\n  p:\n    activities: [GET /api/v1.0/x]\n",
+    )
+    .unwrap();
+    let (code, _, err) = cli(&config, &["policy", "lint", lint.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(err.contains("unescaped '.'"), "{err}");
+}
+
+#[test]
+fn check_explains_and_exits_by_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    cli_ok(&config, &["policy", "apply", &example()]);
+    let token = cli_ok(
+        &config,
+        &["jwt", "mint", "--user", "grace@example.com", "--ttl", "5m"],
+    );
+    let token = token.trim();
+
+    let (code, out, _) = cli(
+        &config,
+        &["check", "--token", token, "GET", "/api/v1/roles/1/users"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(r#"permission "roles:read" grants GET /api/v1/roles/[^/]+/users"#),
+        "{out}"
+    );
+
+    let (code, out, _) = cli(
+        &config,
+        &["check", "--token", token, "POST", "/api/v1/roles"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("deny 403 no_matching_activity"), "{out}");
+
+    let (code, out, _) = cli(&config, &["check", "GET", "/api/v1/roles"]);
+    assert_eq!(
+        (code, out.contains("deny 401 missing_credential")),
+        (1, true),
+        "{out}"
+    );
+    let (code, out, _) = cli(&config, &["check", "--token", "x.y.z", "GET", "/healthz"]);
+    assert_eq!(
+        (code, out.contains("deny 401 invalid_token")),
+        (1, true),
+        "{out}"
+    );
+    let (code, out, _) = cli(
+        &config,
+        &[
+            "check",
+            "--permissions",
+            "roles:write",
+            "--host",
+            "allocations.example.com",
+            "PUT",
+            "/api/v1/roles/3",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = cli(
+        &config,
+        &[
+            "check",
+            "--permissions",
+            "roles:write",
+            "PUT",
+            "/api/v1/roles/3",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    let (code, out, _) = cli(&config, &["check", "GET", "/healthz/../admin"]);
+    assert_eq!((code, out.contains("invalid_path")), (1, true), "{out}");
+
+    let (code, _, err) = cli(&config, &["jwt", "mint", "--user", "nobody@example.com"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no user"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_not_serving_and_exits_zero_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    cli_ok(&config, &["policy", "apply", &example()]);
+    let mut server = Portcullis::start(&config).await;
+    let log_before = server.proc.log_text();
+    assert!(
+        log_before.contains("policy snapshot loaded"),
+        "{log_before}"
+    );
+    let status = server.proc.terminate();
+    assert!(
+        status.success(),
+        "exit status {status:?}:\n{}",
+        server.proc.log_text()
+    );
+    let log = server.proc.log_text();
+    assert!(log.contains("NOT_SERVING"), "{log}");
+    assert!(!log.contains(support::SECRET), "the secret reached the log");
+}

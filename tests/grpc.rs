@@ -1,0 +1,508 @@
+//! The gRPC adapter: `check()` called in process with hand-built CheckRequests, and a tonic
+//! client against a real server bound to an ephemeral port (health, Check, graceful shutdown).
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use envoy_types::ext_authz::v3::pb::{Authorization, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{
+    attribute_context, AttributeContext, CheckRequest, CheckResponse,
+};
+use envoy_types::pb::google::protobuf::value::Kind;
+use portcullis::authz::Authorizer;
+use portcullis::config::{Config, JwtConfig, KeyConfig};
+use portcullis::grpc::CheckService;
+use portcullis::identity::{Identifier, KeySet};
+use portcullis::policy::{PolicyDocument, PolicySnapshot};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+const SECRET: &str = "grpc-test-secret-0123456789abcdef0123456789";
+const POLICY: &str = include_str!("../examples/policy.yaml");
+
+fn jwt_config() -> JwtConfig {
+    JwtConfig {
+        issuer: Some("grpc-test".to_owned()),
+        keys: vec![KeyConfig {
+            kid: "k".to_owned(),
+            algorithm: "HS256".to_owned(),
+            secret_env: Some("GRPC_TEST_SECRET".to_owned()),
+            secret_file: None,
+            public_key_file: None,
+            private_key_file: None,
+        }],
+        ..JwtConfig::default()
+    }
+}
+
+fn service(with_policy: bool) -> CheckService {
+    let jwt = jwt_config();
+    let keys = KeySet::from_config(&jwt, |_| Some(SECRET.to_owned())).unwrap();
+    let snapshot = Arc::new(ArcSwapOption::empty());
+    if with_policy {
+        let doc = PolicyDocument::from_yaml("policy", POLICY).unwrap();
+        snapshot.store(Some(Arc::new(PolicySnapshot::compile(&doc, 3).unwrap())));
+    }
+    CheckService::new(Arc::new(Authorizer::new(
+        snapshot,
+        Arc::new(Identifier::new(keys, &jwt)),
+    )))
+}
+
+fn token(claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("k".to_owned());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn viewer() -> String {
+    token(serde_json::json!({
+        "sub": "7", "email": "zoë@example.com", "name": "Zoë Q", "roles": ["viewer"],
+        "iss": "grpc-test", "exp": now() + 300, "jti": "j-1"
+    }))
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    host: "App.Example.com:443".to_owned(),
+                    headers,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Like Envoy with `encode_raw_headers: true`: repeated headers are separate entries.
+fn raw_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut req = request(method, path, &[]);
+    let http = req
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: headers
+            .iter()
+            .map(|(k, v)| HeaderValue {
+                key: k.to_string(),
+                raw_value: v.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    req
+}
+
+async fn check(svc: &CheckService, req: CheckRequest) -> CheckResponse {
+    svc.check(tonic::Request::new(req))
+        .await
+        .expect("check never returns a gRPC error")
+        .into_inner()
+}
+
+fn ok_headers(res: &CheckResponse) -> HashMap<String, (String, i32)> {
+    match &res.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok
+            .headers
+            .iter()
+            .map(|h| {
+                let hv = h.header.as_ref().unwrap();
+                (hv.key.clone(), (hv.value.clone(), h.append_action))
+            })
+            .collect(),
+        other => panic!("expected an OK response, got {other:?}"),
+    }
+}
+
+fn denied(res: &CheckResponse) -> (i32, serde_json::Value, HashMap<String, String>) {
+    match &res.http_response {
+        Some(HttpResponse::DeniedResponse(d)) => (
+            d.status.as_ref().unwrap().code,
+            serde_json::from_str(&d.body).unwrap(),
+            d.headers
+                .iter()
+                .map(|h| h.header.as_ref().unwrap())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+        ),
+        other => panic!("expected a denied response, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn allow_sets_identity_headers_with_overwrite_and_removes_client_copies() {
+    let svc = service(true);
+    let bearer = format!("Bearer {}", viewer());
+    let res = check(
+        &svc,
+        request(
+            "GET",
+            "/api/v1/roles/9/users?x=1",
+            &[
+                ("authorization", &bearer),
+                ("x-auth-permissions", "admin"),
+                ("x-auth-impersonate", "root"),
+                ("x-auth-email", "root@example.com"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(res.status.as_ref().unwrap().code, 0);
+    let headers = ok_headers(&res);
+    let overwrite = 2; // OVERWRITE_IF_EXISTS_OR_ADD
+    assert_eq!(headers["x-auth-user-id"], ("7".to_owned(), overwrite));
+    assert_eq!(
+        headers["x-auth-email"].0, "zo%C3%AB@example.com",
+        "non-ASCII is percent-encoded"
+    );
+    assert_eq!(headers["x-auth-name"].0, "Zo%C3%AB Q");
+    assert_eq!(headers["x-auth-subject-type"].0, "user");
+    assert_eq!(headers["x-auth-roles"].0, "viewer");
+    assert_eq!(
+        headers["x-auth-permissions"].0,
+        "authenticated,public,roles:read"
+    );
+    assert_eq!(headers["x-auth-credential"].0, "jwt");
+    assert_eq!(headers["x-auth-token-id"].0, "j-1");
+    assert!(!headers["x-auth-decision-id"].0.is_empty());
+    assert!(headers.values().all(|(_, action)| *action == overwrite));
+    let Some(HttpResponse::OkResponse(ok)) = &res.http_response else {
+        unreachable!()
+    };
+    // Only what we do not overwrite is listed; what we set replaces the client's copy.
+    assert_eq!(ok.headers_to_remove, vec!["x-auth-impersonate"]);
+    let meta = &res.dynamic_metadata.as_ref().unwrap().fields;
+    assert_eq!(
+        meta["user_id"].kind,
+        Some(Kind::StringValue("7".to_owned()))
+    );
+    assert_eq!(
+        meta["email"].kind,
+        Some(Kind::StringValue("zoë@example.com".to_owned()))
+    );
+    assert_eq!(
+        meta["matched_permission"].kind,
+        Some(Kind::StringValue("roles:read".to_owned()))
+    );
+    assert!(matches!(&meta["permissions"].kind, Some(Kind::ListValue(l)) if l.values.len() == 3));
+}
+
+#[tokio::test]
+async fn denials_carry_status_reason_and_challenge() {
+    let svc = service(true);
+    let (code, body, headers) = denied(&check(&svc, request("GET", "/api/v1/roles", &[])).await);
+    assert_eq!(code, 401);
+    assert_eq!(body["error"], "unauthenticated");
+    assert_eq!(body["reason"], "missing_credential");
+    assert_eq!(headers["www-authenticate"], r#"Bearer realm="portcullis""#);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(
+        headers["x-auth-decision-id"],
+        body["decision_id"].as_str().unwrap()
+    );
+
+    let expired = token(serde_json::json!({"sub": "7", "iss": "grpc-test", "exp": now() - 3600}));
+    let (code, body, headers) = denied(
+        &check(
+            &svc,
+            request(
+                "GET",
+                "/healthz",
+                &[("authorization", &format!("Bearer {expired}"))],
+            ),
+        )
+        .await,
+    );
+    assert_eq!(
+        code, 401,
+        "a bad credential is refused even on a public route"
+    );
+    assert_eq!(body["reason"], "invalid_token");
+    assert!(headers["www-authenticate"].contains(r#"error="invalid_token""#));
+
+    let bearer = format!("Bearer {}", viewer());
+    let res = check(
+        &svc,
+        request("DELETE", "/api/v1/roles", &[("authorization", &bearer)]),
+    )
+    .await;
+    let (code, body, headers) = denied(&res);
+    assert_eq!(
+        (code, body["error"].as_str(), body["reason"].as_str()),
+        (403, Some("forbidden"), Some("no_matching_activity"))
+    );
+    assert!(!headers.contains_key("www-authenticate"));
+    assert_eq!(
+        res.status.as_ref().unwrap().code,
+        tonic::Code::PermissionDenied as i32
+    );
+
+    for path in [
+        "/api/v1/roles/../admin",
+        "//api/v1/roles",
+        "/api/v1/roles%2F9",
+        "/api/v1/roles;a=b",
+        "",
+        "*",
+    ] {
+        let (code, body, _) =
+            denied(&check(&svc, request("GET", path, &[("authorization", &bearer)])).await);
+        assert_eq!(
+            (code, body["reason"].as_str()),
+            (403, Some("invalid_path")),
+            "{path:?}"
+        );
+    }
+    // CONNECT carries no :path.
+    let (code, _, _) = denied(&check(&svc, request("CONNECT", "", &[])).await);
+    assert_eq!(code, 403);
+}
+
+#[tokio::test]
+async fn no_snapshot_is_a_503_and_never_an_error() {
+    let svc = service(false);
+    let res = check(&svc, request("GET", "/healthz", &[])).await;
+    let (code, body, _) = denied(&res);
+    assert_eq!(
+        (code, body["error"].as_str(), body["reason"].as_str()),
+        (503, Some("unavailable"), Some("policy_unavailable"))
+    );
+    assert_eq!(
+        res.status.as_ref().unwrap().code,
+        tonic::Code::Unavailable as i32
+    );
+    // An empty CheckRequest (no attributes at all) is an answer too.
+    let res = svc
+        .check(tonic::Request::new(CheckRequest::default()))
+        .await
+        .expect("never an error")
+        .into_inner();
+    assert!(matches!(
+        res.http_response,
+        Some(HttpResponse::DeniedResponse(_))
+    ));
+}
+
+#[tokio::test]
+async fn raw_headers_keep_repeats_apart() {
+    let svc = service(true);
+    let t = viewer();
+    let bearer = format!("Bearer {t}");
+    let res = check(
+        &svc,
+        raw_request("GET", "/api/v1/roles", &[("authorization", &bearer)]),
+    )
+    .await;
+    assert_eq!(ok_headers(&res)["x-auth-user-id"].0, "7");
+    let res = check(
+        &svc,
+        raw_request(
+            "GET",
+            "/api/v1/roles",
+            &[("authorization", &bearer), ("authorization", &bearer)],
+        ),
+    )
+    .await;
+    let (code, body, _) = denied(&res);
+    assert_eq!(
+        (code, body["reason"].as_str()),
+        (401, Some("ambiguous_credential"))
+    );
+    let cookie = format!("jwt-token={t}");
+    let res = check(
+        &svc,
+        raw_request(
+            "GET",
+            "/api/v1/roles",
+            &[("cookie", &cookie), ("cookie", "jwt-token=a.b.c")],
+        ),
+    )
+    .await;
+    assert_eq!(denied(&res).0, 401);
+    let res = check(
+        &svc,
+        raw_request(
+            "GET",
+            "/api/v1/roles",
+            &[("cookie", "a=1"), ("cookie", &cookie)],
+        ),
+    )
+    .await;
+    assert_eq!(ok_headers(&res)["x-auth-user-id"].0, "7");
+}
+
+#[tokio::test]
+async fn host_scoping_ignores_case_and_port() {
+    let svc = service(true);
+    let admin = token(
+        serde_json::json!({"sub": "1", "roles": ["admin"], "iss": "grpc-test", "exp": now() + 60}),
+    );
+    let bearer = format!("Bearer {admin}");
+    let mut req = request("PUT", "/api/v1/roles/5", &[("authorization", &bearer)]);
+    req.attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap()
+        .host = "Allocations.EXAMPLE.com:8443".to_owned();
+    assert!(matches!(
+        check(&svc, req).await.http_response,
+        Some(HttpResponse::OkResponse(_))
+    ));
+    let req = request("PUT", "/api/v1/roles/5", &[("authorization", &bearer)]);
+    assert_eq!(denied(&check(&svc, req).await).0, 403);
+}
+
+fn server_config(dir: &std::path::Path) -> Config {
+    let yaml = format!(
+        "server: {{listen: '127.0.0.1:0', shutdown_grace: 5s}}\ndatabase: {{url: 'sqlite://{}', reload_interval: 100ms}}\n",
+        dir.join("grpc.db").display()
+    );
+    let config = Config::from_yaml(std::path::Path::new("grpc-test"), &yaml).unwrap();
+    config.validate().unwrap();
+    config
+}
+
+async fn health(channel: &tonic::transport::Channel) -> i32 {
+    let req = HealthCheckRequest {
+        service: "envoy.service.auth.v3.Authorization".to_owned(),
+    };
+    HealthClient::new(channel.clone())
+        .check(req)
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+#[tokio::test]
+async fn tonic_client_against_a_served_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = server_config(dir.path());
+    let server = portcullis::app::Server::bind(&config).await.expect("binds");
+    let addr = server.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async move {
+        let _ = stop_rx.await;
+    }));
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // The empty store has a policy (version 0): SERVING once it is loaded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while health(&channel).await != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = AuthorizationClient::new(channel.clone());
+    let res = client
+        .check(request("GET", "/healthz", &[]))
+        .await
+        .expect("a CheckResponse")
+        .into_inner();
+    // Nothing is granted in an empty policy: anonymous gets 401.
+    assert_eq!(denied(&res).0, 401);
+
+    // A policy applied through the store is picked up without a restart.
+    let store = portcullis::store::Store::connect(config.database.url.expose(), 1)
+        .await
+        .unwrap();
+    store
+        .apply(
+            &PolicyDocument::from_yaml("p", POLICY).unwrap(),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let res = client
+            .check(request("GET", "/healthz", &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        if matches!(res.http_response, Some(HttpResponse::OkResponse(_))) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "policy never reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A policy that does not compile, written behind our back, leaves the last good one serving.
+    store
+        .execute_raw("UPDATE activities SET path = '/healthz(' WHERE path = '/healthz'")
+        .await
+        .unwrap();
+    store
+        .execute_raw("UPDATE policy_meta SET version = version + 1")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let res = client
+        .check(request("GET", "/healthz", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        matches!(res.http_response, Some(HttpResponse::OkResponse(_))),
+        "last good snapshot keeps serving"
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("drains")
+        .unwrap()
+        .expect("clean exit");
+    assert!(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .is_err()
+    );
+}
