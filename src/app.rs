@@ -29,6 +29,17 @@ pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
     Ok(Identifier::new(keys, &config.jwt))
 }
 
+/// An identifier that also resolves API tokens against `store`.
+pub fn identifier_with_store(config: &Config, store: Store) -> anyhow::Result<Identifier> {
+    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    Ok(Identifier::with_api_tokens(
+        keys,
+        &config.jwt,
+        &config.api_tokens,
+        Some(Arc::new(store)),
+    ))
+}
+
 /// Connects to the configured store; the embedded SQLite database is migrated on open.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(
@@ -47,19 +58,29 @@ pub struct Server {
     listener: TcpListener,
     store: Store,
     authorizer: Arc<Authorizer>,
+    usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
     reload_interval: Duration,
+    last_used_flush: Duration,
     shutdown_grace: Duration,
 }
+
+/// Token uses waiting to be written; beyond this, uses are dropped (last-used is advisory).
+const USAGE_QUEUE: usize = 4096;
 
 impl Server {
     /// Validates everything, connects the store and binds the port. Fails before binding on
     /// bad configuration.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        let identifier = Arc::new(identifier(config)?);
-        if identifier.keys().is_empty() {
-            tracing::warn!("no jwt keys configured: every token will be refused");
-        }
+        // Keys first: bad key material fails before anything is opened or bound.
+        identifier(config)?;
         let store = open_store(config).await?;
+        let mut identifier = identifier_with_store(config, store.clone())?;
+        if identifier.keys().is_empty() {
+            tracing::warn!("no jwt keys configured: every JWT will be refused");
+        }
+        let (usage_tx, usage_rx) = tokio::sync::mpsc::channel(USAGE_QUEUE);
+        identifier.report_usage_to(usage_tx);
+        let identifier = Arc::new(identifier);
         let snapshot: SnapshotHandle = Arc::new(ArcSwapOption::empty());
         let authorizer = Arc::new(Authorizer::new(snapshot, identifier));
         let listener = TcpListener::bind(config.server.listen)
@@ -69,7 +90,9 @@ impl Server {
             listener,
             store,
             authorizer,
+            usage_rx,
             reload_interval: config.database.reload_interval,
+            last_used_flush: config.api_tokens.last_used_flush,
             shutdown_grace: config.server.shutdown_grace,
         })
     }
@@ -95,9 +118,15 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let reloader = tokio::spawn(keep_fresh(
             self.store.clone(),
-            self.authorizer.snapshot().clone(),
+            self.authorizer.clone(),
             reporter.clone(),
             self.reload_interval,
+            stop_rx.clone(),
+        ));
+        let usage_writer = tokio::spawn(write_token_use(
+            self.store.clone(),
+            self.usage_rx,
+            self.last_used_flush,
             stop_rx.clone(),
         ));
 
@@ -133,6 +162,7 @@ impl Server {
             }
         }
         let _ = reloader.await;
+        let _ = usage_writer.await;
         self.store.close().await;
         Ok(())
     }
@@ -149,15 +179,18 @@ async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// that fails to load or compile leaves the previous one serving; an outage is logged once.
 async fn keep_fresh(
     store: Store,
-    snapshot: SnapshotHandle,
+    authorizer: Arc<Authorizer>,
     reporter: HealthReporter,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    let snapshot = authorizer.snapshot().clone();
     let mut failing: Option<String> = None;
     loop {
         match refresh(&store, &snapshot).await {
             Ok(Some(version)) => {
+                // A new version may be a revocation, a disabled owner or changed roles.
+                authorizer.identifier().forget_api_tokens();
                 tracing::info!(version, "policy snapshot loaded");
                 set_health(&reporter, ServingStatus::Serving).await;
                 if failing.take().is_some() {
@@ -180,6 +213,51 @@ async fn keep_fresh(
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Collects API-token uses and writes last-used times in one batch per `every`, and once
+/// more on shutdown. A failed write keeps the batch for the next round.
+async fn write_token_use(
+    store: Store,
+    mut uses: tokio::sync::mpsc::Receiver<(String, i64)>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut pending: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    let mut failing = false;
+    loop {
+        let stopping = tokio::select! {
+            Some((id, at)) = uses.recv() => {
+                let slot = pending.entry(id).or_insert(at);
+                *slot = (*slot).max(at);
+                continue;
+            }
+            _ = tick.tick() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        while let Ok((id, at)) = uses.try_recv() {
+            let slot = pending.entry(id).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+        if !pending.is_empty() {
+            let batch: Vec<(String, i64)> = pending.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            match store.record_token_use(&batch).await {
+                Ok(()) => {
+                    pending.clear();
+                    failing = false;
+                }
+                Err(e) if !failing => {
+                    tracing::warn!(error = %crate::cli::error_chain(&e), tokens = batch.len(), "cannot record api token use; will retry");
+                    failing = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -37,6 +37,7 @@ pub enum Reason {
     InvalidPath,
     NoMatchingActivity,
     PolicyUnavailable,
+    TokenStoreUnavailable,
 }
 
 impl Reason {
@@ -48,6 +49,7 @@ impl Reason {
             Reason::InvalidPath => "invalid_path",
             Reason::NoMatchingActivity => "no_matching_activity",
             Reason::PolicyUnavailable => "policy_unavailable",
+            Reason::TokenStoreUnavailable => "token_store_unavailable",
         }
     }
 
@@ -57,7 +59,7 @@ impl Reason {
                 DenyStatus::Unauthenticated
             }
             Reason::InvalidPath | Reason::NoMatchingActivity => DenyStatus::Forbidden,
-            Reason::PolicyUnavailable => DenyStatus::Unavailable,
+            Reason::PolicyUnavailable | Reason::TokenStoreUnavailable => DenyStatus::Unavailable,
         }
     }
 }
@@ -163,8 +165,11 @@ impl Authorizer {
             Ok(p) => p,
             Err(e) => return Decision::deny(Reason::InvalidPath, None, Some(e.to_string())),
         };
-        let principal = match self.identifier.identify(req.header_pairs()) {
+        let principal = match self.identifier.identify(req.header_pairs()).await {
             Ok(p) => p,
+            Err(IdentityError::Unavailable(e)) => {
+                return Decision::deny(Reason::TokenStoreUnavailable, None, Some(e.to_string()))
+            }
             Err(IdentityError::Credential(e)) => {
                 return Decision::deny(Reason::AmbiguousCredential, None, Some(e.to_string()))
             }
@@ -186,10 +191,11 @@ pub fn decide_with(
 ) -> Decision {
     let host = path::normalize_host(host);
     let grants = match &principal {
-        Some(p) => snapshot.grants(
+        Some(p) => snapshot.limited_grants(
             true,
             p.permissions.iter().map(String::as_str),
             p.roles.iter().map(String::as_str),
+            p.limit.as_deref(),
         ),
         None => snapshot.grants(false, [], []),
     };
@@ -208,8 +214,22 @@ pub fn decide_with(
                 policy_version: snapshot.version(),
             })
         }
-        None if principal.is_none() => Decision::deny(Reason::MissingCredential, None, None),
-        None => Decision::deny(Reason::NoMatchingActivity, principal, None),
+        None => {
+            let held: Vec<&str> = grants
+                .ids()
+                .map(|id| snapshot.permission_name(id))
+                .collect();
+            let detail = Some(format!(
+                "no activity granted by [{}] matches",
+                held.join(",")
+            ));
+            let reason = if principal.is_none() {
+                Reason::MissingCredential
+            } else {
+                Reason::NoMatchingActivity
+            };
+            Decision::deny(reason, principal, detail)
+        }
     }
 }
 

@@ -13,8 +13,9 @@ use crate::app;
 use crate::authz::{self, AccessRequest, Authorizer, Decision};
 use crate::config::{Config, DEFAULT_MINT_TTL};
 use crate::identity::{CredentialKind, Principal, SubjectType};
-use crate::policy::document::{AUTHENTICATED, PUBLIC};
+use crate::policy::document::{ServiceAccountSpec, AUTHENTICATED, PUBLIC};
 use crate::policy::{self, PolicyDocument};
+use crate::store::{OwnerRef, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -47,6 +48,59 @@ pub enum Command {
     /// Tokens for operators, demos and tests.
     #[command(subcommand)]
     Jwt(JwtCommand),
+    /// API tokens for third-party integrations and service accounts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Non-human identities that reach the system only through API tokens.
+    #[command(subcommand, name = "service-account")]
+    ServiceAccount(ServiceAccountCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; it is printed once and only its digest is stored.
+    Issue {
+        #[arg(
+            long,
+            conflicts_with = "service_account",
+            required_unless_present = "service_account"
+        )]
+        user: Option<String>,
+        #[arg(long)]
+        service_account: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Lifetime, e.g. 90d or 12h; without it the token does not expire.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+        /// Limit the token to these of its owner's permissions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        permissions: Option<Vec<String>>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// A user's email or a service account's name.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a token by id; every sidecar stops accepting it within its reload interval.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAccountCommand {
+    /// Create a service account with roles.
+    Create {
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List service accounts.
+    List,
+    /// Disable a service account: its tokens stop working.
+    Disable { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -144,7 +198,183 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
         Command::Jwt(JwtCommand::Mint { user, ttl }) => {
             mint_command(&user, ttl.unwrap_or(DEFAULT_MINT_TTL), &config).await
         }
+        Command::Token(cmd) => token_command(cmd, &config).await,
+        Command::ServiceAccount(cmd) => service_account_command(cmd, &config).await,
     }
+}
+
+fn format_time(unix: Option<i64>) -> String {
+    match unix {
+        Some(t) if t >= 0 => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t as u64))
+                .to_string()
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<u8> {
+    let store = app::open_store(config).await?;
+    let result = match cmd {
+        TokenCommand::Issue {
+            user,
+            service_account,
+            label,
+            expires_in,
+            permissions,
+        } => {
+            let owner = match (&user, &service_account) {
+                (Some(email), _) => OwnerRef::User(email),
+                (None, Some(name)) => OwnerRef::ServiceAccount(name),
+                (None, None) => bail!("name an owner: --user EMAIL or --service-account NAME"),
+            };
+            let expires_at = match expires_in {
+                Some(d) => Some(i64::try_from(
+                    (SystemTime::now() + d)
+                        .duration_since(UNIX_EPOCH)?
+                        .as_secs(),
+                )?),
+                None => None,
+            };
+            match store
+                .issue_token(owner, &label, expires_at, permissions.as_deref())
+                .await
+            {
+                Ok(issued) => {
+                    eprintln!(
+                        "issued {} (expires {}); the token is shown only now:",
+                        issued.id,
+                        format_time(expires_at)
+                    );
+                    println!("{}", issued.token);
+                    Ok(exit::OK)
+                }
+                Err(e @ (StoreError::NotFound(_) | StoreError::Refused(_))) => {
+                    eprintln!("error: {e}");
+                    Ok(exit::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        TokenCommand::List { owner } => {
+            println!(
+                "{:<21} {:<32} {:<16} {:<20} {:<20} {:<20} {:<20} permissions",
+                "id", "owner", "label", "created", "expires", "revoked", "last used"
+            );
+            for t in store.list_tokens(owner.as_deref()).await? {
+                println!(
+                    "{:<21} {:<32} {:<16} {:<20} {:<20} {:<20} {:<20} {}",
+                    t.id,
+                    t.owner,
+                    t.label,
+                    format_time(Some(t.created_at)),
+                    format_time(t.expires_at),
+                    format_time(t.revoked_at),
+                    format_time(t.last_used_at),
+                    t.permissions
+                        .map(|p| p.join(","))
+                        .unwrap_or_else(|| "(all of the owner's)".to_owned())
+                );
+            }
+            Ok(exit::OK)
+        }
+        TokenCommand::Revoke { id } => match store.revoke_token(&id).await {
+            Ok(()) => {
+                println!("revoked {id}");
+                Ok(exit::OK)
+            }
+            Err(e @ StoreError::NotFound(_)) => {
+                eprintln!("error: {e}");
+                Ok(exit::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
+    };
+    store.close().await;
+    result
+}
+
+async fn service_account_command(
+    cmd: ServiceAccountCommand,
+    config: &Config,
+) -> anyhow::Result<u8> {
+    let store = app::open_store(config).await?;
+    let (current, _) = store.load_policy().await?;
+    let existing = |name: &str| {
+        current
+            .service_accounts
+            .iter()
+            .find(|s| s.name == name)
+            .cloned()
+    };
+    let change = match cmd {
+        ServiceAccountCommand::List => {
+            for sa in &current.service_accounts {
+                println!(
+                    "{}{} roles: {}",
+                    sa.name,
+                    if sa.disabled { " (disabled)" } else { "" },
+                    sa.roles.join(",")
+                );
+            }
+            None
+        }
+        ServiceAccountCommand::Create {
+            name,
+            roles,
+            description,
+        } => match existing(&name) {
+            Some(_) => {
+                eprintln!("error: service account {name:?} already exists");
+                store.close().await;
+                return Ok(exit::FAILURE);
+            }
+            None => Some(ServiceAccountSpec {
+                name,
+                description,
+                disabled: false,
+                roles,
+            }),
+        },
+        ServiceAccountCommand::Disable { name } => match existing(&name) {
+            Some(sa) => Some(ServiceAccountSpec {
+                disabled: true,
+                ..sa
+            }),
+            None => {
+                eprintln!("error: no service account {name:?}");
+                store.close().await;
+                return Ok(exit::FAILURE);
+            }
+        },
+    };
+    let code = match change {
+        None => exit::OK,
+        Some(spec) => {
+            let doc = PolicyDocument {
+                service_accounts: vec![spec],
+                ..PolicyDocument::default()
+            };
+            match store.apply(&doc, false, false).await {
+                Ok(outcome) => {
+                    for line in &outcome.changes {
+                        println!("{line}");
+                    }
+                    exit::OK
+                }
+                Err(StoreError::Policy(e)) => {
+                    eprintln!("error: {}", error_chain(&e));
+                    exit::DATA
+                }
+                Err(e) => {
+                    store.close().await;
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
 }
 
 fn read_policy(file: &PathBuf) -> Result<PolicyDocument, u8> {
@@ -260,6 +490,7 @@ async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
             name: None,
             roles: Vec::new(),
             permissions: perms,
+            limit: None,
             expires_at: f64::MAX,
             token_id: None,
         };
@@ -272,7 +503,11 @@ async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
         )
     } else {
         let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot.clone())));
-        let authorizer = Authorizer::new(handle, Arc::new(app::identifier(config)?));
+        let lookup = app::open_store(config).await?;
+        let authorizer = Authorizer::new(
+            handle,
+            Arc::new(app::identifier_with_store(config, lookup)?),
+        );
         let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
         let request = AccessRequest {
             method: &args.method,
@@ -296,28 +531,13 @@ async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
         }
         Decision::Deny(d) => {
             let status = d.reason.status().http_code();
-            match d.reason {
-                authz::Reason::NoMatchingActivity | authz::Reason::MissingCredential => {
-                    let p = d.principal.as_ref();
-                    let held: Vec<&str> = p
-                        .map(|p| p.permissions.iter().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    println!(
-                        "deny {status} {}: no activity granted to this caller matches {} {} (holds {}{}{})",
-                        d.reason.code(),
-                        args.method,
-                        args.path,
-                        PUBLIC,
-                        if p.is_some() { format!(",{AUTHENTICATED}") } else { String::new() },
-                        held.iter().map(|h| format!(",{h}")).collect::<String>(),
-                    );
-                }
-                _ => println!(
-                    "deny {status} {}: {}",
-                    d.reason.code(),
-                    d.detail.as_deref().unwrap_or("")
-                ),
-            }
+            let detail = d.detail.as_deref().unwrap_or("");
+            println!(
+                "deny {status} {}: {detail} (for {} {})",
+                d.reason.code(),
+                args.method,
+                args.path
+            );
             Ok(exit::DENY)
         }
     }

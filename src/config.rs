@@ -56,7 +56,55 @@ pub struct Config {
     #[serde(default)]
     pub jwt: JwtConfig,
     #[serde(default)]
+    pub api_tokens: ApiTokenConfig,
+    #[serde(default)]
     pub log: LogConfig,
+}
+
+pub const DEFAULT_API_TOKEN_HEADER: &str = "x-api-token";
+pub const DEFAULT_API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
+pub const DEFAULT_API_TOKEN_NEGATIVE_TTL: Duration = Duration::from_secs(5);
+pub const DEFAULT_LAST_USED_FLUSH: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// The header an API token may be sent in (besides `Authorization: Bearer`).
+    #[serde(default = "default_api_token_header")]
+    pub header: String,
+    /// How long a resolved token is trusted without asking the store again.
+    #[serde(default = "default_api_token_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long an unknown, revoked or expired token is remembered as such.
+    #[serde(default = "default_api_token_negative_ttl", with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    /// How often last-used times are written, in one batch, off the request path.
+    #[serde(default = "default_last_used_flush", with = "humantime_serde")]
+    pub last_used_flush: Duration,
+}
+
+fn default_api_token_header() -> String {
+    DEFAULT_API_TOKEN_HEADER.to_owned()
+}
+fn default_api_token_cache_ttl() -> Duration {
+    DEFAULT_API_TOKEN_CACHE_TTL
+}
+fn default_api_token_negative_ttl() -> Duration {
+    DEFAULT_API_TOKEN_NEGATIVE_TTL
+}
+fn default_last_used_flush() -> Duration {
+    DEFAULT_LAST_USED_FLUSH
+}
+
+impl Default for ApiTokenConfig {
+    fn default() -> Self {
+        ApiTokenConfig {
+            header: default_api_token_header(),
+            cache_ttl: DEFAULT_API_TOKEN_CACHE_TTL,
+            negative_cache_ttl: DEFAULT_API_TOKEN_NEGATIVE_TTL,
+            last_used_flush: DEFAULT_LAST_USED_FLUSH,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -344,6 +392,29 @@ impl Config {
             return Err(invalid(
                 "jwt.cookie_name",
                 format!("{:?} is not a cookie name", self.jwt.cookie_name),
+            ));
+        }
+        let header = &self.api_tokens.header;
+        let header_ok = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !header.starts_with("x-auth-")
+            && header != "authorization"
+            && header != "cookie";
+        if !header_ok {
+            return Err(invalid(
+                "api_tokens.header",
+                format!("{header:?} must be a lower-case header name other than authorization, cookie or x-auth-*"),
+            ));
+        }
+        if self.api_tokens.cache_ttl.is_zero()
+            || self.api_tokens.negative_cache_ttl.is_zero()
+            || self.api_tokens.last_used_flush.is_zero()
+        {
+            return Err(invalid(
+                "api_tokens.cache_ttl",
+                "cache ttls must be positive".to_owned(),
             ));
         }
         if self.jwt.cache_capacity == 0 || self.jwt.cache_ttl.is_zero() {

@@ -1,18 +1,23 @@
-//! Finds the one credential a request presents: `Authorization: Bearer <jwt>` or the SSO cookie.
-//! Anything that could be read two ways (two Authorization headers, a comma inside one, two
-//! cookies of our name, a header and a different cookie) is refused, never guessed.
+//! Finds the one credential a request presents: `Authorization: Bearer <jwt>`, the SSO cookie,
+//! or an API token (`Authorization: Bearer pcs_…` or the API-token header). Anything that could
+//! be read two ways (two Authorization headers, a comma inside one, two cookies of our name, a
+//! header and a different cookie, an API token together with a JWT or twice) is refused.
 
 /// What a request presents, borrowed from its headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presented<'a> {
     Nothing,
     Jwt { token: &'a str, source: Source },
+    ApiToken { token: &'a str, source: Source },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// `Authorization: Bearer`
     Header,
     Cookie,
+    /// The dedicated API-token header (`x-api-token` by default).
+    TokenHeader,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,17 +34,32 @@ pub enum CredentialError {
     MalformedCookie,
     #[error("the Authorization header and the cookie carry different tokens")]
     ConflictingCredentials,
+    #[error("more than one API token")]
+    DuplicateApiToken,
+    #[error("an API token and a JWT together")]
+    ApiTokenWithJwt,
 }
 
 /// Extracts the credential from `(lower-case name, value)` header pairs.
 pub fn extract<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     cookie_name: &str,
+    token_header: &str,
 ) -> Result<Presented<'a>, CredentialError> {
     let mut bearer: Option<&'a str> = None;
     let mut cookie: Option<&'a str> = None;
+    let mut api_header: Option<&'a str> = None;
     for (name, value) in headers {
-        if name.eq_ignore_ascii_case("authorization") {
+        if name.eq_ignore_ascii_case(token_header) {
+            if api_header.is_some() || value.contains(',') {
+                return Err(CredentialError::DuplicateApiToken);
+            }
+            let value = value.trim();
+            if !token_chars(value) {
+                return Err(CredentialError::MalformedAuthorization);
+            }
+            api_header = Some(value);
+        } else if name.eq_ignore_ascii_case("authorization") {
             if bearer.is_some() {
                 return Err(CredentialError::DuplicateAuthorization);
             }
@@ -67,6 +87,22 @@ pub fn extract<'a>(
                 cookie = Some(v);
             }
         }
+    }
+    let bearer_api = bearer.filter(|b| super::api_token::has_prefix(b));
+    match (bearer_api, api_header) {
+        (Some(_), Some(_)) => return Err(CredentialError::DuplicateApiToken),
+        (Some(token), None) | (None, Some(token)) => {
+            if cookie.is_some() || (bearer.is_some() && bearer_api.is_none()) {
+                return Err(CredentialError::ApiTokenWithJwt);
+            }
+            let source = if bearer_api.is_some() {
+                Source::Header
+            } else {
+                Source::TokenHeader
+            };
+            return Ok(Presented::ApiToken { token, source });
+        }
+        (None, None) => {}
     }
     match (bearer, cookie) {
         (Some(b), Some(c)) if b != c => Err(CredentialError::ConflictingCredentials),
@@ -122,7 +158,7 @@ mod tests {
     fn run(
         headers: &[(&'static str, &'static str)],
     ) -> Result<Presented<'static>, CredentialError> {
-        extract(headers.iter().copied(), "jwt-token")
+        extract(headers.iter().copied(), "jwt-token", "x-api-token")
     }
 
     type Case = (
@@ -133,6 +169,7 @@ mod tests {
     #[test]
     fn credential_table() {
         let jwt = |token, source| Ok(Presented::Jwt { token, source });
+        let api = |token, source| Ok(Presented::ApiToken { token, source });
         let cases: &[Case] = &[
             (&[], Ok(Presented::Nothing)),
             (&[("accept", "*/*")], Ok(Presented::Nothing)),
@@ -210,6 +247,53 @@ mod tests {
                 Err(MalformedAuthorization),
             ),
             (&[("cookie", "jwt-token=")], Err(MalformedCookie)),
+            // API tokens, told apart from JWTs by their prefix
+            (
+                &[("authorization", "Bearer pcs_abc")],
+                api("pcs_abc", Source::Header),
+            ),
+            (
+                &[("x-api-token", "pcs_abc")],
+                api("pcs_abc", Source::TokenHeader),
+            ),
+            (
+                &[("x-api-token", " pcs_abc ")],
+                api("pcs_abc", Source::TokenHeader),
+            ),
+            (
+                &[
+                    ("authorization", "Bearer pcs_abc"),
+                    ("x-api-token", "pcs_abc"),
+                ],
+                Err(DuplicateApiToken),
+            ),
+            (
+                &[("x-api-token", "pcs_abc"), ("x-api-token", "pcs_def")],
+                Err(DuplicateApiToken),
+            ),
+            (
+                &[("x-api-token", "pcs_abc,pcs_def")],
+                Err(DuplicateApiToken),
+            ),
+            (
+                &[
+                    ("x-api-token", "pcs_abc"),
+                    ("authorization", "Bearer a.b.c"),
+                ],
+                Err(ApiTokenWithJwt),
+            ),
+            (
+                &[("x-api-token", "pcs_abc"), ("cookie", "jwt-token=a.b.c")],
+                Err(ApiTokenWithJwt),
+            ),
+            (
+                &[
+                    ("authorization", "Bearer pcs_abc"),
+                    ("cookie", "jwt-token=a.b.c"),
+                ],
+                Err(ApiTokenWithJwt),
+            ),
+            (&[("x-api-token", "")], Err(MalformedAuthorization)),
         ];
         for (headers, expected) in cases {
             assert_eq!(run(headers), *expected, "{headers:?}");
@@ -218,7 +302,11 @@ mod tests {
 
     #[test]
     fn cookie_name_is_configurable() {
-        let got = extract([("cookie", "sso=a.b.c; jwt-token=x.y.z")], "sso");
+        let got = extract(
+            [("cookie", "sso=a.b.c; jwt-token=x.y.z")],
+            "sso",
+            "x-api-token",
+        );
         assert_eq!(
             got,
             Ok(Presented::Jwt {

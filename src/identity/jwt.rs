@@ -75,6 +75,16 @@ pub enum TokenError {
     WrongAudience,
     #[error("token has no subject")]
     MissingSubject,
+    #[error("api token is malformed: {0}")]
+    MalformedApiToken(super::api_token::FormatError),
+    #[error("api token is not known")]
+    UnknownApiToken,
+    #[error("api token has been revoked")]
+    RevokedApiToken,
+    #[error("api token has expired")]
+    ExpiredApiToken,
+    #[error("the token's owner is disabled")]
+    DisabledOwner,
 }
 
 /// A public (or HMAC) key tokens may be verified with, and the one algorithm it is for.
@@ -154,8 +164,41 @@ fn is_hmac(alg: Algorithm) -> bool {
     matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
-/// Smallest HMAC secret accepted, in bytes (RFC 7518 §3.2 for HS256).
-const MIN_HMAC_SECRET: usize = 32;
+/// Smallest HMAC secret accepted, in bytes: the hash size (RFC 7518 §3.2).
+fn min_hmac_secret(alg: Algorithm) -> usize {
+    match alg {
+        Algorithm::HS384 => 48,
+        Algorithm::HS512 => 64,
+        _ => 32,
+    }
+}
+
+/// Small primes of the ROCA fingerprint (CVE-2017-15361, "Return of Coppersmith's Attack").
+const ROCA_PRIMES: [u64; 38] = [
+    3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89, 97,
+    101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+];
+
+/// True for a modulus from the vulnerable Infineon generator: modulo each of the small primes
+/// it is a power of 65537, which a random modulus almost never is for all of them.
+fn roca_fingerprint(n: &[u8]) -> bool {
+    ROCA_PRIMES.iter().all(|&p| {
+        let residue = n
+            .iter()
+            .fold(0u64, |acc, b| (acc * 256 + u64::from(*b)) % p);
+        let generator = 65537 % p;
+        let mut power = 1;
+        loop {
+            if power == residue {
+                return true;
+            }
+            power = power * generator % p;
+            if power == 1 {
+                return false;
+            }
+        }
+    })
+}
 /// Smallest RSA modulus accepted from a JWK, in bytes (2048 bits).
 const MIN_RSA_MODULUS: usize = 256;
 
@@ -204,16 +247,29 @@ impl KeySet {
     /// Public keys from a JWKS document. Symmetric (`oct`) keys are refused here: a shared
     /// secret belongs in `secret_env`/`secret_file`, not in a key set that may be published.
     pub fn parse_jwks(text: &str) -> Result<Vec<VerifyingKey>, String> {
+        Self::parse_jwk_set(text, false)
+    }
+
+    /// Keys from a JWK set. The whole set is refused when any key is, when two keys share a
+    /// `kid`, or when it mixes symmetric and asymmetric keys (which would be read ambiguously).
+    pub fn parse_jwk_set(text: &str, allow_symmetric: bool) -> Result<Vec<VerifyingKey>, String> {
         let set: JwkSet =
             serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-        let mut out = Vec::new();
+        let symmetric = |jwk: &Jwk| matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_));
+        let symmetric_count = set.keys.iter().filter(|k| symmetric(k)).count();
+        if symmetric_count > 0 && !allow_symmetric {
+            return Err("symmetric keys are not accepted in a JWKS file".to_owned());
+        }
+        if symmetric_count > 0 && symmetric_count < set.keys.len() {
+            return Err("the set mixes symmetric and asymmetric keys".to_owned());
+        }
+        let mut out: Vec<VerifyingKey> = Vec::new();
         for (i, jwk) in set.keys.iter().enumerate() {
-            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
-                return Err(format!(
-                    "key {i}: symmetric keys are not accepted in a JWKS file"
-                ));
+            let key = VerifyingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?;
+            if out.iter().any(|k| k.kid == key.kid) {
+                return Err(format!("key {i}: kid {:?} is used twice", key.kid));
             }
-            out.push(VerifyingKey::from_jwk(jwk).map_err(|e| format!("key {i}: {e}"))?);
+            out.push(key);
         }
         Ok(out)
     }
@@ -365,9 +421,24 @@ impl VerifyingKey {
                 let n = URL_SAFE_NO_PAD
                     .decode(&p.n)
                     .map_err(|_| format!("key {kid:?}: bad modulus"))?;
-                let n = n.iter().skip_while(|b| **b == 0).count();
-                if n < MIN_RSA_MODULUS {
+                let n: Vec<u8> = n.into_iter().skip_while(|b| *b == 0).collect();
+                if n.len() < MIN_RSA_MODULUS {
                     return Err(format!("key {kid:?}: RSA modulus shorter than 2048 bits"));
+                }
+                if roca_fingerprint(&n) {
+                    return Err(format!(
+                        "key {kid:?}: RSA modulus has the ROCA fingerprint (CVE-2017-15361)"
+                    ));
+                }
+                let e = URL_SAFE_NO_PAD
+                    .decode(&p.e)
+                    .map_err(|_| format!("key {kid:?}: bad exponent"))?;
+                let e: Vec<u8> = e.into_iter().skip_while(|b| *b == 0).collect();
+                let odd = e.last().is_some_and(|b| b & 1 == 1);
+                if e.len() > 8 || !odd || e == [1] {
+                    return Err(format!(
+                        "key {kid:?}: RSA public exponent must be odd and greater than 1"
+                    ));
                 }
                 matches!(
                     algorithm,
@@ -391,9 +462,10 @@ impl VerifyingKey {
                     .decode(&p.value)
                     .map_err(|_| format!("key {kid:?}: bad secret"))?
                     .len();
-                if len < MIN_HMAC_SECRET {
+                if len < min_hmac_secret(algorithm) {
                     return Err(format!(
-                        "key {kid:?}: HMAC secret shorter than {MIN_HMAC_SECRET} bytes"
+                        "key {kid:?}: HMAC secret shorter than {} bytes",
+                        min_hmac_secret(algorithm)
                     ));
                 }
                 is_hmac(algorithm)
@@ -422,10 +494,13 @@ impl VerifyingKey {
                 problem: "not an HMAC algorithm".to_owned(),
             });
         }
-        if secret.len() < MIN_HMAC_SECRET {
+        if secret.len() < min_hmac_secret(algorithm) {
             return Err(KeyError::Material {
                 kid: kid.to_owned(),
-                problem: format!("HMAC secret shorter than {MIN_HMAC_SECRET} bytes"),
+                problem: format!(
+                    "HMAC secret shorter than {} bytes",
+                    min_hmac_secret(algorithm)
+                ),
             });
         }
         let key = DecodingKey::from_secret(secret).map_err(|e| KeyError::Material {

@@ -1,7 +1,9 @@
-//! Who is calling: credential extraction (`credential`), JWT verification (`jwt`) and the cache
-//! of verified identities, keyed by a SHA-256 digest of the token and expiring no later than
-//! the token does. Knows nothing of policy or gRPC.
+//! Who is calling: credential extraction (`credential`), JWT verification (`jwt`) and API
+//! tokens (`api_token`), with caches of resolved identities keyed by a SHA-256 digest of the
+//! token, never the token. A cached JWT identity expires no later than the token; a store
+//! failure is never cached. Knows nothing of policy, gRPC or SQL.
 
+pub mod api_token;
 pub mod credential;
 pub mod jwt;
 
@@ -10,11 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
+pub use api_token::{FormatError, LookupError, TokenLookup, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
 pub use jwt::{ClaimRules, Claims, KeyError, KeySet, TokenError};
 
-use crate::config::JwtConfig;
+use crate::config::{ApiTokenConfig, JwtConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectType {
@@ -34,12 +38,14 @@ impl SubjectType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialKind {
     Jwt,
+    ApiToken,
 }
 
 impl CredentialKind {
     pub fn as_str(self) -> &'static str {
         match self {
             CredentialKind::Jwt => "jwt",
+            CredentialKind::ApiToken => "api-token",
         }
     }
 }
@@ -49,13 +55,17 @@ impl CredentialKind {
 pub struct Principal {
     pub subject_type: SubjectType,
     pub credential: CredentialKind,
+    /// The user id (JWT `sub`), or `sa:<name>` for a service account.
     pub user_id: String,
     pub email: Option<String>,
     pub name: Option<String>,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
+    /// When set, the caller holds at most these permissions (an API token's limit).
+    pub limit: Option<Vec<String>>,
     /// Unix seconds after which the credential is no longer valid (before leeway).
     pub expires_at: f64,
+    /// The JWT `jti` or the API token id.
     pub token_id: Option<String>,
 }
 
@@ -69,8 +79,41 @@ impl Principal {
             name: claims.name,
             roles: claims.roles,
             permissions: claims.permissions,
+            limit: None,
             expires_at: claims.exp.map(|e| e.0).unwrap_or(0.0),
             token_id: claims.jti,
+        }
+    }
+
+    fn from_token(record: TokenRecord) -> Self {
+        let expires_at = record.expires_at.map(|e| e as f64).unwrap_or(f64::MAX);
+        let (subject_type, user_id, email, name, roles) = match record.owner {
+            TokenOwner::User {
+                id,
+                email,
+                name,
+                roles,
+                ..
+            } => (SubjectType::User, id.to_string(), Some(email), name, roles),
+            TokenOwner::ServiceAccount { name, roles, .. } => (
+                SubjectType::ServiceAccount,
+                format!("sa:{name}"),
+                None,
+                Some(name),
+                roles,
+            ),
+        };
+        Principal {
+            subject_type,
+            credential: CredentialKind::ApiToken,
+            user_id,
+            email,
+            name,
+            roles,
+            permissions: Vec::new(),
+            limit: record.permissions,
+            expires_at,
+            token_id: Some(record.id),
         }
     }
 }
@@ -81,6 +124,9 @@ pub enum IdentityError {
     Credential(#[from] CredentialError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// Could not decide: the token store did not answer.
+    #[error(transparent)]
+    Unavailable(#[from] LookupError),
 }
 
 pub type TokenDigest = [u8; 32];
@@ -96,7 +142,17 @@ fn now_unix() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Expires each cached identity at its token's `exp` (plus leeway) or the cache TTL,
+/// `ttl`, or `left` seconds when that is sooner (never negative, never overflowing: a token
+/// may claim any `exp`).
+fn bounded(ttl: Duration, left: f64) -> Duration {
+    if left >= ttl.as_secs_f64() {
+        ttl
+    } else {
+        Duration::from_secs_f64(left.max(0.0))
+    }
+}
+
+/// Expires each cached JWT identity at its token's `exp` (plus leeway) or the cache TTL,
 /// whichever comes first.
 struct UntilTokenExpiry {
     ttl: Duration,
@@ -110,17 +166,46 @@ impl moka::Expiry<TokenDigest, Arc<Principal>> for UntilTokenExpiry {
         p: &Arc<Principal>,
         _: std::time::Instant,
     ) -> Option<Duration> {
-        let left = (p.expires_at + self.leeway - now_unix()).max(0.0);
-        Some(self.ttl.min(Duration::from_secs_f64(left)))
+        Some(bounded(self.ttl, p.expires_at + self.leeway - now_unix()))
     }
 }
 
-/// Verifies credentials into principals, with a cache of verified tokens.
+/// What the API-token cache remembers: a resolved principal, or that the token is no good.
+#[derive(Debug, Clone)]
+enum Resolved {
+    Valid(Arc<Principal>),
+    Invalid(TokenError),
+}
+
+struct ApiTokenExpiry {
+    ttl: Duration,
+    negative_ttl: Duration,
+}
+
+impl moka::Expiry<TokenDigest, Resolved> for ApiTokenExpiry {
+    fn expire_after_create(
+        &self,
+        _: &TokenDigest,
+        r: &Resolved,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(match r {
+            Resolved::Valid(p) => bounded(self.ttl, p.expires_at - now_unix()),
+            Resolved::Invalid(_) => self.negative_ttl,
+        })
+    }
+}
+
+/// Verifies credentials into principals, with caches of verified tokens.
 pub struct Identifier {
     keys: KeySet,
     rules: ClaimRules,
     cookie_name: String,
+    token_header: String,
     cache: Cache<TokenDigest, Arc<Principal>>,
+    api_tokens: Cache<TokenDigest, Resolved>,
+    lookup: Option<Arc<dyn TokenLookup>>,
+    usage: Option<mpsc::Sender<(String, i64)>>,
 }
 
 impl std::fmt::Debug for Identifier {
@@ -134,6 +219,16 @@ impl std::fmt::Debug for Identifier {
 
 impl Identifier {
     pub fn new(keys: KeySet, config: &JwtConfig) -> Self {
+        Self::with_api_tokens(keys, config, &ApiTokenConfig::default(), None)
+    }
+
+    /// An identifier that also resolves API tokens through `lookup`.
+    pub fn with_api_tokens(
+        keys: KeySet,
+        config: &JwtConfig,
+        api: &ApiTokenConfig,
+        lookup: Option<Arc<dyn TokenLookup>>,
+    ) -> Self {
         let rules = ClaimRules::from_config(config);
         let cache = Cache::builder()
             .max_capacity(config.cache_capacity)
@@ -142,12 +237,28 @@ impl Identifier {
                 leeway: rules.leeway.as_secs_f64(),
             })
             .build();
+        let api_tokens = Cache::builder()
+            .max_capacity(config.cache_capacity)
+            .expire_after(ApiTokenExpiry {
+                ttl: api.cache_ttl,
+                negative_ttl: api.negative_cache_ttl,
+            })
+            .build();
         Identifier {
             keys,
             rules,
             cookie_name: config.cookie_name.clone(),
+            token_header: api.header.clone(),
             cache,
+            api_tokens,
+            lookup,
+            usage: None,
         }
+    }
+
+    /// Where token uses are reported (`(token id, unix seconds)`), for batched last-used writes.
+    pub fn report_usage_to(&mut self, sink: mpsc::Sender<(String, i64)>) {
+        self.usage = Some(sink);
     }
 
     pub fn cookie_name(&self) -> &str {
@@ -156,6 +267,12 @@ impl Identifier {
 
     pub fn keys(&self) -> &KeySet {
         &self.keys
+    }
+
+    /// Drops every cached API-token resolution: called when the policy version changes (a
+    /// revocation, a disabled owner, changed roles), so the next use asks the store.
+    pub fn forget_api_tokens(&self) {
+        self.api_tokens.invalidate_all();
     }
 
     /// Verifies a JWT, answering from the cache when this exact token was verified before.
@@ -176,15 +293,65 @@ impl Identifier {
         Ok(principal)
     }
 
+    /// Resolves an API token: format first (no store), then the cache, then the store.
+    pub async fn resolve_api_token(&self, token: &str) -> Result<Arc<Principal>, IdentityError> {
+        api_token::check_format(token).map_err(TokenError::MalformedApiToken)?;
+        let key = digest(token);
+        let now = now_unix();
+        let resolved = match self.api_tokens.get(&key) {
+            Some(r) => r,
+            None => {
+                let lookup = self.lookup.as_ref().ok_or(TokenError::UnknownApiToken)?;
+                tracing::debug!("api token looked up in the store");
+                let record = lookup.find_token(&key).await?;
+                let resolved = match record {
+                    Some(r) if r.digest_matches(&key) => check_record(r, now),
+                    _ => Resolved::Invalid(TokenError::UnknownApiToken),
+                };
+                self.api_tokens.insert(key, resolved.clone());
+                resolved
+            }
+        };
+        match resolved {
+            Resolved::Valid(p) if now < p.expires_at => {
+                if let (Some(sink), Some(id)) = (&self.usage, &p.token_id) {
+                    // Dropped when the writer is behind: last-used is advisory.
+                    let _ = sink.try_send((id.clone(), now as i64));
+                }
+                Ok(p)
+            }
+            Resolved::Valid(_) => Err(TokenError::ExpiredApiToken.into()),
+            Resolved::Invalid(e) => Err(e.into()),
+        }
+    }
+
     /// Identifies the caller of a request from its headers: `Ok(None)` when it presents nothing.
-    pub fn identify<'a>(
+    pub async fn identify<'a>(
         &self,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Option<Arc<Principal>>, IdentityError> {
-        match credential::extract(headers, &self.cookie_name)? {
+        match credential::extract(headers, &self.cookie_name, &self.token_header)? {
             Presented::Nothing => Ok(None),
             Presented::Jwt { token, .. } => Ok(Some(self.verify_jwt(token)?)),
+            Presented::ApiToken { token, .. } => Ok(Some(self.resolve_api_token(token).await?)),
         }
+    }
+}
+
+fn check_record(record: TokenRecord, now: f64) -> Resolved {
+    let disabled = match &record.owner {
+        TokenOwner::User { disabled, .. } | TokenOwner::ServiceAccount { disabled, .. } => {
+            *disabled
+        }
+    };
+    if record.revoked_at.is_some() {
+        Resolved::Invalid(TokenError::RevokedApiToken)
+    } else if record.expires_at.is_some_and(|e| (e as f64) <= now) {
+        Resolved::Invalid(TokenError::ExpiredApiToken)
+    } else if disabled {
+        Resolved::Invalid(TokenError::DisabledOwner)
+    } else {
+        Resolved::Valid(Arc::new(Principal::from_token(record)))
     }
 }
 

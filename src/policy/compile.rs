@@ -216,6 +216,18 @@ impl PolicySnapshot {
         permissions: impl IntoIterator<Item = &'a str>,
         roles: impl IntoIterator<Item = &'a str>,
     ) -> Grants {
+        self.limited_grants(identified, permissions, roles, None)
+    }
+
+    /// Like `grants`, but never more than `limit` (plus the reserved permissions): an API
+    /// token limited to a subset can never exceed its owner, nor the subset.
+    pub fn limited_grants<'a>(
+        &self,
+        identified: bool,
+        permissions: impl IntoIterator<Item = &'a str>,
+        roles: impl IntoIterator<Item = &'a str>,
+        limit: Option<&[String]>,
+    ) -> Grants {
         let mut set = FixedBitSet::with_capacity(self.permissions.len());
         set.insert(self.public);
         if identified {
@@ -229,6 +241,17 @@ impl PolicySnapshot {
                 if let Some(role) = self.role_grants.get(r) {
                     set.union_with(role);
                 }
+            }
+            if let Some(limit) = limit {
+                let mut allowed = FixedBitSet::with_capacity(self.permissions.len());
+                allowed.insert(self.public);
+                allowed.insert(self.authenticated);
+                for p in limit {
+                    if let Some(&id) = self.permission_ids.get(p.as_str()) {
+                        allowed.insert(id);
+                    }
+                }
+                set.intersect_with(&allowed);
             }
         }
         Grants(set)
@@ -440,6 +463,23 @@ roles:
         assert!(s
             .evaluate("POST", "a", "/api/v1/roles", &anonymous_roles)
             .is_none());
+    }
+
+    #[test]
+    fn a_limit_never_adds_and_only_narrows() {
+        let s = snapshot(POLICY);
+        let read_only = ["roles:read".to_owned()];
+        let grants = s.limited_grants(true, [], ["admin"], Some(&read_only));
+        assert!(s.evaluate("GET", "a", "/api/v1/roles", &grants).is_some());
+        assert!(s.evaluate("POST", "a", "/api/v1/roles", &grants).is_none());
+        assert!(
+            s.evaluate("GET", "a", "/api/v1/me", &grants).is_some(),
+            "reserved permissions stay"
+        );
+        // A limit naming a permission the owner lacks grants nothing extra.
+        let more = ["anything".to_owned()];
+        let grants = s.limited_grants(true, [], ["admin"], Some(&more));
+        assert!(s.evaluate("GET", "a", "/any/x", &grants).is_none());
     }
 
     #[test]

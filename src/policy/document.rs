@@ -25,6 +25,21 @@ pub struct PolicyDocument {
     pub roles: BTreeMap<String, Vec<String>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub users: Vec<UserSpec>,
+    /// Non-human identities; they reach the system only through API tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<ServiceAccountSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccountSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,6 +270,15 @@ impl PolicyDocument {
                 return Err(format!("user {email:?}: listed twice"));
             }
         }
+        let mut names = BTreeSet::new();
+        for sa in &self.service_accounts {
+            if !valid_name(&sa.name) {
+                return Err(format!("service account {:?}: invalid name", sa.name));
+            }
+            if !names.insert(sa.name.as_str()) {
+                return Err(format!("service account {:?}: listed twice", sa.name));
+            }
+        }
         Ok(())
     }
 
@@ -273,6 +297,16 @@ impl PolicyDocument {
             for role in &user.roles {
                 if !self.roles.contains_key(role) {
                     return Err(format!("user {email:?}: unknown role {role:?}"));
+                }
+            }
+        }
+        for sa in &self.service_accounts {
+            for role in &sa.roles {
+                if !self.roles.contains_key(role) {
+                    return Err(format!(
+                        "service account {:?}: unknown role {role:?}",
+                        sa.name
+                    ));
                 }
             }
         }
@@ -295,6 +329,11 @@ impl PolicyDocument {
             user.roles.dedup();
         }
         self.users.sort_by(|a, b| a.email.cmp(&b.email));
+        for sa in &mut self.service_accounts {
+            sa.roles.sort();
+            sa.roles.dedup();
+        }
+        self.service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// What the store holds after applying `file` over `self`: with `prune`, exactly the file;
@@ -315,6 +354,10 @@ impl PolicyDocument {
             let email = user.email.to_ascii_lowercase();
             merged.users.retain(|u| u.email != email);
             merged.users.push(user.clone());
+        }
+        for sa in &file.service_accounts {
+            merged.service_accounts.retain(|s| s.name != sa.name);
+            merged.service_accounts.push(sa.clone());
         }
         merged.normalize();
         merged
@@ -354,6 +397,30 @@ impl PolicyDocument {
             let mut out = Vec::new();
             if a.name != b.name {
                 out.push(format!("name {:?} -> {:?}", a.name, b.name));
+            }
+            if a.disabled != b.disabled {
+                out.push(format!("disabled {} -> {}", a.disabled, b.disabled));
+            }
+            out.extend(list_changes("role", &a.roles, &b.roles));
+            out
+        });
+        let sa_a: BTreeMap<_, _> = self
+            .service_accounts
+            .iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        let sa_b: BTreeMap<_, _> = other
+            .service_accounts
+            .iter()
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        diff_maps(&mut lines, "service account", &sa_a, &sa_b, |a, b| {
+            let mut out = Vec::new();
+            if a.description != b.description {
+                out.push(format!(
+                    "description {:?} -> {:?}",
+                    a.description, b.description
+                ));
             }
             if a.disabled != b.disabled {
                 out.push(format!("disabled {} -> {}", a.disabled, b.disabled));
@@ -445,6 +512,8 @@ roles:
   viewer: [roles:read]
 users:
   - {email: ada@example.com, name: Ada Lovelace, roles: [admin]}
+service_accounts:
+  - {name: reporting-bot, roles: [viewer]}
 "#;
 
     #[test]
@@ -476,6 +545,8 @@ users:
             ("users:\n  - {email: nobody, roles: []}\n", "invalid email"),
             ("permissions:\n  \"a,b\": {}\n", "invalid name"),
             ("colour: blue\n", "unknown field"),
+            ("service_accounts:\n  - {name: \"a b\"}\n", "invalid name"),
+            ("service_accounts:\n  - {name: bot}\n  - {name: bot}\n", "listed twice"),
             ("permissions:\n  p:\n    activities: [{method: GET, path: /x, host: \"a.com:80\"}]\n", "without port"),
         ];
         for (text, expected) in cases {

@@ -9,7 +9,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use crate::policy::document::{Activity, Method, PermissionSpec, PolicyDocument, UserSpec};
+use crate::identity::api_token::{self, LookupError, TokenLookup, TokenOwner, TokenRecord};
+use crate::identity::TokenDigest;
+use crate::policy::document::{
+    Activity, Method, PermissionSpec, PolicyDocument, ServiceAccountSpec, UserSpec, AUTHENTICATED,
+    PUBLIC,
+};
 use crate::policy::{PolicyError, PolicySnapshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +29,61 @@ pub enum StoreError {
     BadRow(String),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Who an API token is issued to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerRef<'a> {
+    User(&'a str),
+    ServiceAccount(&'a str),
+}
+
+/// A token as listed: everything but the secret, which is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub owner: String,
+    pub label: String,
+    pub permissions: Option<Vec<String>>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// A newly issued token: the only time the secret exists outside the caller's hands.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub id: String,
+    pub token: String,
+}
+
+fn hex(digest: &TokenDigest) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<TokenDigest> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn split_list(s: Option<String>) -> Option<Vec<String>> {
+    s.map(|s| {
+        s.split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,11 +224,7 @@ impl Store {
             return Ok(ApplyOutcome { changes, version });
         }
         write_changes(&mut tx, &current, &merged).await?;
-        let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
-            .bind(now_unix())
-            .fetch_one(&mut *tx)
-            .await?;
-        let version = row.try_get::<i64, _>(0)?;
+        let version = bump_version(&mut tx).await?;
         tx.commit().await?;
         Ok(ApplyOutcome { changes, version })
     }
@@ -199,11 +255,215 @@ impl Store {
         }))
     }
 
+    /// Issues an API token. A limit must be a subset of what the owner holds now; the token
+    /// is returned once and only its digest is kept.
+    pub async fn issue_token(
+        &self,
+        owner: OwnerRef<'_>,
+        label: &str,
+        expires_at: Option<i64>,
+        permissions: Option<&[String]>,
+    ) -> Result<IssuedToken, StoreError> {
+        let (doc, version) = self.load_policy().await?;
+        let (roles, user_id, account_id) = match owner {
+            OwnerRef::User(email) => {
+                let user = self
+                    .find_user(email)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(format!("no user {email:?}")))?;
+                (user.roles, Some(user.id), None)
+            }
+            OwnerRef::ServiceAccount(name) => {
+                let sa = doc
+                    .service_accounts
+                    .iter()
+                    .find(|s| s.name == name)
+                    .ok_or_else(|| StoreError::NotFound(format!("no service account {name:?}")))?;
+                let row = sqlx::query("SELECT id FROM service_accounts WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+                (sa.roles.clone(), None, Some(row.try_get::<i64, _>(0)?))
+            }
+        };
+        if let Some(limit) = permissions {
+            let snapshot = PolicySnapshot::compile(&doc, version)?;
+            let held = snapshot.grants(true, [], roles.iter().map(String::as_str));
+            let held: Vec<&str> = held.ids().map(|id| snapshot.permission_name(id)).collect();
+            for p in limit {
+                if p != PUBLIC && p != AUTHENTICATED && !held.contains(&p.as_str()) {
+                    return Err(StoreError::Refused(format!(
+                        "the owner does not hold permission {p:?}"
+                    )));
+                }
+            }
+        }
+        let token = api_token::generate();
+        let id = api_token::generate_id();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, digest, user_id, service_account_id, label, permissions, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(hex(&crate::identity::digest(&token)))
+        .bind(user_id)
+        .bind(account_id)
+        .bind(label)
+        .bind(permissions.map(|p| p.join(",")))
+        .bind(now_unix())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(IssuedToken { id, token })
+    }
+
+    /// Tokens, optionally of one owner (a user's email or a service account's name).
+    pub async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, COALESCE(u.email, 'service-account:' || s.name), t.label, t.permissions, t.created_at, \
+             t.expires_at, t.revoked_at, t.last_used_at FROM api_tokens t \
+             LEFT JOIN users u ON u.id = t.user_id LEFT JOIN service_accounts s ON s.id = t.service_account_id \
+             WHERE $1 = '' OR u.email = $1 OR s.name = $1 ORDER BY t.created_at, t.id",
+        )
+        .bind(owner.map(str::to_ascii_lowercase).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(TokenInfo {
+                    id: text(r, 0)?,
+                    owner: text(r, 1)?,
+                    label: text(r, 2)?,
+                    permissions: split_list(r.try_get(3)?),
+                    created_at: r.try_get(4)?,
+                    expires_at: r.try_get(5)?,
+                    revoked_at: r.try_get(6)?,
+                    last_used_at: r.try_get(7)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a token and bumps the policy version, so every sidecar forgets it.
+    pub async fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now_unix())
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done == 0 {
+            let exists = sqlx::query("SELECT id FROM api_tokens WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            tx.rollback().await?;
+            return match exists {
+                Some(_) => Ok(()),
+                None => Err(StoreError::NotFound(format!("no token {id:?}"))),
+            };
+        }
+        bump_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records last-used times in one transaction (called in batches, off the request path).
+    pub async fn record_token_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for (id, at) in uses {
+            sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
+                .bind(*at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn find_token_record(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let Some(row) = sqlx::query(
+            "SELECT id, digest, user_id, service_account_id, expires_at, revoked_at, permissions FROM api_tokens WHERE digest = $1",
+        )
+        .bind(hex(digest))
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let stored = unhex(&text(&row, 1)?)
+            .ok_or_else(|| StoreError::BadRow("api token digest".to_owned()))?;
+        let user_id: Option<i64> = row.try_get(2)?;
+        let account_id: Option<i64> = row.try_get(3)?;
+        let owner = match (user_id, account_id) {
+            (Some(uid), None) => {
+                let u = sqlx::query("SELECT email, name, disabled FROM users WHERE id = $1")
+                    .bind(uid)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let roles = names(&self.pool, "SELECT r.name FROM user_roles x JOIN roles r ON r.id = x.role_id WHERE x.user_id = $1", uid).await?;
+                TokenOwner::User {
+                    id: uid,
+                    email: text(&u, 0)?,
+                    name: u.try_get(1)?,
+                    disabled: u.try_get::<i64, _>(2)? != 0,
+                    roles,
+                }
+            }
+            (None, Some(sid)) => {
+                let s = sqlx::query("SELECT name, disabled FROM service_accounts WHERE id = $1")
+                    .bind(sid)
+                    .fetch_one(&self.pool)
+                    .await?;
+                let roles = names(
+                    &self.pool,
+                    "SELECT r.name FROM service_account_roles x JOIN roles r ON r.id = x.role_id WHERE x.service_account_id = $1",
+                    sid,
+                )
+                .await?;
+                TokenOwner::ServiceAccount {
+                    name: text(&s, 0)?,
+                    disabled: s.try_get::<i64, _>(1)? != 0,
+                    roles,
+                }
+            }
+            _ => {
+                return Err(StoreError::BadRow(
+                    "api token without exactly one owner".to_owned(),
+                ))
+            }
+        };
+        Ok(Some(TokenRecord {
+            id: text(&row, 0)?,
+            digest: stored,
+            owner,
+            expires_at: row.try_get(4)?,
+            revoked_at: row.try_get(5)?,
+            permissions: split_list(row.try_get(6)?),
+        }))
+    }
+
     /// Runs a statement as given; for tests that need to corrupt or inspect the store.
     #[doc(hidden)]
     pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
         Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
     }
+}
+
+/// Announces a change: every sidecar rebuilds its snapshot and forgets cached API tokens.
+async fn bump_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
+        .bind(now_unix())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(row.try_get::<i64, _>(0)?)
 }
 
 fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, StoreError> {
@@ -296,8 +556,50 @@ async fn load_document(conn: &mut AnyConnection) -> Result<(PolicyDocument, i64)
         }
     }
     doc.users = users.into_values().collect();
+    let mut accounts: BTreeMap<String, ServiceAccountSpec> = BTreeMap::new();
+    for row in sqlx::query("SELECT name, description, disabled FROM service_accounts")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let name = text(&row, 0)?;
+        let spec = ServiceAccountSpec {
+            name: name.clone(),
+            description: row.try_get(1)?,
+            disabled: row.try_get::<i64, _>(2)? != 0,
+            roles: Vec::new(),
+        };
+        accounts.insert(name, spec);
+    }
+    let sa_roles = sqlx::query(
+        "SELECT s.name, r.name FROM service_account_roles sr \
+         JOIN service_accounts s ON s.id = sr.service_account_id JOIN roles r ON r.id = sr.role_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in sa_roles {
+        if let Some(sa) = accounts.get_mut(&text(&row, 0)?) {
+            sa.roles.push(text(&row, 1)?);
+        }
+    }
+    doc.service_accounts = accounts.into_values().collect();
     doc.normalize();
     Ok((doc, version))
+}
+
+async fn names(pool: &AnyPool, sql: &str, id: i64) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(sql).bind(id).fetch_all(pool).await?;
+    let mut out: Vec<String> = rows.iter().map(|r| text(r, 0)).collect::<Result<_, _>>()?;
+    out.sort();
+    Ok(out)
+}
+
+#[async_trait::async_trait]
+impl TokenLookup for Store {
+    async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, LookupError> {
+        self.find_token_record(digest)
+            .await
+            .map_err(|e| LookupError(crate::cli::error_chain(&e).into()))
+    }
 }
 
 async fn ids_by_name(
@@ -409,6 +711,7 @@ async fn write_changes(
         for sql in [
             "DELETE FROM role_permissions WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
             "DELETE FROM user_roles WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
+            "DELETE FROM service_account_roles WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
             "DELETE FROM roles WHERE name = $1",
         ] {
             sqlx::query(sql).bind(name).execute(&mut *conn).await?;
@@ -454,16 +757,68 @@ async fn write_changes(
     let merged_emails: std::collections::HashSet<&str> =
         merged.users.iter().map(|u| u.email.as_str()).collect();
     for email in current_users.keys().filter(|e| !merged_emails.contains(*e)) {
-        sqlx::query(
+        for sql in [
             "DELETE FROM user_roles WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
+            "DELETE FROM api_tokens WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
+            "DELETE FROM users WHERE email = $1",
+        ] {
+            sqlx::query(sql).bind(*email).execute(&mut *conn).await?;
+        }
+    }
+
+    // Service accounts.
+    let current_accounts: HashMap<&str, &ServiceAccountSpec> = current
+        .service_accounts
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    for sa in &merged.service_accounts {
+        if current_accounts.get(sa.name.as_str()) == Some(&sa) {
+            continue;
+        }
+        let id: i64 = sqlx::query(
+            "INSERT INTO service_accounts (name, description, disabled) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET description = excluded.description, disabled = excluded.disabled RETURNING id",
         )
-        .bind(*email)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("DELETE FROM users WHERE email = $1")
-            .bind(*email)
+        .bind(&sa.name)
+        .bind(sa.description.clone())
+        .bind(i64::from(sa.disabled))
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+        sqlx::query("DELETE FROM service_account_roles WHERE service_account_id = $1")
+            .bind(id)
             .execute(&mut *conn)
             .await?;
+        for role in &sa.roles {
+            let rid = role_ids
+                .get(role)
+                .ok_or_else(|| StoreError::BadRow(format!("role {role:?} vanished")))?;
+            sqlx::query(
+                "INSERT INTO service_account_roles (service_account_id, role_id) VALUES ($1, $2)",
+            )
+            .bind(id)
+            .bind(*rid)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    let merged_accounts: std::collections::HashSet<&str> = merged
+        .service_accounts
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    for name in current_accounts
+        .keys()
+        .filter(|n| !merged_accounts.contains(*n))
+    {
+        for sql in [
+            "DELETE FROM service_account_roles WHERE service_account_id IN (SELECT id FROM service_accounts WHERE name = $1)",
+            "DELETE FROM api_tokens WHERE service_account_id IN (SELECT id FROM service_accounts WHERE name = $1)",
+            "DELETE FROM service_accounts WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(*name).execute(&mut *conn).await?;
+        }
     }
     Ok(())
 }
