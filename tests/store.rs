@@ -233,3 +233,156 @@ async fn migrations_are_idempotent() {
     pg.migrate().await.expect("second migrate is a no-op");
     pg.close().await;
 }
+
+async fn token_story(store: Store) {
+    use portcullis::identity::{digest, TokenLookup, TokenOwner};
+    use portcullis::store::OwnerRef;
+
+    store.apply(&doc(EXAMPLE), false, false).await.unwrap();
+    let version = store.policy_version().await.unwrap();
+
+    let user = store
+        .issue_token(OwnerRef::User("ada@example.com"), "zapier", None, None)
+        .await
+        .unwrap();
+    let limited = ["roles:read".to_owned()];
+    let bot = store
+        .issue_token(
+            OwnerRef::ServiceAccount("reporting-bot"),
+            "reports",
+            Some(4_000_000_000),
+            Some(&limited),
+        )
+        .await
+        .unwrap();
+    assert_ne!(user.token, bot.token);
+    assert_eq!(
+        store.policy_version().await.unwrap(),
+        version,
+        "issuing does not change the policy"
+    );
+
+    // Only the digest is stored: the secret appears in no column.
+    let leaked = store
+        .execute_raw(&format!(
+            "UPDATE api_tokens SET label = label WHERE digest = '{0}' OR id = '{0}' OR label = '{0}' OR permissions = '{0}'",
+            user.token
+        ))
+        .await
+        .unwrap();
+    assert_eq!(leaked, 0);
+
+    let record = store
+        .find_token(&digest(&user.token))
+        .await
+        .unwrap()
+        .expect("found by digest");
+    assert_eq!(record.id, user.id);
+    assert!(record.digest_matches(&digest(&user.token)));
+    assert!(
+        matches!(&record.owner, TokenOwner::User { email, roles, .. } if email == "ada@example.com" && roles == &["admin"])
+    );
+    assert_eq!(record.permissions, None);
+    let record = store
+        .find_token(&digest(&bot.token))
+        .await
+        .unwrap()
+        .expect("found");
+    assert!(
+        matches!(&record.owner, TokenOwner::ServiceAccount { name, roles, disabled: false } if name == "reporting-bot" && roles == &["viewer"])
+    );
+    assert_eq!(record.permissions, Some(limited.to_vec()));
+    assert_eq!(record.expires_at, Some(4_000_000_000));
+    assert!(store
+        .find_token(&digest("pcs_unknown"))
+        .await
+        .unwrap()
+        .is_none());
+
+    // Limits beyond the owner, and unknown owners, are refused.
+    let too_much = ["roles:write".to_owned()];
+    let err = store
+        .issue_token(
+            OwnerRef::ServiceAccount("reporting-bot"),
+            "",
+            None,
+            Some(&too_much),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not hold"), "{err}");
+    assert!(store
+        .issue_token(OwnerRef::User("nobody@example.com"), "", None, None)
+        .await
+        .is_err());
+    assert!(store
+        .issue_token(OwnerRef::ServiceAccount("ghost"), "", None, None)
+        .await
+        .is_err());
+
+    // Listing never shows a secret; last use is recorded in a batch.
+    store
+        .record_token_use(&[
+            (user.id.clone(), 1_800_000_000),
+            (bot.id.clone(), 1_800_000_001),
+        ])
+        .await
+        .unwrap();
+    let listed = store.list_tokens(Some("ada@example.com")).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].label, "zapier");
+    assert_eq!(listed[0].last_used_at, Some(1_800_000_000));
+    assert_eq!(
+        store.list_tokens(Some("reporting-bot")).await.unwrap()[0].owner,
+        "service-account:reporting-bot"
+    );
+    assert_eq!(store.list_tokens(None).await.unwrap().len(), 2);
+
+    // Revoking bumps the version (so every sidecar forgets cached tokens); twice is harmless.
+    store.revoke_token(&user.id).await.unwrap();
+    assert_eq!(store.policy_version().await.unwrap(), version + 1);
+    store.revoke_token(&user.id).await.unwrap();
+    assert!(store
+        .find_token(&digest(&user.token))
+        .await
+        .unwrap()
+        .expect("still there")
+        .revoked_at
+        .is_some());
+    assert!(store.revoke_token("tok_nope").await.is_err());
+
+    // Disabling the owner shows on the record; pruning the owner deletes its tokens.
+    let disable =
+        doc("service_accounts:\n  - {name: reporting-bot, disabled: true, roles: [viewer]}\n");
+    store.apply(&disable, false, false).await.unwrap();
+    let record = store
+        .find_token(&digest(&bot.token))
+        .await
+        .unwrap()
+        .expect("found");
+    assert!(matches!(
+        record.owner,
+        TokenOwner::ServiceAccount { disabled: true, .. }
+    ));
+    let without = doc("permissions:\n  p:\n    activities: [GET /x]\n");
+    store.apply(&without, true, false).await.unwrap();
+    assert!(store
+        .find_token(&digest(&bot.token))
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store.list_tokens(None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn token_story_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    token_story(store).await;
+}
+
+#[tokio::test]
+async fn token_story_on_postgres() {
+    let (store, _db) = postgres().await;
+    token_story(store.clone()).await;
+    store.close().await;
+}

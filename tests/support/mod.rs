@@ -63,6 +63,8 @@ jwt:
       algorithm: HS256
       secret_file: {secret}
   signing_key: test-hs256
+api_tokens:
+  last_used_flush: 200ms
 log:
   level: info,portcullis=debug
 {extra}"#,
@@ -470,6 +472,32 @@ impl Stack {
             portcullis,
             envoy,
         }
+    }
+
+    /// Issues an API token with `portcullis token issue ARGS`; returns (id, token).
+    pub fn api_token(&self, args: &[&str]) -> (String, String) {
+        let mut full = vec!["token", "issue"];
+        full.extend_from_slice(args);
+        let (code, out, err) = cli(&self.config, &full);
+        assert_eq!(code, 0, "token issue {args:?}: {out}{err}");
+        let id = err
+            .split_whitespace()
+            .find(|w| w.starts_with("tok_"))
+            .unwrap_or_else(|| panic!("no token id in {err:?}"))
+            .to_owned();
+        (id, out.trim().to_owned())
+    }
+
+    /// How many times portcullis has asked the store for an API token so far.
+    pub fn token_lookups(&self) -> usize {
+        self.portcullis
+            .proc
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("api token looked up in the store"))
+            .count()
     }
 
     /// A token for a stored user, minted by `portcullis jwt mint`.
