@@ -24,13 +24,13 @@ GRACE=$($PORTCULLIS jwt mint --user grace@example.com)
 show() { echo; echo "\$ $*"; eval "$@" || true; echo; }
 
 echo "== allow: Ada (admin) reads roles; the upstream echoes the x-auth-* headers it received"
-show "curl -sS -H 'Authorization: Bearer \$ADA' http://127.0.0.1:10000/api/v1/roles"
+show 'curl -sS -H "Authorization: Bearer $ADA" http://127.0.0.1:10000/api/v1/roles'
 echo "== 401: no credential"
-show "curl -sS -i http://127.0.0.1:10000/api/v1/roles"
+show 'curl -sS -i http://127.0.0.1:10000/api/v1/roles'
 echo "== 403: Grace (viewer) may not create a role"
-show "curl -sS -i -X POST -H 'Authorization: Bearer \$GRACE' http://127.0.0.1:10000/api/v1/roles"
+show 'curl -sS -i -X POST -H "Authorization: Bearer $GRACE" http://127.0.0.1:10000/api/v1/roles'
 echo "== a forged x-auth-permissions header never reaches the upstream"
-show "curl -sS -H 'Authorization: Bearer \$GRACE' -H 'x-auth-permissions: admin' http://127.0.0.1:10000/api/v1/roles"
+show 'curl -sS -H "Authorization: Bearer $GRACE" -H "x-auth-permissions: admin" http://127.0.0.1:10000/api/v1/roles'
 
 if [ "${DEMO_EXIT:-0}" = 1 ]; then exit 0; fi
 echo "Envoy on :10000, portcullis on :9001, echo upstream on :8080. Ctrl-C to stop."

@@ -171,7 +171,12 @@ impl Authorizer {
                 return Decision::deny(Reason::TokenStoreUnavailable, None, Some(e.to_string()))
             }
             Err(IdentityError::Credential(e)) => {
-                return Decision::deny(Reason::AmbiguousCredential, None, Some(e.to_string()))
+                let reason = if e.is_ambiguous() {
+                    Reason::AmbiguousCredential
+                } else {
+                    Reason::InvalidToken
+                };
+                return Decision::deny(reason, None, Some(e.to_string()));
             }
             Err(IdentityError::Token(e)) => {
                 return Decision::deny(Reason::InvalidToken, None, Some(e.to_string()))

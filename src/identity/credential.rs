@@ -40,6 +40,20 @@ pub enum CredentialError {
     ApiTokenWithJwt,
 }
 
+impl CredentialError {
+    /// Two credentials where one is expected (as opposed to one that is malformed).
+    pub fn is_ambiguous(self) -> bool {
+        matches!(
+            self,
+            CredentialError::DuplicateAuthorization
+                | CredentialError::DuplicateCookie
+                | CredentialError::ConflictingCredentials
+                | CredentialError::DuplicateApiToken
+                | CredentialError::ApiTokenWithJwt
+        )
+    }
+}
+
 /// Extracts the credential from `(lower-case name, value)` header pairs.
 pub fn extract<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
