@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -18,7 +21,7 @@ use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
 use crate::grpc::{AuthorizationServer, CheckService};
 use crate::identity::{Identifier, KeySet};
-use crate::store::{Dialect, Store};
+use crate::store::{ChangeListener, Dialect, Store};
 
 /// The gRPC service name health is reported under (besides the overall "").
 pub const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -56,6 +59,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// A bound, not yet serving, portcullis.
 pub struct Server {
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     store: Store,
     authorizer: Arc<Authorizer>,
     usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
@@ -82,12 +86,24 @@ impl Server {
         identifier.report_usage_to(usage_tx);
         let identifier = Arc::new(identifier);
         let snapshot: SnapshotHandle = Arc::new(ArcSwapOption::empty());
-        let authorizer = Arc::new(Authorizer::new(snapshot, identifier));
+        let authorizer = Arc::new(
+            Authorizer::new(snapshot, identifier)
+                .with_permission_source(config.jwt.permissions_from),
+        );
         let listener = TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let admin_listener = match config.server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
+            ),
+            None => None,
+        };
         Ok(Server {
             listener,
+            admin_listener,
             store,
             authorizer,
             usage_rx,
@@ -99,6 +115,12 @@ impl Server {
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     pub fn snapshot(&self) -> SnapshotHandle {
@@ -116,13 +138,24 @@ impl Server {
         set_health(&reporter, ServingStatus::NotServing).await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let status = Arc::new(Mutex::new(ReloadStatus::default()));
         let reloader = tokio::spawn(keep_fresh(
             self.store.clone(),
             self.authorizer.clone(),
             reporter.clone(),
+            status.clone(),
             self.reload_interval,
             stop_rx.clone(),
         ));
+        let admin = match self.admin_listener {
+            Some(listener) => {
+                if let Ok(admin_addr) = listener.local_addr() {
+                    tracing::info!(%admin_addr, "serving admin endpoint");
+                }
+                Some(tokio::spawn(serve_admin(listener, status, stop_rx.clone())))
+            }
+            None => None,
+        };
         let usage_writer = tokio::spawn(write_token_use(
             self.store.clone(),
             self.usage_rx,
@@ -163,6 +196,9 @@ impl Server {
         }
         let _ = reloader.await;
         let _ = usage_writer.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         self.store.close().await;
         Ok(())
     }
@@ -181,39 +217,166 @@ async fn keep_fresh(
     store: Store,
     authorizer: Arc<Authorizer>,
     reporter: HealthReporter,
+    status: Arc<Mutex<ReloadStatus>>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let snapshot = authorizer.snapshot().clone();
     let mut failing: Option<String> = None;
+    let mut listener: Option<ChangeListener> = None;
+    let mut wait = interval;
     loop {
         match refresh(&store, &snapshot).await {
-            Ok(Some(version)) => {
-                // A new version may be a revocation, a disabled owner or changed roles.
-                authorizer.identifier().forget_api_tokens();
-                tracing::info!(version, "policy snapshot loaded");
-                set_health(&reporter, ServingStatus::Serving).await;
+            Ok(loaded) => {
+                if let Some(version) = loaded {
+                    // A new version may be a revocation, a disabled owner or changed roles.
+                    authorizer.identifier().forget_api_tokens();
+                    tracing::info!(version, "policy snapshot loaded");
+                    set_health(&reporter, ServingStatus::Serving).await;
+                }
                 if failing.take().is_some() {
                     tracing::info!("policy store reachable again");
                 }
-            }
-            Ok(None) => {
-                if failing.take().is_some() {
-                    tracing::info!("policy store reachable again");
+                wait = interval;
+                if let Ok(mut s) = status.lock() {
+                    s.store_reachable = true;
+                    s.last_error = None;
+                    if let Some(version) = loaded {
+                        s.version = Some(version);
+                        s.loaded_at = Some(SystemTime::now());
+                    }
                 }
             }
             Err(e) => {
                 let message = format!("{e:#}");
+                // Once per outage (or per distinct failure), not once per attempt.
                 if failing.as_deref() != Some(message.as_str()) {
                     tracing::error!(error = %message, serving_version = snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot");
-                    failing = Some(message);
+                    failing = Some(message.clone());
+                }
+                wait = (wait * 2).min(MAX_RETRY_WAIT.max(interval));
+                if let Ok(mut s) = status.lock() {
+                    s.store_reachable = false;
+                    s.last_error = Some(message);
+                }
+            }
+        }
+        if listener.is_none() && failing.is_none() {
+            match store.listen().await {
+                Ok(l) => listener = l,
+                Err(e) => {
+                    tracing::debug!(error = %crate::cli::error_chain(&e), "cannot listen for policy changes; polling")
                 }
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
+            changed = next_change(&mut listener) => {
+                if changed.is_err() {
+                    listener = None;
+                }
+            }
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// GETs `/status` from a running portcullis' admin endpoint.
+pub async fn fetch_status(addr: SocketAddr) -> anyhow::Result<serde_json::Value> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach {addr}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/status")
+        .header("host", addr.to_string())
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .context("timed out")??;
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(serde_json::from_slice(&body).context("not a status document")?)
+}
+
+/// Longest pause between attempts while the store is unreachable.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+
+/// The next announced change, or never without a listener.
+async fn next_change(listener: &mut Option<ChangeListener>) -> Result<(), ()> {
+    match listener {
+        Some(l) => l.next().await.map(|_| ()).map_err(|_| ()),
+        None => std::future::pending().await,
+    }
+}
+
+/// What `/status` reports about the snapshot and the store.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    version: Option<i64>,
+    loaded_at: Option<SystemTime>,
+    store_reachable: bool,
+    last_error: Option<String>,
+}
+
+impl ReloadStatus {
+    fn to_json(&self) -> serde_json::Value {
+        let unix = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        serde_json::json!({
+            "serving": self.version.is_some(),
+            "policy_version": self.version,
+            "snapshot_loaded_at": self.loaded_at.map(unix),
+            "snapshot_age_seconds": self.loaded_at.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs_f64()),
+            "store_reachable": self.store_reachable,
+            "last_error": self.last_error,
+        })
+    }
+}
+
+/// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`.
+async fn serve_admin(
+    listener: TcpListener,
+    status: Arc<Mutex<ReloadStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let for_status = status.clone();
+    let app = axum::Router::new()
+        .route(
+            "/status",
+            get(move || {
+                let body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let ready = status.lock().map(|s| s.version.is_some()).unwrap_or(false);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n")
+                    }
+                }
+            }),
+        )
+        .route("/live", get(|| async { "live\n" }));
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin endpoint failed");
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-use crate::identity::{Identifier, IdentityError, Principal};
+pub use crate::config::PermissionSource;
+use crate::identity::{CredentialKind, Identifier, IdentityError, Principal};
 use crate::policy::{path, PolicySnapshot};
 
 /// A request to decide, borrowed from whatever carried it (Envoy's CheckRequest, the CLI).
@@ -95,6 +96,8 @@ impl DenyStatus {
 #[derive(Debug, Clone)]
 pub struct Allow {
     pub principal: Option<Arc<Principal>>,
+    /// The caller's roles as decided: from the token, or from the store in `store` mode.
+    pub roles: Vec<String>,
     /// Names of every permission the caller holds in this snapshot, sorted.
     pub permissions: Vec<String>,
     pub matched_permission: String,
@@ -134,6 +137,7 @@ pub type SnapshotHandle = Arc<ArcSwapOption<PolicySnapshot>>;
 pub struct Authorizer {
     snapshot: SnapshotHandle,
     identifier: Arc<Identifier>,
+    source: PermissionSource,
 }
 
 impl Authorizer {
@@ -141,7 +145,14 @@ impl Authorizer {
         Authorizer {
             snapshot,
             identifier,
+            source: PermissionSource::Token,
         }
+    }
+
+    /// Where JWT callers' permissions come from (`jwt.permissions_from`).
+    pub fn with_permission_source(mut self, source: PermissionSource) -> Self {
+        self.source = source;
+        self
     }
 
     pub fn identifier(&self) -> &Identifier {
@@ -182,7 +193,14 @@ impl Authorizer {
                 return Decision::deny(Reason::InvalidToken, None, Some(e.to_string()))
             }
         };
-        decide_with(snapshot, req.method, req.host, &canonical, principal)
+        decide_with(
+            snapshot,
+            req.method,
+            req.host,
+            &canonical,
+            principal,
+            self.source,
+        )
     }
 }
 
@@ -193,16 +211,53 @@ pub fn decide_with(
     host: &str,
     canonical_path: &str,
     principal: Option<Arc<Principal>>,
+    source: PermissionSource,
 ) -> Decision {
     let host = path::normalize_host(host);
-    let grants = match &principal {
-        Some(p) => snapshot.limited_grants(
+    // A JWT is checked against the store's current state, as carried in the snapshot.
+    let mut stored_roles: Option<&[String]> = None;
+    if let Some(p) = principal
+        .as_ref()
+        .filter(|p| p.credential == CredentialKind::Jwt)
+    {
+        let subjects = snapshot.subjects();
+        let refuse = |why: &str| {
+            Decision::deny(
+                Reason::InvalidToken,
+                principal.clone(),
+                Some(why.to_owned()),
+            )
+        };
+        if p.token_id
+            .as_deref()
+            .is_some_and(|jti| subjects.is_revoked(jti))
+        {
+            return refuse("token revoked");
+        }
+        match subjects.user(&p.user_id) {
+            Some(u) if u.disabled => return refuse("user disabled"),
+            Some(u)
+                if u.tokens_valid_after
+                    .is_some_and(|t| p.issued_at.is_none_or(|iat| iat <= t as f64)) =>
+            {
+                return refuse("the user's tokens were revoked");
+            }
+            Some(u) if source == PermissionSource::Store => stored_roles = Some(&u.roles),
+            None if source == PermissionSource::Store => {
+                return refuse("no such user in the store")
+            }
+            _ => {}
+        }
+    }
+    let grants = match (&principal, stored_roles) {
+        (Some(_), Some(roles)) => snapshot.grants(true, [], roles.iter().map(String::as_str)),
+        (Some(p), None) => snapshot.limited_grants(
             true,
             p.permissions.iter().map(String::as_str),
             p.roles.iter().map(String::as_str),
             p.limit.as_deref(),
         ),
-        None => snapshot.grants(false, [], []),
+        (None, _) => snapshot.grants(false, [], []),
     };
     match snapshot.evaluate(method, &host, canonical_path, &grants) {
         Some(m) => {
@@ -211,10 +266,18 @@ pub fn decide_with(
                 .map(|id| snapshot.permission_name(id).to_owned())
                 .collect();
             permissions.sort_unstable();
+            let mut roles: Vec<String> = match (stored_roles, &principal) {
+                (Some(roles), _) => roles.to_vec(),
+                (None, Some(p)) => p.roles.clone(),
+                (None, None) => Vec::new(),
+            };
+            roles.sort_unstable();
+            roles.dedup();
             Decision::Allow(Allow {
                 matched_permission: m.permission.to_owned(),
                 matched_activity: m.activity.to_string(),
                 principal,
+                roles,
                 permissions,
                 policy_version: snapshot.version(),
             })

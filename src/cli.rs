@@ -51,6 +51,12 @@ pub enum Command {
     /// API tokens for third-party integrations and service accounts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Ask a running portcullis for its snapshot version and age (its admin endpoint).
+    Status {
+        /// The admin address; default `server.admin_listen`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
     /// Non-human identities that reach the system only through API tokens.
     #[command(subcommand, name = "service-account")]
     ServiceAccount(ServiceAccountCommand),
@@ -152,6 +158,13 @@ pub enum JwtCommand {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<Duration>,
     },
+    /// Revoke one JWT by its jti, or every JWT of a user issued until now (logout everywhere).
+    Revoke {
+        #[arg(conflicts_with = "user", required_unless_present = "user")]
+        jti: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 /// Process exit codes.
@@ -199,6 +212,44 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
             mint_command(&user, ttl.unwrap_or(DEFAULT_MINT_TTL), &config).await
         }
         Command::Token(cmd) => token_command(cmd, &config).await,
+        Command::Jwt(JwtCommand::Revoke { jti, user }) => {
+            let store = app::open_store(&config).await?;
+            let result = match (&jti, &user) {
+                (_, Some(email)) => store
+                    .revoke_user_tokens(email)
+                    .await
+                    .map(|()| format!("revoked every token of {email} issued until now")),
+                (Some(jti), None) => store
+                    .revoke_jti(jti)
+                    .await
+                    .map(|()| format!("revoked jti {jti}")),
+                (None, None) => Err(StoreError::NotFound("name a jti or --user".to_owned())),
+            };
+            store.close().await;
+            match result {
+                Ok(message) => {
+                    println!("{message}");
+                    Ok(exit::OK)
+                }
+                Err(e @ StoreError::NotFound(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(exit::FAILURE)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Status { admin } => {
+            let addr = admin
+                .or(config.server.admin_listen)
+                .context("no admin address: pass --admin")?;
+            let body = app::fetch_status(addr).await?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(if body["serving"] == true {
+                exit::OK
+            } else {
+                exit::FAILURE
+            })
+        }
         Command::ServiceAccount(cmd) => service_account_command(cmd, &config).await,
     }
 }
@@ -491,6 +542,7 @@ async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
             roles: Vec::new(),
             permissions: perms,
             limit: None,
+            issued_at: None,
             expires_at: f64::MAX,
             token_id: None,
         };
@@ -500,6 +552,7 @@ async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
             &args.host,
             &canonical,
             Some(Arc::new(principal)),
+            config.jwt.permissions_from,
         )
     } else {
         let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot.clone())));
@@ -507,7 +560,8 @@ async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
         let authorizer = Authorizer::new(
             handle,
             Arc::new(app::identifier_with_store(config, lookup)?),
-        );
+        )
+        .with_permission_source(config.jwt.permissions_from);
         let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
         let request = AccessRequest {
             method: &args.method,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9002";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://portcullis.db";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 5;
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -112,6 +113,9 @@ impl Default for ApiTokenConfig {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// Plain-HTTP admin endpoint (`/status`, `/ready`, `/live`); `null` to disable.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: Option<SocketAddr>,
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -151,6 +155,11 @@ pub struct JwtConfig {
     /// The `kid` `jwt mint` signs with.
     #[serde(default)]
     pub signing_key: Option<String>,
+    /// Where a JWT caller's permissions come from: the token's claims as issued (`token`), or
+    /// the user's current roles in the store (`store`), so a role removal applies within the
+    /// reload bound instead of at token expiry.
+    #[serde(default)]
+    pub permissions_from: PermissionSource,
     #[serde(default = "default_token_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
     #[serde(default = "default_token_cache_capacity")]
@@ -174,6 +183,14 @@ pub struct KeyConfig {
     /// PEM private key, only needed to mint tokens with this key.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionSource {
+    #[default]
+    Token,
+    Store,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -219,6 +236,9 @@ fn default_listen() -> SocketAddr {
         .parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 9001)))
 }
+fn default_admin_listen() -> Option<SocketAddr> {
+    DEFAULT_ADMIN_LISTEN.parse().ok()
+}
 fn default_shutdown_grace() -> Duration {
     DEFAULT_SHUTDOWN_GRACE
 }
@@ -251,6 +271,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: default_listen(),
+            admin_listen: default_admin_listen(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
@@ -274,6 +295,7 @@ impl Default for JwtConfig {
             keys: Vec::new(),
             jwks_file: None,
             signing_key: None,
+            permissions_from: PermissionSource::Token,
             cache_ttl: DEFAULT_TOKEN_CACHE_TTL,
             cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
         }

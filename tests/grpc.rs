@@ -393,7 +393,7 @@ async fn host_scoping_ignores_case_and_port() {
 
 fn server_config(dir: &std::path::Path) -> Config {
     let yaml = format!(
-        "server: {{listen: '127.0.0.1:0', shutdown_grace: 5s}}\ndatabase: {{url: 'sqlite://{}', reload_interval: 100ms}}\n",
+        "server: {{listen: '127.0.0.1:0', admin_listen: null, shutdown_grace: 5s}}\ndatabase: {{url: 'sqlite://{}', reload_interval: 100ms}}\n",
         dir.join("grpc.db").display()
     );
     let config = Config::from_yaml(std::path::Path::new("grpc-test"), &yaml).unwrap();

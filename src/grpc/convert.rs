@@ -102,10 +102,7 @@ fn identity_facts(allow: &Allow, decision_id: &str) -> Vec<(&'static str, String
             facts.push(("x-auth-name", header_safe(name)));
         }
         facts.push(("x-auth-subject-type", p.subject_type.as_str().to_owned()));
-        let mut roles = p.roles.clone();
-        roles.sort_unstable();
-        roles.dedup();
-        facts.push(("x-auth-roles", header_safe(&roles.join(","))));
+        facts.push(("x-auth-roles", header_safe(&allow.roles.join(","))));
         facts.push(("x-auth-credential", p.credential.as_str().to_owned()));
         if let Some(jti) = &p.token_id {
             facts.push(("x-auth-token-id", header_safe(jti)));
@@ -156,7 +153,7 @@ fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str)
     }
     fields.insert("permissions".to_owned(), list_value(&allow.permissions));
     if let Some(p) = &allow.principal {
-        fields.insert("roles".to_owned(), list_value(&p.roles));
+        fields.insert("roles".to_owned(), list_value(&allow.roles));
         if let Some(email) = &p.email {
             fields.insert("email".to_owned(), string_value(email));
         }

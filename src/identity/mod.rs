@@ -67,6 +67,8 @@ pub struct Principal {
     pub expires_at: f64,
     /// The JWT `jti` or the API token id.
     pub token_id: Option<String>,
+    /// The JWT `iat`, when present.
+    pub issued_at: Option<f64>,
 }
 
 impl Principal {
@@ -82,6 +84,7 @@ impl Principal {
             limit: None,
             expires_at: claims.exp.map(|e| e.0).unwrap_or(0.0),
             token_id: claims.jti,
+            issued_at: claims.iat.map(|i| i.0),
         }
     }
 
@@ -114,6 +117,7 @@ impl Principal {
             limit: record.permissions,
             expires_at,
             token_id: Some(record.id),
+            issued_at: None,
         }
     }
 }

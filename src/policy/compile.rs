@@ -11,7 +11,7 @@ use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use super::document::{
     Activity, Method, PolicyDocument, AUTHENTICATED, MAX_PATH_PATTERN_LEN, PUBLIC,
 };
-use super::PolicyError;
+use super::{PolicyError, Subjects};
 
 /// Compiled size limit for one activity regex (CVE-2022-24713: compile-time blow-up).
 pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
@@ -96,6 +96,7 @@ pub struct PolicySnapshot {
     tables: Vec<MethodTable>,
     public: PermissionId,
     authenticated: PermissionId,
+    subjects: Subjects,
 }
 
 /// What allowed a request: the permission and the activity it grants.
@@ -197,7 +198,18 @@ impl PolicySnapshot {
             role_grants,
             activities,
             tables,
+            subjects: Subjects::default(),
         })
+    }
+
+    /// Attaches the store's users and revocations.
+    pub fn with_subjects(mut self, subjects: Subjects) -> Self {
+        self.subjects = subjects;
+        self
+    }
+
+    pub fn subjects(&self) -> &Subjects {
+        &self.subjects
     }
 
     pub fn version(&self) -> i64 {

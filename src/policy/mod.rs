@@ -5,9 +5,11 @@
 pub mod compile;
 pub mod document;
 pub mod path;
+pub mod subjects;
 
 pub use compile::{Grants, Match, PolicySnapshot};
 pub use document::{Activity, Method, PolicyDocument};
+pub use subjects::{Subjects, UserState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

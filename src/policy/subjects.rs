@@ -53,7 +53,13 @@ mod tests {
     #[test]
     fn users_and_revocations_are_found_by_id() {
         let mut s = Subjects::default();
-        s.insert_user("1".to_owned(), UserState { disabled: true, ..UserState::default() });
+        s.insert_user(
+            "1".to_owned(),
+            UserState {
+                disabled: true,
+                ..UserState::default()
+            },
+        );
         s.revoke_jti("j1".to_owned());
         assert!(s.user("1").is_some_and(|u| u.disabled));
         assert!(s.user("2").is_none());

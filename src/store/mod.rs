@@ -4,6 +4,7 @@
 //! one transaction that first takes the policy-version row lock, so concurrent applies serialize.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -15,7 +16,7 @@ use crate::policy::document::{
     Activity, Method, PermissionSpec, PolicyDocument, ServiceAccountSpec, UserSpec, AUTHENTICATED,
     PUBLIC,
 };
-use crate::policy::{PolicyError, PolicySnapshot};
+use crate::policy::{PolicyError, PolicySnapshot, Subjects, UserState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -109,10 +110,40 @@ pub struct ApplyOutcome {
     pub version: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     dialect: Dialect,
+    /// For LISTEN on PostgreSQL; holds credentials, so `Debug` never prints it.
+    url: Arc<str>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PostgreSQL channel every policy change is announced on.
+pub const CHANGE_CHANNEL: &str = "portcullis_policy";
+/// How long a request-path token lookup may wait for the store before it is a 503.
+pub const TOKEN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Wakes on policy changes announced by PostgreSQL (`LISTEN`/`NOTIFY`).
+pub struct ChangeListener(sqlx::postgres::PgListener);
+
+impl ChangeListener {
+    /// The next announced version; `Ok(None)` when the connection was lost and re-established
+    /// (announcements in between may be lost: refresh anyway).
+    pub async fn next(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .0
+            .try_recv()
+            .await?
+            .map(|n| n.payload().parse().unwrap_or(0)))
+    }
 }
 
 fn now_unix() -> i64 {
@@ -138,19 +169,30 @@ impl Store {
             _ => url.to_owned(),
         };
         let options: AnyConnectOptions = url.parse().map_err(StoreError::Connect)?;
-        let pool = AnyPoolOptions::new()
+        let pool_options = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect_with(options)
-            .await
-            .map_err(StoreError::Connect)?;
-        if dialect == Dialect::Sqlite {
-            // Readers (every sidecar's reload) never block the writer (`policy apply`).
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
-        }
-        Ok(Store { pool, dialect })
+            .acquire_timeout(std::time::Duration::from_secs(3));
+        let pool = match dialect {
+            // A local file: open it now, so a bad path is reported at once.
+            Dialect::Sqlite => {
+                let pool = pool_options
+                    .connect_with(options)
+                    .await
+                    .map_err(StoreError::Connect)?;
+                // Readers (every sidecar's reload) never block the writer (`policy apply`).
+                sqlx::query("PRAGMA journal_mode=WAL")
+                    .execute(&pool)
+                    .await?;
+                pool
+            }
+            // A server may be down when a sidecar starts: connect on first use, retry after.
+            Dialect::Postgres => pool_options.connect_lazy_with(options),
+        };
+        Ok(Store {
+            pool,
+            dialect,
+            url: url.into(),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -192,8 +234,59 @@ impl Store {
 
     /// Loads and compiles the current policy.
     pub async fn load_snapshot(&self) -> Result<PolicySnapshot, StoreError> {
-        let (doc, version) = self.load_policy().await?;
-        Ok(PolicySnapshot::compile(&doc, version)?)
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (doc, version) = load_document(&mut tx).await?;
+        let subjects = load_subjects(&mut tx).await?;
+        tx.commit().await?;
+        Ok(PolicySnapshot::compile(&doc, version)?.with_subjects(subjects))
+    }
+
+    /// Listens for policy changes (PostgreSQL only; `None` on SQLite, which is polled).
+    pub async fn listen(&self) -> Result<Option<ChangeListener>, StoreError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .map_err(StoreError::Connect)?;
+        listener.listen(CHANGE_CHANNEL).await?;
+        Ok(Some(ChangeListener(listener)))
+    }
+
+    /// Revokes one JWT by its `jti`.
+    pub async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO revoked_jtis (jti, revoked_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+            .bind(jti)
+            .bind(now_unix())
+            .execute(&mut *tx)
+            .await?;
+        bump_version(&mut tx, self.dialect).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Revokes every JWT of a user issued up to now (logout everywhere, compromise).
+    pub async fn revoke_user_tokens(&self, email: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE email = $2")
+            .bind(now_unix())
+            .bind(email.to_ascii_lowercase())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if done == 0 {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound(format!("no user {email:?}")));
+        }
+        bump_version(&mut tx, self.dialect).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Applies a policy file: with `prune` the store becomes exactly the file, otherwise the
@@ -224,7 +317,7 @@ impl Store {
             return Ok(ApplyOutcome { changes, version });
         }
         write_changes(&mut tx, &current, &merged).await?;
-        let version = bump_version(&mut tx).await?;
+        let version = bump_version(&mut tx, self.dialect).await?;
         tx.commit().await?;
         Ok(ApplyOutcome { changes, version })
     }
@@ -366,7 +459,7 @@ impl Store {
                 None => Err(StoreError::NotFound(format!("no token {id:?}"))),
             };
         }
-        bump_version(&mut tx).await?;
+        bump_version(&mut tx, self.dialect).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -458,16 +551,60 @@ impl Store {
 }
 
 /// Announces a change: every sidecar rebuilds its snapshot and forgets cached API tokens.
-async fn bump_version(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+async fn bump_version(conn: &mut AnyConnection, dialect: Dialect) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
         .bind(now_unix())
         .fetch_one(&mut *conn)
         .await?;
-    Ok(row.try_get::<i64, _>(0)?)
+    let version = row.try_get::<i64, _>(0)?;
+    if dialect == Dialect::Postgres {
+        // Delivered at commit, to every listening sidecar.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGE_CHANNEL)
+            .bind(version.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(version)
 }
 
 fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, StoreError> {
     Ok(row.try_get::<String, _>(i)?)
+}
+
+/// Users by id (the JWT `sub`) with their current roles, and revoked JWT ids.
+async fn load_subjects(conn: &mut AnyConnection) -> Result<Subjects, StoreError> {
+    let mut subjects = Subjects::default();
+    for row in sqlx::query("SELECT id, disabled, tokens_valid_after FROM users")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let id: i64 = row.try_get(0)?;
+        let state = UserState {
+            disabled: row.try_get::<i64, _>(1)? != 0,
+            roles: Vec::new(),
+            tokens_valid_after: row.try_get(2)?,
+        };
+        subjects.insert_user(id.to_string(), state);
+    }
+    let rows = sqlx::query(
+        "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        if let Some(user) = subjects.user_mut(&id.to_string()) {
+            user.roles.push(text(&row, 1)?);
+        }
+    }
+    for row in sqlx::query("SELECT jti FROM revoked_jtis")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        subjects.revoke_jti(text(&row, 0)?);
+    }
+    Ok(subjects)
 }
 
 async fn load_document(conn: &mut AnyConnection) -> Result<(PolicyDocument, i64), StoreError> {
@@ -596,9 +733,10 @@ async fn names(pool: &AnyPool, sql: &str, id: i64) -> Result<Vec<String>, StoreE
 #[async_trait::async_trait]
 impl TokenLookup for Store {
     async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, LookupError> {
-        self.find_token_record(digest)
-            .await
-            .map_err(|e| LookupError(crate::cli::error_chain(&e).into()))
+        match tokio::time::timeout(TOKEN_LOOKUP_TIMEOUT, self.find_token_record(digest)).await {
+            Ok(found) => found.map_err(|e| LookupError(crate::cli::error_chain(&e).into())),
+            Err(_) => Err(LookupError("token lookup timed out".into())),
+        }
     }
 }
 

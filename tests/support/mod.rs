@@ -51,6 +51,7 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     let config = format!(
         r#"server:
   listen: 127.0.0.1:0
+  admin_listen: 127.0.0.1:0
   shutdown_grace: 5s
 database:
   url: sqlite://{db}
