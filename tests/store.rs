@@ -2,6 +2,10 @@
 //! 127.0.0.1:5432, or `PORTCULLIS_TEST_POSTGRES_URL`; each run gets its own database).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
+use support::pg::{shared_admin_url, PgDatabase};
+
 use portcullis::policy::PolicyDocument;
 use portcullis::store::{Store, StoreError};
 
@@ -19,51 +23,11 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
-/// A fresh database on the PostgreSQL server; dropped when the guard is.
-struct PgDatabase {
-    admin_url: String,
-    name: String,
-}
-
-impl Drop for PgDatabase {
-    fn drop(&mut self) {
-        let admin_url = self.admin_url.clone();
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("rt");
-            rt.block_on(async {
-                if let Ok(admin) = Store::connect(&admin_url, 1).await {
-                    let _ = admin
-                        .execute_raw(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", name))
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 async fn postgres() -> (Store, PgDatabase) {
-    let admin_url = std::env::var("PORTCULLIS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let admin = Store::connect(&admin_url, 1)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is required for this test: {e}"));
-    let name = format!("portcullis_test_{:016x}", rand::random::<u64>());
-    admin
-        .execute_raw(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
-    admin.close().await;
-    let (base, _) = admin_url.rsplit_once('/').expect("url has a database");
-    let store = Store::connect(&format!("{base}/{name}"), 4)
-        .await
-        .expect("connects");
+    let db = PgDatabase::create(&shared_admin_url()).await;
+    let store = Store::connect(&db.url, 4).await.expect("connects");
     store.migrate().await.expect("migrates");
-    (store, PgDatabase { admin_url, name })
+    (store, db)
 }
 
 async fn policy_story(store: Store) {

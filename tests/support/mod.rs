@@ -6,6 +6,7 @@
 
 #[path = "../../examples/echo_upstream.rs"]
 mod echo_upstream;
+pub mod pg;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -47,6 +48,18 @@ pub fn envoy_bin() -> PathBuf {
 
 /// A config file for portcullis in `dir`: HS256 key, SQLite database, ephemeral port.
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let url = format!("sqlite://{}", dir.join("portcullis.db").display());
+    write_config_for(dir, &url, "200ms", "token", extra)
+}
+
+/// A config file for portcullis in `dir` on the database at `url`.
+pub fn write_config_for(
+    dir: &Path,
+    url: &str,
+    reload_interval: &str,
+    permissions_from: &str,
+    extra: &str,
+) -> PathBuf {
     std::fs::write(dir.join("jwt-secret"), SECRET).expect("write secret");
     let config = format!(
         r#"server:
@@ -54,8 +67,8 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
   admin_listen: 127.0.0.1:0
   shutdown_grace: 5s
 database:
-  url: sqlite://{db}
-  reload_interval: 200ms
+  url: "{url}"
+  reload_interval: {reload_interval}
 jwt:
   issuer: portcullis-test
   audience: [portcullis]
@@ -64,12 +77,12 @@ jwt:
       algorithm: HS256
       secret_file: {secret}
   signing_key: test-hs256
+  permissions_from: {permissions_from}
 api_tokens:
   last_used_flush: 200ms
 log:
   level: info,portcullis=debug
 {extra}"#,
-        db = dir.join("portcullis.db").display(),
         secret = dir.join("jwt-secret").display(),
     );
     let path = dir.join("portcullis.yaml");
@@ -105,6 +118,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// `portcullis --config CONFIG serve`, not waited for.
+    pub fn spawn_portcullis(config: &Path) -> Self {
+        let mut cmd = Command::new(portcullis_bin());
+        cmd.arg("--config").arg(config).arg("serve");
+        Proc::spawn(cmd)
+    }
+
     fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
             .stdout(Stdio::null())
@@ -183,22 +203,25 @@ pub struct Portcullis {
 impl Portcullis {
     /// Starts `serve` with `config` and waits until its health reports SERVING.
     pub async fn start(config: &Path) -> Self {
-        let mut cmd = Command::new(portcullis_bin());
-        cmd.arg("--config").arg(config).arg("serve");
-        let proc = Proc::spawn(cmd);
+        let proc = Proc::spawn_portcullis(config);
         let line = proc.wait_for_log("serving ext_authz");
+        let p = Self::from_running(proc, &line, config);
+        p.wait_serving().await;
+        p
+    }
+
+    /// Wraps a started `serve` whose "serving ext_authz" log line is `line`.
+    pub fn from_running(proc: Proc, line: &str, config: &Path) -> Self {
         let addr = line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("addr="))
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no addr in {line:?}"));
-        let p = Portcullis {
+        Portcullis {
             proc,
             addr,
             config: config.to_owned(),
-        };
-        p.wait_serving().await;
-        p
+        }
     }
 
     pub async fn health(&self) -> Option<i32> {

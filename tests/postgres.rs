@@ -1,0 +1,479 @@
+//! PostgreSQL in production: several sidecars on one database see every change within a
+//! second (LISTEN/NOTIFY; polling is set far slower so only notifications can pass), and a
+//! database outage under load fails no decision.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::ext_authz::v3::pb::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{
+    attribute_context, AttributeContext, CheckRequest,
+};
+use support::pg::{shared_admin_url, PgCluster, PgDatabase};
+use support::{cli, cli_ok, root, write_config_for, Portcullis};
+use tonic::transport::Channel;
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    method: method.to_owned(),
+                    path: path.to_owned(),
+                    host: "app.example.com".to_owned(),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The HTTP status a Check answers with (200 for an allow).
+async fn status(
+    client: &mut AuthorizationClient<Channel>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
+    let res = client
+        .check(request(method, path, headers))
+        .await
+        .expect("a CheckResponse, never a gRPC error")
+        .into_inner();
+    match res.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.map(|s| s.code as u16).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+async fn client(p: &Portcullis) -> AuthorizationClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", p.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    AuthorizationClient::new(channel)
+}
+
+/// Both sidecars answer `expected` within one second of the change.
+async fn both_within_a_second(
+    clients: &mut [AuthorizationClient<Channel>; 2],
+    what: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    expected: u16,
+) {
+    let started = Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        loop {
+            let got = status(c, method, path, headers).await;
+            if got == expected {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{what}: sidecar {i} still answers {got} after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn policy_file(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
+    let db = PgDatabase::create(&shared_admin_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Polling every 30 s: only LISTEN/NOTIFY can make the one-second bound.
+    let config = write_config_for(dir.path(), &db.url, "30s", "store", "");
+    cli_ok(&config, &["migrate"]);
+    cli_ok(
+        &config,
+        &[
+            "policy",
+            "apply",
+            root().join("examples/policy.yaml").to_str().unwrap(),
+        ],
+    );
+    let a = Portcullis::start(&config).await;
+    let b = Portcullis::start(&config).await;
+    let mut clients = [client(&a).await, client(&b).await];
+
+    let ada = format!(
+        "Bearer {}",
+        cli_ok(&config, &["jwt", "mint", "--user", "ada@example.com"]).trim()
+    );
+    let grace = format!(
+        "Bearer {}",
+        cli_ok(&config, &["jwt", "mint", "--user", "grace@example.com"]).trim()
+    );
+    for c in clients.iter_mut() {
+        assert_eq!(
+            status(c, "GET", "/api/v1/reports", &[("authorization", &ada)]).await,
+            403
+        );
+        assert_eq!(
+            status(c, "GET", "/api/v1/roles", &[("authorization", &grace)]).await,
+            200
+        );
+    }
+
+    // A new endpoint's activity.
+    let reports = policy_file(dir.path(), "reports.yaml", "permissions:\n  roles:read:\n    description: View roles and their members\n    activities: [GET /api/v1/roles, \"GET /api/v1/roles/[^/]+/users\", GET /api/v1/reports]\n");
+    cli_ok(&config, &["policy", "apply", &reports]);
+    both_within_a_second(
+        &mut clients,
+        "policy apply",
+        "GET",
+        "/api/v1/reports",
+        &[("authorization", &ada)],
+        200,
+    )
+    .await;
+
+    // A role removed (store mode): Grace's token still says viewer; the store no longer does.
+    let demote = policy_file(
+        dir.path(),
+        "demote.yaml",
+        "users:\n  - {email: grace@example.com, name: Grace Hopper, roles: []}\n",
+    );
+    cli_ok(&config, &["policy", "apply", &demote]);
+    both_within_a_second(
+        &mut clients,
+        "role removal",
+        "GET",
+        "/api/v1/roles",
+        &[("authorization", &grace)],
+        403,
+    )
+    .await;
+
+    // A user disabled: 401 whatever the token says.
+    let disable = policy_file(dir.path(), "disable.yaml", "users:\n  - {email: ada@example.com, name: Ada Lovelace, disabled: true, roles: [admin]}\n");
+    cli_ok(&config, &["policy", "apply", &disable]);
+    both_within_a_second(
+        &mut clients,
+        "user disable",
+        "GET",
+        "/api/v1/roles",
+        &[("authorization", &ada)],
+        401,
+    )
+    .await;
+
+    // An API token revoked, after both sidecars have it cached.
+    let (code, token, err) = cli(
+        &config,
+        &["token", "issue", "--service-account", "reporting-bot"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let token = token.trim().to_owned();
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("tok_"))
+        .unwrap()
+        .to_owned();
+    for c in clients.iter_mut() {
+        assert_eq!(
+            status(c, "GET", "/api/v1/roles", &[("x-api-token", &token)]).await,
+            200
+        );
+    }
+    cli_ok(&config, &["token", "revoke", &id]);
+    both_within_a_second(
+        &mut clients,
+        "token revoke",
+        "GET",
+        "/api/v1/roles",
+        &[("x-api-token", &token)],
+        401,
+    )
+    .await;
+
+    // A JWT revoked by jti, and every JWT of a user (logout everywhere).
+    let alan_token = cli_ok(&config, &["jwt", "mint", "--user", "alan@example.com"])
+        .trim()
+        .to_owned();
+    let alan = format!("Bearer {alan_token}");
+    both_within_a_second(
+        &mut clients,
+        "alan allowed",
+        "GET",
+        "/api/v1/me",
+        &[("authorization", &alan)],
+        200,
+    )
+    .await;
+    let claims: serde_json::Value = {
+        use base64::Engine as _;
+        let payload = alan_token.split('.').nth(1).unwrap();
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    cli_ok(&config, &["jwt", "revoke", claims["jti"].as_str().unwrap()]);
+    both_within_a_second(
+        &mut clients,
+        "jti revoke",
+        "GET",
+        "/api/v1/me",
+        &[("authorization", &alan)],
+        401,
+    )
+    .await;
+    let grace_again = format!(
+        "Bearer {}",
+        cli_ok(&config, &["jwt", "mint", "--user", "grace@example.com"]).trim()
+    );
+    both_within_a_second(
+        &mut clients,
+        "grace allowed",
+        "GET",
+        "/api/v1/me",
+        &[("authorization", &grace_again)],
+        200,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // iat has one-second resolution
+    cli_ok(&config, &["jwt", "revoke", "--user", "grace@example.com"]);
+    both_within_a_second(
+        &mut clients,
+        "user revoke",
+        "GET",
+        "/api/v1/me",
+        &[("authorization", &grace_again)],
+        401,
+    )
+    .await;
+
+    let alan_again = format!(
+        "Bearer {}",
+        cli_ok(&config, &["jwt", "mint", "--user", "alan@example.com"]).trim()
+    );
+    // A bad row written behind portcullis' back: the last good snapshot keeps serving, and
+    // the failure is visible in the status.
+    let store = portcullis::store::Store::connect(&db.url, 1).await.unwrap();
+    let before = portcullis::app::fetch_status(admin_addr(&a)).await.unwrap();
+    store
+        .execute_raw(
+            "UPDATE activities SET path = '/api/v1/reports(' WHERE path = '/api/v1/reports'",
+        )
+        .await
+        .unwrap();
+    store
+        .execute_raw("UPDATE policy_meta SET version = version + 1")
+        .await
+        .unwrap();
+    store
+        .execute_raw("NOTIFY portcullis_policy, 'bad'")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = portcullis::app::fetch_status(admin_addr(&a)).await.unwrap();
+        if now["last_error"].is_string() {
+            assert!(
+                now["last_error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("does not compile"),
+                "{now}"
+            );
+            assert_eq!(
+                now["policy_version"], before["policy_version"],
+                "the last good snapshot serves"
+            );
+            assert_eq!(now["serving"], true);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bad row was never reported: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Building on a store that no longer compiles is refused cleanly.
+    let enable = policy_file(
+        dir.path(),
+        "enable.yaml",
+        "users:\n  - {email: ada@example.com, name: Ada Lovelace, roles: [admin]}\n",
+    );
+    let (code, _, err) = cli(&config, &["policy", "apply", &enable]);
+    assert_eq!(code, 65, "{err}");
+    assert!(err.contains("does not compile"), "{err}");
+    for c in clients.iter_mut() {
+        assert_eq!(
+            status(c, "GET", "/api/v1/me", &[("authorization", &alan_again)]).await,
+            200
+        );
+    }
+    let (code, out, _) = cli(&config, &["status", "--admin", &admin_addr(&b).to_string()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("\"snapshot_age_seconds\""), "{out}");
+    store.close().await;
+}
+
+fn admin_addr(p: &Portcullis) -> std::net::SocketAddr {
+    let line = p.proc.wait_for_log("serving admin endpoint");
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("admin_addr="))
+        .and_then(|a| a.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_fails_no_decision() {
+    let cluster = PgCluster::start();
+    let db = PgDatabase::create(&cluster.admin_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_for(dir.path(), &db.url, "200ms", "token", "");
+    cli_ok(&config, &["migrate"]);
+    cli_ok(
+        &config,
+        &[
+            "policy",
+            "apply",
+            root().join("examples/policy.yaml").to_str().unwrap(),
+        ],
+    );
+    let server = Portcullis::start(&config).await;
+    let ada = format!(
+        "Bearer {}",
+        cli_ok(&config, &["jwt", "mint", "--user", "ada@example.com"]).trim()
+    );
+    let (code, unused_token, err) =
+        cli(&config, &["token", "issue", "--user", "grace@example.com"]);
+    assert_eq!(code, 0, "{err}");
+
+    // A bounded loop of checks with known answers, counting anything else.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, wrong) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..2 {
+        let (stop, done, wrong, ada) = (stop.clone(), done.clone(), wrong.clone(), ada.clone());
+        let mut c = client(&server).await;
+        load.push(tokio::spawn(async move {
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                let cases = [
+                    (
+                        status(&mut c, "GET", "/api/v1/roles", &[("authorization", &ada)]).await,
+                        200,
+                    ),
+                    (
+                        status(&mut c, "POST", "/api/v1/roles", &[("authorization", &ada)]).await,
+                        200,
+                    ),
+                    (status(&mut c, "GET", "/api/v1/roles", &[]).await, 401),
+                    (status(&mut c, "GET", "/healthz", &[]).await, 200),
+                    (
+                        status(
+                            &mut c,
+                            "GET",
+                            "/api/v1/roles/../x",
+                            &[("authorization", &ada)],
+                        )
+                        .await,
+                        403,
+                    ),
+                ];
+                for (got, want) in cases {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    if got != want {
+                        wrong.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.stop();
+    let outage = Instant::now();
+    // While the database is down: an API token never seen before cannot be resolved: 503.
+    let mut c = client(&server).await;
+    assert_eq!(
+        status(
+            &mut c,
+            "GET",
+            "/api/v1/roles",
+            &[("x-api-token", unused_token.trim())]
+        )
+        .await,
+        503
+    );
+    // A sidecar started during the outage stays unready (Envoy fails closed) until it loads.
+    let late_dir = tempfile::tempdir().unwrap();
+    let late_config = write_config_for(late_dir.path(), &db.url, "200ms", "token", "");
+    let late = support::Proc::spawn_portcullis(&late_config);
+    let late_addr = late.wait_for_log("serving ext_authz");
+    while outage.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let late = Portcullis::from_running(late, &late_addr, &late_config);
+    assert_eq!(
+        late.health().await,
+        Some(2),
+        "NOT_SERVING while the database is down"
+    );
+    cluster.resume();
+    late.wait_serving().await;
+
+    // A change made after the restart is picked up.
+    let reports = policy_file(dir.path(), "reports.yaml", "permissions:\n  roles:read:\n    description: View roles and their members\n    activities: [GET /api/v1/roles, \"GET /api/v1/roles/[^/]+/users\", GET /api/v1/reports]\n");
+    cli_ok(&config, &["policy", "apply", &reports]);
+    let grace = format!(
+        "Bearer {}",
+        cli_ok(&config, &["jwt", "mint", "--user", "grace@example.com"]).trim()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(
+        &mut c,
+        "GET",
+        "/api/v1/reports",
+        &[("authorization", &grace)],
+    )
+    .await
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "change after the restart never picked up:\n{}",
+            server.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (done, wrong) = (done.load(Ordering::Relaxed), wrong.load(Ordering::Relaxed));
+    assert!(done > 500, "only {done} checks ran");
+    assert_eq!(wrong, 0, "{wrong} of {done} checks were wrong or failed");
+    // The outage is logged once, not once per attempt.
+    let log = server.proc.log_text();
+    assert_eq!(log.matches("cannot refresh policy").count(), 1, "{log}");
+    assert!(log.contains("policy store reachable again"), "{log}");
+}
