@@ -316,7 +316,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(ApplyOutcome { changes, version });
         }
-        write_changes(&mut tx, &current, &merged).await?;
+        write_changes(&mut tx, self.dialect, &current, &merged).await?;
         let version = bump_version(&mut tx, self.dialect).await?;
         tx.commit().await?;
         Ok(ApplyOutcome { changes, version })
@@ -740,74 +740,118 @@ impl TokenLookup for Store {
     }
 }
 
-async fn ids_by_name(
-    conn: &mut AnyConnection,
-    sql: &str,
-) -> Result<HashMap<String, i64>, StoreError> {
-    let mut out = HashMap::new();
-    for row in sqlx::query(sql).fetch_all(&mut *conn).await? {
-        out.insert(text(&row, 1)?, row.try_get::<i64, _>(0)?);
+/// Rows per bulk statement.
+const BULK_ROWS: usize = 5_000;
+
+/// A SELECT of text columns `c0`..`c3` from `$1`, a JSON array of arrays: the one way to hand a
+/// bulk write to both databases through the `Any` driver (which has no array binds).
+fn json_rows(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "SELECT json_extract(value, '$[0]') AS c0, json_extract(value, '$[1]') AS c1, \
+             json_extract(value, '$[2]') AS c2, json_extract(value, '$[3]') AS c3 FROM json_each($1)"
+        }
+        Dialect::Postgres => {
+            "SELECT value->>0 AS c0, value->>1 AS c1, value->>2 AS c2, value->>3 AS c3 \
+             FROM jsonb_array_elements(CAST($1 AS jsonb))"
+        }
     }
-    Ok(out)
 }
 
-/// Writes the difference between `current` and `merged`; entities that did not change are not
-/// touched, so user ids (the JWT `sub`) stay stable.
+/// Runs `statement` (which reads its rows from `json_rows`) over `rows`, in chunks.
+async fn bulk(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    statement: &str,
+    rows: &[serde_json::Value],
+) -> Result<(), StoreError> {
+    let sql = statement.replace("{rows}", json_rows(dialect));
+    for chunk in rows.chunks(BULK_ROWS) {
+        let json = serde_json::Value::Array(chunk.to_vec()).to_string();
+        sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Writes the difference between `current` and `merged` in a few set-based statements;
+/// entities that did not change are not touched, so user ids (the JWT `sub`) stay stable.
 async fn write_changes(
     conn: &mut AnyConnection,
+    dialect: Dialect,
     current: &PolicyDocument,
     merged: &PolicyDocument,
 ) -> Result<(), StoreError> {
+    use serde_json::json;
+
     // Permissions and their activities.
-    for (name, spec) in &merged.permissions {
-        if current.permissions.get(name) == Some(spec) {
-            continue;
-        }
-        let id: i64 = sqlx::query(
-            "INSERT INTO permissions (name, description) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET description = excluded.description RETURNING id",
-        )
-        .bind(name)
-        .bind(spec.description.clone())
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-        sqlx::query("DELETE FROM permission_activities WHERE permission_id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        for activity in &spec.activities {
-            let activity_id: i64 = sqlx::query(
-                "INSERT INTO activities (method, path, host) VALUES ($1, $2, $3) \
-                 ON CONFLICT (method, path, host) DO UPDATE SET method = excluded.method RETURNING id",
-            )
-            .bind(activity.method.as_str())
-            .bind(&activity.path)
-            .bind(activity.host.clone().unwrap_or_default())
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
-            sqlx::query(
-                "INSERT INTO permission_activities (permission_id, activity_id) VALUES ($1, $2)",
-            )
-            .bind(id)
-            .bind(activity_id)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    for name in current
+    let changed: Vec<_> = merged
+        .permissions
+        .iter()
+        .filter(|(n, s)| current.permissions.get(*n) != Some(*s))
+        .collect();
+    let rows: Vec<_> = changed
+        .iter()
+        .map(|(n, s)| json!([n, s.description]))
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO permissions (name, description) SELECT c0, c1 FROM ({rows}) j WHERE true \
+         ON CONFLICT (name) DO UPDATE SET description = excluded.description",
+        &rows,
+    )
+    .await?;
+    let names: Vec<_> = changed.iter().map(|(n, _)| json!([n])).collect();
+    bulk(
+        conn,
+        dialect,
+        "DELETE FROM permission_activities WHERE permission_id IN \
+         (SELECT p.id FROM permissions p JOIN ({rows}) j ON p.name = j.c0)",
+        &names,
+    )
+    .await?;
+    let grants: Vec<_> = changed
+        .iter()
+        .flat_map(|(n, s)| {
+            s.activities.iter().map(move |a| {
+                json!([
+                    n,
+                    a.method.as_str(),
+                    a.path,
+                    a.host.clone().unwrap_or_default()
+                ])
+            })
+        })
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO activities (method, path, host) SELECT c1, c2, c3 FROM ({rows}) j WHERE true \
+         ON CONFLICT (method, path, host) DO NOTHING",
+        &grants,
+    )
+    .await?;
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO permission_activities (permission_id, activity_id) SELECT DISTINCT p.id, a.id FROM ({rows}) j \
+         JOIN permissions p ON p.name = j.c0 JOIN activities a ON a.method = j.c1 AND a.path = j.c2 AND a.host = j.c3",
+        &grants,
+    )
+    .await?;
+    let removed: Vec<_> = current
         .permissions
         .keys()
         .filter(|n| !merged.permissions.contains_key(*n))
-    {
-        for sql in [
-            "DELETE FROM permission_activities WHERE permission_id IN (SELECT id FROM permissions WHERE name = $1)",
-            "DELETE FROM role_permissions WHERE permission_id IN (SELECT id FROM permissions WHERE name = $1)",
-            "DELETE FROM permissions WHERE name = $1",
-        ] {
-            sqlx::query(sql).bind(name).execute(&mut *conn).await?;
-        }
+        .map(|n| json!([n]))
+        .collect();
+    for statement in [
+        "DELETE FROM permission_activities WHERE permission_id IN \
+         (SELECT p.id FROM permissions p JOIN ({rows}) j ON p.name = j.c0)",
+        "DELETE FROM role_permissions WHERE permission_id IN (SELECT p.id FROM permissions p JOIN ({rows}) j ON p.name = j.c0)",
+        "DELETE FROM permissions WHERE name IN (SELECT c0 FROM ({rows}) j)",
+    ] {
+        bulk(conn, dialect, statement, &removed).await?;
     }
     sqlx::query(
         "DELETE FROM activities WHERE id NOT IN (SELECT activity_id FROM permission_activities)",
@@ -816,147 +860,168 @@ async fn write_changes(
     .await?;
 
     // Roles.
-    let permission_ids = ids_by_name(conn, "SELECT id, name FROM permissions").await?;
-    for (name, perms) in &merged.roles {
-        if current.roles.get(name) == Some(perms) {
-            continue;
-        }
-        let id: i64 = sqlx::query("INSERT INTO roles (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = excluded.name RETURNING id")
-            .bind(name)
-            .fetch_one(&mut *conn)
-            .await?
-            .try_get(0)?;
-        sqlx::query("DELETE FROM role_permissions WHERE role_id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        for p in perms {
-            let pid = permission_ids
-                .get(p)
-                .ok_or_else(|| StoreError::BadRow(format!("permission {p:?} vanished")))?;
-            sqlx::query("INSERT INTO role_permissions (role_id, permission_id) VALUES ($1, $2)")
-                .bind(id)
-                .bind(*pid)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    for name in current
+    let changed: Vec<_> = merged
+        .roles
+        .iter()
+        .filter(|(n, p)| current.roles.get(*n) != Some(*p))
+        .collect();
+    let names: Vec<_> = changed.iter().map(|(n, _)| json!([n])).collect();
+    bulk(conn, dialect, "INSERT INTO roles (name) SELECT c0 FROM ({rows}) j WHERE true ON CONFLICT (name) DO NOTHING", &names)
+        .await?;
+    bulk(
+        conn,
+        dialect,
+        "DELETE FROM role_permissions WHERE role_id IN (SELECT r.id FROM roles r JOIN ({rows}) j ON r.name = j.c0)",
+        &names,
+    )
+    .await?;
+    let pairs: Vec<_> = changed
+        .iter()
+        .flat_map(|(n, ps)| ps.iter().map(move |p| json!([n, p])))
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO role_permissions (role_id, permission_id) SELECT r.id, p.id FROM ({rows}) j \
+         JOIN roles r ON r.name = j.c0 JOIN permissions p ON p.name = j.c1",
+        &pairs,
+    )
+    .await?;
+    let removed: Vec<_> = current
         .roles
         .keys()
         .filter(|n| !merged.roles.contains_key(*n))
-    {
-        for sql in [
-            "DELETE FROM role_permissions WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
-            "DELETE FROM user_roles WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
-            "DELETE FROM service_account_roles WHERE role_id IN (SELECT id FROM roles WHERE name = $1)",
-            "DELETE FROM roles WHERE name = $1",
-        ] {
-            sqlx::query(sql).bind(name).execute(&mut *conn).await?;
-        }
+        .map(|n| json!([n]))
+        .collect();
+    for statement in [
+        "DELETE FROM role_permissions WHERE role_id IN (SELECT r.id FROM roles r JOIN ({rows}) j ON r.name = j.c0)",
+        "DELETE FROM user_roles WHERE role_id IN (SELECT r.id FROM roles r JOIN ({rows}) j ON r.name = j.c0)",
+        "DELETE FROM service_account_roles WHERE role_id IN (SELECT r.id FROM roles r JOIN ({rows}) j ON r.name = j.c0)",
+        "DELETE FROM roles WHERE name IN (SELECT c0 FROM ({rows}) j)",
+    ] {
+        bulk(conn, dialect, statement, &removed).await?;
     }
 
     // Users.
-    let role_ids = ids_by_name(conn, "SELECT id, name FROM roles").await?;
-    let current_users: HashMap<&str, &UserSpec> = current
+    let before: HashMap<&str, &UserSpec> = current
         .users
         .iter()
         .map(|u| (u.email.as_str(), u))
         .collect();
-    for user in &merged.users {
-        if current_users.get(user.email.as_str()) == Some(&user) {
-            continue;
-        }
-        let id: i64 = sqlx::query(
-            "INSERT INTO users (email, name, disabled) VALUES ($1, $2, $3) \
-             ON CONFLICT (email) DO UPDATE SET name = excluded.name, disabled = excluded.disabled RETURNING id",
-        )
-        .bind(&user.email)
-        .bind(user.name.clone())
-        .bind(i64::from(user.disabled))
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-        sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        for role in &user.roles {
-            let rid = role_ids
-                .get(role)
-                .ok_or_else(|| StoreError::BadRow(format!("role {role:?} vanished")))?;
-            sqlx::query("INSERT INTO user_roles (user_id, role_id) VALUES ($1, $2)")
-                .bind(id)
-                .bind(*rid)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
-    let merged_emails: std::collections::HashSet<&str> =
+    let changed: Vec<&UserSpec> = merged
+        .users
+        .iter()
+        .filter(|u| before.get(u.email.as_str()) != Some(u))
+        .collect();
+    let rows: Vec<_> = changed
+        .iter()
+        .map(|u| json!([u.email, u.name, i64::from(u.disabled).to_string()]))
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO users (email, name, disabled) SELECT c0, c1, CAST(c2 AS BIGINT) FROM ({rows}) j WHERE true \
+         ON CONFLICT (email) DO UPDATE SET name = excluded.name, disabled = excluded.disabled",
+        &rows,
+    )
+    .await?;
+    let emails: Vec<_> = changed.iter().map(|u| json!([u.email])).collect();
+    bulk(
+        conn,
+        dialect,
+        "DELETE FROM user_roles WHERE user_id IN (SELECT u.id FROM users u JOIN ({rows}) j ON u.email = j.c0)",
+        &emails,
+    )
+    .await?;
+    let pairs: Vec<_> = changed
+        .iter()
+        .flat_map(|u| u.roles.iter().map(move |r| json!([u.email, r])))
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO user_roles (user_id, role_id) SELECT u.id, r.id FROM ({rows}) j \
+         JOIN users u ON u.email = j.c0 JOIN roles r ON r.name = j.c1",
+        &pairs,
+    )
+    .await?;
+    let kept: std::collections::HashSet<&str> =
         merged.users.iter().map(|u| u.email.as_str()).collect();
-    for email in current_users.keys().filter(|e| !merged_emails.contains(*e)) {
-        for sql in [
-            "DELETE FROM user_roles WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
-            "DELETE FROM api_tokens WHERE user_id IN (SELECT id FROM users WHERE email = $1)",
-            "DELETE FROM users WHERE email = $1",
-        ] {
-            sqlx::query(sql).bind(*email).execute(&mut *conn).await?;
-        }
+    let removed: Vec<_> = before
+        .keys()
+        .filter(|e| !kept.contains(*e))
+        .map(|e| json!([e]))
+        .collect();
+    for statement in [
+        "DELETE FROM user_roles WHERE user_id IN (SELECT u.id FROM users u JOIN ({rows}) j ON u.email = j.c0)",
+        "DELETE FROM api_tokens WHERE user_id IN (SELECT u.id FROM users u JOIN ({rows}) j ON u.email = j.c0)",
+        "DELETE FROM users WHERE email IN (SELECT c0 FROM ({rows}) j)",
+    ] {
+        bulk(conn, dialect, statement, &removed).await?;
     }
 
     // Service accounts.
-    let current_accounts: HashMap<&str, &ServiceAccountSpec> = current
+    let before: HashMap<&str, &ServiceAccountSpec> = current
         .service_accounts
         .iter()
         .map(|s| (s.name.as_str(), s))
         .collect();
-    for sa in &merged.service_accounts {
-        if current_accounts.get(sa.name.as_str()) == Some(&sa) {
-            continue;
-        }
-        let id: i64 = sqlx::query(
-            "INSERT INTO service_accounts (name, description, disabled) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET description = excluded.description, disabled = excluded.disabled RETURNING id",
-        )
-        .bind(&sa.name)
-        .bind(sa.description.clone())
-        .bind(i64::from(sa.disabled))
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-        sqlx::query("DELETE FROM service_account_roles WHERE service_account_id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-        for role in &sa.roles {
-            let rid = role_ids
-                .get(role)
-                .ok_or_else(|| StoreError::BadRow(format!("role {role:?} vanished")))?;
-            sqlx::query(
-                "INSERT INTO service_account_roles (service_account_id, role_id) VALUES ($1, $2)",
-            )
-            .bind(id)
-            .bind(*rid)
-            .execute(&mut *conn)
-            .await?;
-        }
-    }
-    let merged_accounts: std::collections::HashSet<&str> = merged
+    let changed: Vec<&ServiceAccountSpec> = merged
+        .service_accounts
+        .iter()
+        .filter(|s| before.get(s.name.as_str()) != Some(s))
+        .collect();
+    let rows: Vec<_> = changed
+        .iter()
+        .map(|s| json!([s.name, s.description, i64::from(s.disabled).to_string()]))
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO service_accounts (name, description, disabled) SELECT c0, c1, CAST(c2 AS BIGINT) FROM ({rows}) j \
+         WHERE true ON CONFLICT (name) DO UPDATE SET description = excluded.description, disabled = excluded.disabled",
+        &rows,
+    )
+    .await?;
+    let names: Vec<_> = changed.iter().map(|s| json!([s.name])).collect();
+    bulk(
+        conn,
+        dialect,
+        "DELETE FROM service_account_roles WHERE service_account_id IN \
+         (SELECT s.id FROM service_accounts s JOIN ({rows}) j ON s.name = j.c0)",
+        &names,
+    )
+    .await?;
+    let pairs: Vec<_> = changed
+        .iter()
+        .flat_map(|s| s.roles.iter().map(move |r| json!([s.name, r])))
+        .collect();
+    bulk(
+        conn,
+        dialect,
+        "INSERT INTO service_account_roles (service_account_id, role_id) SELECT s.id, r.id FROM ({rows}) j \
+         JOIN service_accounts s ON s.name = j.c0 JOIN roles r ON r.name = j.c1",
+        &pairs,
+    )
+    .await?;
+    let kept: std::collections::HashSet<&str> = merged
         .service_accounts
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    for name in current_accounts
+    let removed: Vec<_> = before
         .keys()
-        .filter(|n| !merged_accounts.contains(*n))
-    {
-        for sql in [
-            "DELETE FROM service_account_roles WHERE service_account_id IN (SELECT id FROM service_accounts WHERE name = $1)",
-            "DELETE FROM api_tokens WHERE service_account_id IN (SELECT id FROM service_accounts WHERE name = $1)",
-            "DELETE FROM service_accounts WHERE name = $1",
-        ] {
-            sqlx::query(sql).bind(*name).execute(&mut *conn).await?;
-        }
+        .filter(|n| !kept.contains(*n))
+        .map(|n| json!([n]))
+        .collect();
+    for statement in [
+        "DELETE FROM service_account_roles WHERE service_account_id IN \
+         (SELECT s.id FROM service_accounts s JOIN ({rows}) j ON s.name = j.c0)",
+        "DELETE FROM api_tokens WHERE service_account_id IN \
+         (SELECT s.id FROM service_accounts s JOIN ({rows}) j ON s.name = j.c0)",
+        "DELETE FROM service_accounts WHERE name IN (SELECT c0 FROM ({rows}) j)",
+    ] {
+        bulk(conn, dialect, statement, &removed).await?;
     }
     Ok(())
 }
