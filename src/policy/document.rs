@@ -350,13 +350,27 @@ impl PolicyDocument {
         merged
             .roles
             .extend(file.roles.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut users: BTreeMap<String, UserSpec> =
-            merged.users.drain(..).map(|u| (u.email.to_ascii_lowercase(), u)).collect();
-        users.extend(file.users.iter().map(|u| (u.email.to_ascii_lowercase(), u.clone())));
+        let mut users: BTreeMap<String, UserSpec> = merged
+            .users
+            .drain(..)
+            .map(|u| (u.email.to_ascii_lowercase(), u))
+            .collect();
+        users.extend(
+            file.users
+                .iter()
+                .map(|u| (u.email.to_ascii_lowercase(), u.clone())),
+        );
         merged.users = users.into_values().collect();
-        let mut accounts: BTreeMap<String, ServiceAccountSpec> =
-            merged.service_accounts.drain(..).map(|s| (s.name.clone(), s)).collect();
-        accounts.extend(file.service_accounts.iter().map(|s| (s.name.clone(), s.clone())));
+        let mut accounts: BTreeMap<String, ServiceAccountSpec> = merged
+            .service_accounts
+            .drain(..)
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        accounts.extend(
+            file.service_accounts
+                .iter()
+                .map(|s| (s.name.clone(), s.clone())),
+        );
         merged.service_accounts = accounts.into_values().collect();
         merged.normalize();
         merged
