@@ -340,6 +340,10 @@ impl PolicySnapshot {
             let Some(bucket) = table.buckets.get(prefix) else {
                 continue;
             };
+            // `is_match` allocates nothing; `matches` runs only for a bucket that does match.
+            if !bucket.set.is_match(path) {
+                continue;
+            }
             for pattern in bucket.set.matches(path).iter() {
                 let compiled = &self.activities[bucket.activities[pattern]];
                 if compiled.activity.host.as_deref().is_some_and(|h| h != host) {
