@@ -265,7 +265,7 @@ async fn keep_fresh(
             match store.listen().await {
                 Ok(l) => listener = l,
                 Err(e) => {
-                    tracing::debug!(error = %crate::cli::error_chain(&e), "cannot listen for policy changes; polling")
+                    tracing::debug!(error = %crate::error_chain(&e), "cannot listen for policy changes; polling")
                 }
             }
         }
@@ -413,7 +413,7 @@ async fn write_token_use(
                     failing = false;
                 }
                 Err(e) if !failing => {
-                    tracing::warn!(error = %crate::cli::error_chain(&e), tokens = batch.len(), "cannot record api token use; will retry");
+                    tracing::warn!(error = %crate::error_chain(&e), tokens = batch.len(), "cannot record api token use; will retry");
                     failing = true;
                 }
                 Err(_) => {}

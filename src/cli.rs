@@ -451,17 +451,7 @@ fn read_policy(file: &PathBuf) -> Result<PolicyDocument, u8> {
     }
 }
 
-/// `error: a: b: c` for an error and its sources.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+pub use crate::error_chain;
 
 async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyhow::Result<u8> {
     match cmd {

@@ -11,3 +11,15 @@ pub mod grpc;
 pub mod identity;
 pub mod policy;
 pub mod store;
+
+/// `a: b: c` for an error and its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -2,6 +2,8 @@
 //! client against a real server bound to an ephemeral port (health, Check, graceful shutdown).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +12,7 @@ use arc_swap::ArcSwapOption;
 use envoy_types::ext_authz::v3::pb::{Authorization, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context, AttributeContext, CheckRequest, CheckResponse,
-};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::authz::Authorizer;
 use portcullis::config::{Config, JwtConfig, KeyConfig};
@@ -80,25 +80,7 @@ fn viewer() -> String {
 }
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let headers: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: method.to_owned(),
-                    path: path.to_owned(),
-                    host: "App.Example.com:443".to_owned(),
-                    headers,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    support::check_request(method, "App.Example.com:443", path, headers)
 }
 
 /// Like Envoy with `encode_raw_headers: true`: repeated headers are separate entries.

@@ -11,32 +11,13 @@ use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context, AttributeContext, CheckRequest,
-};
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use support::pg::{shared_admin_url, PgCluster, PgDatabase};
 use support::{cli, cli_ok, root, write_config_for, Portcullis};
 use tonic::transport::Channel;
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: method.to_owned(),
-                    path: path.to_owned(),
-                    host: "app.example.com".to_owned(),
-                    headers: headers
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
+    support::check_request(method, "app.example.com", path, headers)
 }
 
 /// The HTTP status a Check answers with (200 for an allow).

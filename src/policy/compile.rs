@@ -89,7 +89,6 @@ pub fn literal_prefix(pattern: &str) -> &str {
     let meta = pattern
         .char_indices()
         .find(|(_, c)| "\\.+*?()[]{}^$|#".contains(*c) || c.is_whitespace())
-        .map(|(i, c)| (i, c))
         .unwrap_or((pattern.len(), ' '));
     let mut end = meta.0;
     // A quantifier applies to the character before it, which is then not certain either.

@@ -734,7 +734,7 @@ async fn names(pool: &AnyPool, sql: &str, id: i64) -> Result<Vec<String>, StoreE
 impl TokenLookup for Store {
     async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, LookupError> {
         match tokio::time::timeout(TOKEN_LOOKUP_TIMEOUT, self.find_token_record(digest)).await {
-            Ok(found) => found.map_err(|e| LookupError(crate::cli::error_chain(&e).into())),
+            Ok(found) => found.map_err(|e| LookupError(crate::error_chain(&e).into())),
             Err(_) => Err(LookupError("token lookup timed out".into())),
         }
     }
