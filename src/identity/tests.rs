@@ -692,3 +692,40 @@ fn verified_tokens_are_cached_by_digest_and_expire_with_the_token() {
     assert!(id.verify_jwt(&bad).is_err());
     assert!(!id.cache.contains_key(&digest(&bad)));
 }
+
+#[test]
+fn jwks_file_from_config_verifies_its_tokens() {
+    // The Wycheproof ES256 public key and its valid JWS, served from a JWKS file.
+    let text =
+        std::fs::read_to_string(data("wycheproof/json_web_signature_test.json")).expect("vectors");
+    let vectors: Value = serde_json::from_str(&text).expect("json");
+    let group = vectors["testGroups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["comment"] == "es256")
+        .expect("es256 group");
+    let jws = group["tests"]
+        .as_array()
+        .expect("tests")
+        .iter()
+        .find(|t| t["result"] == "valid")
+        .expect("valid")["jws"]
+        .as_str()
+        .expect("compact")
+        .to_owned();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, json!({"keys": [group["public"]]}).to_string()).expect("write");
+    let cfg = JwtConfig {
+        jwks_file: Some(path.clone()),
+        ..config(vec![key_config("hs", "HS256", None)])
+    };
+    let keys = KeySet::from_config(&cfg, test_env).expect("jwks loads");
+    assert_eq!(keys.len(), 2);
+    assert!(keys.verify_signature(&jws).is_ok());
+    // A JWKS file that is not one is a configuration error naming the file.
+    std::fs::write(&path, "{\"keys\": 3}").expect("write");
+    let err = KeySet::from_config(&cfg, test_env).expect_err("bad jwks");
+    assert!(err.to_string().contains("jwks.json"), "{err}");
+}
