@@ -249,11 +249,17 @@ async fn keep_fresh(
             }
             Err(e) => {
                 let message = format!("{e:#}");
-                // Once per outage (or per distinct failure), not once per attempt.
-                if failing.as_deref() != Some(message.as_str()) {
-                    tracing::error!(error = %message, serving_version = snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot");
-                    failing = Some(message.clone());
+                // Once per outage, not once per attempt; later causes only at debug.
+                match &failing {
+                    None => {
+                        tracing::error!(error = %message, serving_version = snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot")
+                    }
+                    Some(previous) if *previous != message => {
+                        tracing::debug!(error = %message, "policy refresh still failing")
+                    }
+                    Some(_) => {}
                 }
+                failing = Some(message.clone());
                 wait = (wait * 2).min(MAX_RETRY_WAIT.max(interval));
                 if let Ok(mut s) = status.lock() {
                     s.store_reachable = false;

@@ -12,7 +12,8 @@ use crate::identity::{CredentialKind, Identifier, IdentityError, Principal};
 use crate::policy::{path, PolicySnapshot};
 
 /// A request to decide, borrowed from whatever carried it (Envoy's CheckRequest, the CLI).
-#[derive(Debug, Clone, Default)]
+/// `Debug` shows header names only: values carry credentials.
+#[derive(Clone, Default)]
 pub struct AccessRequest<'a> {
     pub method: &'a str,
     /// `Host`/`:authority` as received.
@@ -21,6 +22,20 @@ pub struct AccessRequest<'a> {
     pub path: &'a str,
     /// Header (lower-case name, value) pairs; repeated headers appear repeatedly.
     pub headers: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+impl std::fmt::Debug for AccessRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRequest")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl<'a> AccessRequest<'a> {
@@ -268,6 +283,9 @@ pub fn decide_with(
             permissions.sort_unstable();
             let mut roles: Vec<String> = match (stored_roles, &principal) {
                 (Some(roles), _) => roles.to_vec(),
+                // A limited token must not present its owner's roles: an upstream deciding
+                // on x-auth-roles would ignore the limit.
+                (None, Some(p)) if p.limit.is_some() => Vec::new(),
                 (None, Some(p)) => p.roles.clone(),
                 (None, None) => Vec::new(),
             };

@@ -104,6 +104,11 @@ async fn user_and_service_account_tokens_carry_their_owners_permissions() {
         r.upstream_header("x-auth-permissions"),
         vec!["authenticated,public,roles:read"]
     );
+    assert!(
+        !r.upstream_header("x-auth-roles")
+            .contains(&"admin".to_owned()),
+        "a limited token hides its owner's roles"
+    );
 
     // A limit can never exceed the owner: Grace (viewer) cannot get roles:write.
     let (code, _, err) = cli(

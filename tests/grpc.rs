@@ -335,6 +335,13 @@ async fn raw_headers_keep_repeats_apart() {
     )
     .await;
     assert_eq!(denied(&res).0, 401);
+    // A non-ASCII header name where the x-auth- prefix would be cut mid-character.
+    let odd = raw_request(
+        "GET",
+        "/api/v1/roles",
+        &[("authorization", &bearer), ("x-auth\u{e9}x", "v")],
+    );
+    assert_eq!(ok_headers(&check(&svc, odd).await)["x-auth-user-id"].0, "7");
     let res = check(
         &svc,
         raw_request(

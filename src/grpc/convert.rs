@@ -135,8 +135,10 @@ fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str)
         .iter()
         .map(|(k, _)| *k)
         .filter(|k| {
-            k.len() >= IDENTITY_HEADER_PREFIX.len()
-                && k[..IDENTITY_HEADER_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX)
+            // Bytes, not a str slice: a non-ASCII name must not panic on a char boundary.
+            k.as_bytes()
+                .get(..IDENTITY_HEADER_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX.as_bytes()))
         })
         .filter(|k| !facts.iter().any(|(name, _)| name.eq_ignore_ascii_case(k)))
         .map(str::to_ascii_lowercase)

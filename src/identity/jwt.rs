@@ -69,6 +69,8 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token was issued in the future")]
+    IssuedInFuture,
     #[error("token has no or a wrong issuer")]
     WrongIssuer,
     #[error("token has no or a wrong audience")]
@@ -716,6 +718,13 @@ impl ClaimRules {
         let exp = claims.exp.ok_or(TokenError::MissingExp)?;
         if now > exp.0 + leeway {
             return Err(TokenError::Expired);
+        }
+        if let Some(iat) = claims.iat {
+            // Issued in the future: clock trouble at the issuer, and it would outlive a
+            // "revoke every token issued until now".
+            if iat.0 > now + leeway {
+                return Err(TokenError::IssuedInFuture);
+            }
         }
         if let Some(nbf) = claims.nbf {
             if now + leeway < nbf.0 {

@@ -7,6 +7,7 @@ pub mod api_token;
 pub mod credential;
 pub mod jwt;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -210,6 +211,8 @@ pub struct Identifier {
     api_tokens: Cache<TokenDigest, Resolved>,
     lookup: Option<Arc<dyn TokenLookup>>,
     usage: Option<mpsc::Sender<(String, i64)>>,
+    /// Bumped by `forget_api_tokens`; a lookup that straddles a bump is not cached.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Identifier {
@@ -257,6 +260,7 @@ impl Identifier {
             api_tokens,
             lookup,
             usage: None,
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -276,6 +280,9 @@ impl Identifier {
     /// Drops every cached API-token resolution: called when the policy version changes (a
     /// revocation, a disabled owner, changed roles), so the next use asks the store.
     pub fn forget_api_tokens(&self) {
+        // Bump first: a lookup already in flight read the old generation and will not cache
+        // what it found (it may predate the revocation that caused this).
+        self.generation.fetch_add(1, Ordering::SeqCst);
         self.api_tokens.invalidate_all();
     }
 
@@ -307,12 +314,15 @@ impl Identifier {
             None => {
                 let lookup = self.lookup.as_ref().ok_or(TokenError::UnknownApiToken)?;
                 tracing::debug!("api token looked up in the store");
+                let generation = self.generation.load(Ordering::SeqCst);
                 let record = lookup.find_token(&key).await?;
                 let resolved = match record {
                     Some(r) if r.digest_matches(&key) => check_record(r, now),
                     _ => Resolved::Invalid(TokenError::UnknownApiToken),
                 };
-                self.api_tokens.insert(key, resolved.clone());
+                if self.generation.load(Ordering::SeqCst) == generation {
+                    self.api_tokens.insert(key, resolved.clone());
+                }
                 resolved
             }
         };

@@ -199,6 +199,21 @@ fn claim_matrix() {
             Ok(()),
         ),
         (
+            "future iat",
+            with(good_claims(), "iat", json!(t + 3600)),
+            Err(IssuedInFuture),
+        ),
+        (
+            "iat within leeway",
+            with(good_claims(), "iat", json!(t + 10)),
+            Ok(()),
+        ),
+        (
+            "string iat",
+            with(good_claims(), "iat", json!("0")),
+            Err(MalformedClaims),
+        ),
+        (
             "wrong iss",
             with(good_claims(), "iss", json!("https://evil.test")),
             Err(WrongIssuer),

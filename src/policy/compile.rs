@@ -36,6 +36,13 @@ pub fn compile_activity_regex(path: &str) -> Result<Regex, String> {
             "path regex longer than {MAX_PATH_PATTERN_LEN} bytes"
         ));
     }
+    // On its own first: an unbalanced `)` could otherwise close the anchoring group early
+    // (`")|(.*"` would become `\A(?:)|(.*)\z`, matching every path).
+    RegexBuilder::new(path)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .map_err(|e| format!("path regex does not compile: {e}"))?;
     RegexBuilder::new(&anchored(path))
         .size_limit(REGEX_SIZE_LIMIT)
         .nest_limit(REGEX_NEST_LIMIT)
@@ -601,6 +608,17 @@ roles:
         let s = snapshot("{}");
         let grants = s.grants(true, [], []);
         assert!(s.evaluate("GET", "a", "/", &grants).is_none());
+    }
+
+    #[test]
+    fn unbalanced_groups_cannot_break_out_of_the_anchor() {
+        for pattern in [")|(.*", "/a)|(.*", "/a)|(?:/b"] {
+            let doc = format!("permissions:\n  p:\n    activities: [\"GET {pattern}\"]\n");
+            assert!(
+                PolicyDocument::from_yaml("t", &doc).is_err(),
+                "{pattern} accepted"
+            );
+        }
     }
 
     #[test]

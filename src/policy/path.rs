@@ -131,8 +131,19 @@ fn hex(c: u8) -> Option<u8> {
 /// and `api.example.com` compare equal. IPv6 literals keep their brackets.
 pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if let Some(rest) = host.strip_prefix('[') {
+        // Only `:digits` may follow the `]`; anything else is kept, so it matches no host.
         match rest.find(']') {
-            Some(end) => &host[..end + 2],
+            Some(end) => {
+                let after = &host[end + 2..];
+                let is_port = after
+                    .strip_prefix(':')
+                    .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
+                if after.is_empty() || is_port {
+                    &host[..end + 2]
+                } else {
+                    host
+                }
+            }
             None => host,
         }
     } else {
@@ -248,6 +259,8 @@ mod tests {
             ("api.example.com.", "api.example.com"),
             ("[::1]:9000", "[::1]"),
             ("[::1]", "[::1]"),
+            ("[::1]evil", "[::1]evil"),
+            ("[::1]:x", "[::1]:x"),
             ("", ""),
         ];
         for (input, expected) in cases {

@@ -57,10 +57,19 @@ pub struct TokenInfo {
 }
 
 /// A newly issued token: the only time the secret exists outside the caller's hands.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedToken {
     pub id: String,
     pub token: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("token", &"**redacted**")
+            .finish()
+    }
 }
 
 fn hex(digest: &TokenDigest) -> String {
