@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench envoy clean
+.PHONY: all build run demo test lint fmt bench load envoy clean
 
 all: build
 
@@ -70,6 +70,12 @@ fmt:
 
 bench:
 	$(CARGO) bench --locked --bench decide
+
+# wrk through real Envoy (loopback only, 10 s per case); installs wrk from Debian if missing.
+load: envoy
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(CARGO) build --locked --release --bin portcullis --example echo_upstream
+	./benches/envoy_load.sh
 
 clean:
 	$(CARGO) clean
