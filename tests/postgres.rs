@@ -13,7 +13,7 @@ use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use support::pg::{shared_admin_url, PgCluster, PgDatabase};
-use support::{cli, cli_ok, root, write_config_for, Portcullis};
+use support::{cli, cli_ok, prepared_config, write_config_for, Portcullis};
 use tonic::transport::Channel;
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
@@ -84,16 +84,7 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
     let db = PgDatabase::create(&shared_admin_url()).await;
     let dir = tempfile::tempdir().unwrap();
     // Polling every 30 s: only LISTEN/NOTIFY can make the one-second bound.
-    let config = write_config_for(dir.path(), &db.url, "30s", "store", "");
-    cli_ok(&config, &["migrate"]);
-    cli_ok(
-        &config,
-        &[
-            "policy",
-            "apply",
-            root().join("examples/policy.yaml").to_str().unwrap(),
-        ],
-    );
+    let config = prepared_config(dir.path(), &db.url, "30s", "store");
     let a = Portcullis::start(&config).await;
     let b = Portcullis::start(&config).await;
     let mut clients = [client(&a).await, client(&b).await];
@@ -328,16 +319,7 @@ async fn a_database_outage_under_load_fails_no_decision() {
     let cluster = PgCluster::start();
     let db = PgDatabase::create(&cluster.admin_url()).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config_for(dir.path(), &db.url, "200ms", "token", "");
-    cli_ok(&config, &["migrate"]);
-    cli_ok(
-        &config,
-        &[
-            "policy",
-            "apply",
-            root().join("examples/policy.yaml").to_str().unwrap(),
-        ],
-    );
+    let config = prepared_config(dir.path(), &db.url, "200ms", "token");
     let server = Portcullis::start(&config).await;
     let ada = format!(
         "Bearer {}",

@@ -90,6 +90,23 @@ log:
     path
 }
 
+/// A config on the database at `url`, migrated, with `examples/policy.yaml` applied.
+pub fn prepared_config(
+    dir: &Path,
+    url: &str,
+    reload_interval: &str,
+    permissions_from: &str,
+) -> PathBuf {
+    let config = write_config_for(dir, url, reload_interval, permissions_from, "");
+    cli_ok(&config, &["migrate"]);
+    let policy = root().join("examples/policy.yaml");
+    cli_ok(
+        &config,
+        &["policy", "apply", policy.to_str().expect("utf-8 path")],
+    );
+    config
+}
+
 /// Runs a portcullis command to completion; returns (exit code, stdout, stderr).
 pub fn cli(config: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(portcullis_bin())
@@ -480,13 +497,8 @@ pub struct Stack {
 impl Stack {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), "");
-        cli_ok(&config, &["migrate"]);
-        let policy = root().join("examples/policy.yaml");
-        cli_ok(
-            &config,
-            &["policy", "apply", policy.to_str().expect("utf-8 path")],
-        );
+        let url = format!("sqlite://{}", dir.path().join("portcullis.db").display());
+        let config = prepared_config(dir.path(), &url, "200ms", "token");
         let portcullis = Portcullis::start(&config).await;
         let echo = start_echo().await;
         let envoy = Envoy::start(portcullis.addr, echo).await;
