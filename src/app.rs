@@ -117,16 +117,6 @@ impl Server {
         Ok(self.listener.local_addr()?)
     }
 
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin_listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-    }
-
-    pub fn snapshot(&self) -> SnapshotHandle {
-        self.authorizer.snapshot().clone()
-    }
-
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, drains in-flight checks
     /// (bounded by the configured grace) and returns.
     pub async fn run(

@@ -83,11 +83,10 @@ fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
     support::check_request(method, "App.Example.com:443", path, headers)
 }
 
-/// Like Envoy with `encode_raw_headers: true`: repeated headers are separate entries.
-fn raw_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
-    let mut req = request(method, path, &[]);
-    let http = req
-        .attributes
+fn http_mut(
+    req: &mut CheckRequest,
+) -> &mut envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest {
+    req.attributes
         .as_mut()
         .unwrap()
         .request
@@ -95,8 +94,13 @@ fn raw_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckReque
         .unwrap()
         .http
         .as_mut()
-        .unwrap();
-    http.header_map = Some(HeaderMap {
+        .unwrap()
+}
+
+/// Like Envoy with `encode_raw_headers: true`: repeated headers are separate entries.
+fn raw_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let mut req = request(method, path, &[]);
+    http_mut(&mut req).header_map = Some(HeaderMap {
         headers: headers
             .iter()
             .map(|(k, v)| HeaderValue {
@@ -362,16 +366,7 @@ async fn host_scoping_ignores_case_and_port() {
     );
     let bearer = format!("Bearer {admin}");
     let mut req = request("PUT", "/api/v1/roles/5", &[("authorization", &bearer)]);
-    req.attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap()
-        .host = "Allocations.EXAMPLE.com:8443".to_owned();
+    http_mut(&mut req).host = "Allocations.EXAMPLE.com:8443".to_owned();
     assert!(matches!(
         check(&svc, req).await.http_response,
         Some(HttpResponse::OkResponse(_))

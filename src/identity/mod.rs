@@ -269,10 +269,6 @@ impl Identifier {
         self.usage = Some(sink);
     }
 
-    pub fn cookie_name(&self) -> &str {
-        &self.cookie_name
-    }
-
     pub fn keys(&self) -> &KeySet {
         &self.keys
     }
