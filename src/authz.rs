@@ -249,6 +249,9 @@ pub fn decide_with(
         {
             return refuse("token revoked");
         }
+        if subjects.is_deleted(&p.user_id) {
+            return refuse("user deleted");
+        }
         match subjects.user(&p.user_id) {
             Some(u) if u.disabled => return refuse("user disabled"),
             Some(u)

@@ -224,3 +224,64 @@ async fn serve_reports_not_serving_and_exits_zero_on_sigterm() {
     assert!(log.contains("NOT_SERVING"), "{log}");
     assert!(!log.contains(support::SECRET), "the secret reached the log");
 }
+
+/// Issue 8, hole 3: a pruned user's id must never name the next user created, and a token
+/// naming a deleted user is refused whether permissions come from the token or the store.
+#[test]
+fn a_deleted_users_token_never_gains_a_new_users_permissions() {
+    let policy = "permissions:\n  roles:read:\n    activities: [GET /api/v1/roles]\n  \
+                  roles:write:\n    activities: [POST /api/v1/roles]\n\
+                  roles:\n  admin: [roles:read, roles:write]\n  viewer: [roles:read]\n";
+    for mode in ["store", "token"] {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("p.db").display());
+        let config = support::write_config_for(dir.path(), &url, "200ms", mode, "");
+        let write = |name: &str, users: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("{policy}users:\n{users}")).unwrap();
+            path.display().to_string()
+        };
+        let keep = "  - {email: a@x.com, roles: [viewer]}\n  - {email: b@x.com, roles: [viewer]}\n";
+        let with_old = write(
+            "old.yaml",
+            &format!("{keep}  - {{email: old@x.com, roles: [viewer]}}\n"),
+        );
+        cli_ok(&config, &["policy", "apply", &with_old]);
+        let token = cli_ok(
+            &config,
+            &["jwt", "mint", "--user", "old@x.com", "--ttl", "5m"],
+        );
+        let token = token.trim();
+        let (code, out, _) = cli(
+            &config,
+            &["check", "--token", token, "GET", "/api/v1/roles"],
+        );
+        assert_eq!(code, 0, "{mode}: the viewer may read: {out}");
+
+        cli_ok(
+            &config,
+            &["policy", "apply", "--prune", &write("pruned.yaml", keep)],
+        );
+        let with_boss = write(
+            "boss.yaml",
+            &format!("{keep}  - {{email: boss@x.com, roles: [admin]}}\n"),
+        );
+        cli_ok(&config, &["policy", "apply", &with_boss]);
+
+        for (method, path) in [("POST", "/api/v1/roles"), ("GET", "/api/v1/roles")] {
+            let (code, out, _) = cli(&config, &["check", "--token", token, method, path]);
+            assert_eq!(code, 1, "{mode}: {method} {path}: {out}");
+            assert!(out.contains("deny 401 invalid_token"), "{mode}: {out}");
+        }
+        // The new user's own token works: refusing the old id did not refuse the new one.
+        let boss = cli_ok(
+            &config,
+            &["jwt", "mint", "--user", "boss@x.com", "--ttl", "5m"],
+        );
+        let (code, out, _) = cli(
+            &config,
+            &["check", "--token", boss.trim(), "POST", "/api/v1/roles"],
+        );
+        assert_eq!(code, 0, "{mode}: {out}");
+    }
+}

@@ -189,6 +189,67 @@ async fn policy_story_on_postgres() {
     store.close().await;
 }
 
+/// Prune a user, create another: the new user gets a new id, and the old id is a tombstone the
+/// snapshot refuses tokens for.
+async fn deleted_user_ids_are_never_reused(store: Store) {
+    let perms =
+        "permissions:\n  p:\n    activities: [GET /x]\nroles:\n  admin: [p]\n  viewer: [p]\n";
+    let keep = "  - {email: a@x.com, roles: [viewer]}\n";
+    let users = |extra: &str| doc(&format!("{perms}users:\n{keep}{extra}"));
+    store
+        .apply(
+            &users("  - {email: old@x.com, roles: [viewer]}\n"),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    let old = store.find_user("old@x.com").await.unwrap().unwrap().id;
+    store.apply(&users(""), true, false).await.unwrap();
+    assert!(store.find_user("old@x.com").await.unwrap().is_none());
+    store
+        .apply(
+            &users("  - {email: boss@x.com, roles: [admin]}\n"),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    let boss = store.find_user("boss@x.com").await.unwrap().unwrap().id;
+    assert_ne!(boss, old, "a deleted user's id was given to a new user");
+    assert!(boss > old);
+    let snapshot = store.load_snapshot().await.unwrap();
+    let subjects = snapshot.subjects();
+    assert!(subjects.is_deleted(&old.to_string()));
+    assert!(!subjects.is_deleted(&boss.to_string()));
+    assert!(subjects.user(&boss.to_string()).is_some());
+    // Pruning twice leaves one tombstone and no error.
+    store.apply(&users(""), true, false).await.unwrap();
+    store
+        .apply(
+            &users("  - {email: old@x.com, roles: [viewer]}\n"),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    store.apply(&users(""), true, false).await.unwrap();
+    let again = store.load_snapshot().await.unwrap();
+    assert!(again.subjects().is_deleted(&old.to_string()));
+}
+
+#[tokio::test]
+async fn deleted_user_ids_are_never_reused_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    deleted_user_ids_are_never_reused(store).await;
+}
+
+#[tokio::test]
+async fn deleted_user_ids_are_never_reused_on_postgres() {
+    let (store, _db) = postgres().await;
+    deleted_user_ids_are_never_reused(store).await;
+}
+
 #[tokio::test]
 async fn migrations_are_idempotent() {
     let (store, _dir) = sqlite().await;
@@ -349,4 +410,54 @@ async fn token_story_on_postgres() {
     let (store, _db) = postgres().await;
     token_story(store.clone()).await;
     store.close().await;
+}
+
+/// The SQLite rebuild that makes user ids AUTOINCREMENT keeps every row that points at a user:
+/// roles and API tokens survive the migration, and no cascade fires.
+#[tokio::test]
+async fn sqlite_user_table_rebuild_keeps_roles_and_tokens() {
+    use sqlx::migrate::Migrator;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let mut before = Migrator::new(support::root().join("migrations/sqlite"))
+        .await
+        .unwrap();
+    let all = before.migrations.to_vec();
+    before.migrations = all.iter().filter(|m| m.version <= 3).cloned().collect();
+    before.run(&pool).await.unwrap();
+    for sql in [
+        "INSERT INTO users (id, email) VALUES (1, 'a@x.com'), (7, 'b@x.com')",
+        "INSERT INTO roles (id, name) VALUES (1, 'viewer')",
+        "INSERT INTO user_roles (user_id, role_id) VALUES (1, 1), (7, 1)",
+        "INSERT INTO api_tokens (id, digest, user_id, created_at) VALUES ('tok_1', 'd1', 7, 0)",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = Store::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let b = store.find_user("b@x.com").await.unwrap().unwrap();
+    assert_eq!((b.id, b.roles.clone()), (7, vec!["viewer".to_owned()]));
+    assert_eq!(store.list_tokens(None).await.unwrap().len(), 1);
+    // Removing the highest id and adding a user does not hand out 7 again.
+    store
+        .apply(
+            &doc("roles:\n  viewer: []\nusers:\n  - {email: a@x.com, roles: [viewer]}\n"),
+            true,
+            false,
+        )
+        .await
+        .unwrap();
+    store
+        .apply(
+            &doc("roles:\n  viewer: []\nusers:\n  - {email: c@x.com, roles: [viewer]}\n"),
+            false,
+            false,
+        )
+        .await
+        .unwrap();
+    assert!(store.find_user("c@x.com").await.unwrap().unwrap().id > 7);
 }

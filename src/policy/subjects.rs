@@ -1,5 +1,5 @@
 //! Who exists right now: users by id (disabled or not, current roles, JWTs revoked up to a
-//! time) and revoked JWT ids. Carried in the snapshot, so checking a JWT against the store's
+//! time), the ids of deleted users (never reused) and revoked JWT ids. Carried in the snapshot, so checking a JWT against the store's
 //! current state never asks the store on the request path.
 
 use std::collections::{HashMap, HashSet};
@@ -16,6 +16,7 @@ pub struct UserState {
 #[derive(Debug, Clone, Default)]
 pub struct Subjects {
     users: HashMap<String, UserState>,
+    deleted_users: HashSet<String>,
     revoked_jtis: HashSet<String>,
 }
 
@@ -26,6 +27,16 @@ impl Subjects {
 
     pub fn user_mut(&mut self, id: &str) -> Option<&mut UserState> {
         self.users.get_mut(id)
+    }
+
+    /// Records that the user with this id was deleted; the id is never given to anyone else.
+    pub fn mark_deleted(&mut self, id: String) {
+        self.deleted_users.insert(id);
+    }
+
+    /// Whether this id (the JWT `sub`) belonged to a user who has been deleted.
+    pub fn is_deleted(&self, id: &str) -> bool {
+        self.deleted_users.contains(id)
     }
 
     pub fn revoke_jti(&mut self, jti: String) {
@@ -61,7 +72,9 @@ mod tests {
             },
         );
         s.revoke_jti("j1".to_owned());
+        s.mark_deleted("3".to_owned());
         assert!(s.user("1").is_some_and(|u| u.disabled));
+        assert!(s.is_deleted("3") && !s.is_deleted("1"));
         assert!(s.user("2").is_none());
         assert!(s.is_revoked("j1") && !s.is_revoked("j2"));
         assert_eq!(s.user_count(), 1);

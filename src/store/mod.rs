@@ -581,7 +581,7 @@ fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, StoreError> {
     Ok(row.try_get::<String, _>(i)?)
 }
 
-/// Users by id (the JWT `sub`) with their current roles, and revoked JWT ids.
+/// Users by id (the JWT `sub`) with their current roles, deleted user ids, and revoked JWT ids.
 async fn load_subjects(conn: &mut AnyConnection) -> Result<Subjects, StoreError> {
     let mut subjects = Subjects::default();
     for row in sqlx::query("SELECT id, disabled, tokens_valid_after FROM users")
@@ -606,6 +606,12 @@ async fn load_subjects(conn: &mut AnyConnection) -> Result<Subjects, StoreError>
         if let Some(user) = subjects.user_mut(&id.to_string()) {
             user.roles.push(text(&row, 1)?);
         }
+    }
+    for row in sqlx::query("SELECT id FROM deleted_users")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        subjects.mark_deleted(row.try_get::<i64, _>(0)?.to_string());
     }
     for row in sqlx::query("SELECT jti FROM revoked_jtis")
         .fetch_all(&mut *conn)
@@ -956,12 +962,16 @@ async fn write_changes(
     .await?;
     let kept: std::collections::HashSet<&str> =
         merged.users.iter().map(|u| u.email.as_str()).collect();
+    let deleted_at = now_unix().to_string();
     let removed: Vec<_> = before
         .keys()
         .filter(|e| !kept.contains(*e))
-        .map(|e| json!([e]))
+        .map(|e| json!([e, deleted_at]))
         .collect();
     for statement in [
+        // A tombstone: tokens naming a deleted user's id are refused in every mode.
+        "INSERT INTO deleted_users (id, email, deleted_at) SELECT u.id, u.email, CAST(j.c1 AS BIGINT) \
+         FROM users u JOIN ({rows}) j ON u.email = j.c0 WHERE true ON CONFLICT (id) DO NOTHING",
         "DELETE FROM user_roles WHERE user_id IN (SELECT u.id FROM users u JOIN ({rows}) j ON u.email = j.c0)",
         "DELETE FROM api_tokens WHERE user_id IN (SELECT u.id FROM users u JOIN ({rows}) j ON u.email = j.c0)",
         "DELETE FROM users WHERE email IN (SELECT c0 FROM ({rows}) j)",
