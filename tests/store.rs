@@ -1,5 +1,5 @@
-//! One story, run against every backend: embedded SQLite and PostgreSQL (the server at
-//! 127.0.0.1:5432, or `PORTCULLIS_TEST_POSTGRES_URL`; each run gets its own database).
+//! One story, run against every backend: embedded SQLite and PostgreSQL (a private cluster, or
+//! `PORTCULLIS_TEST_DATABASE_URL`; each test gets its own database).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
