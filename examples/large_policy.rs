@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use portcullis::policy::document::{Activity, Method, PermissionSpec, PolicyDocument, UserSpec};
-use portcullis::store::Store;
+use portcullis::store::SqlStore;
 
 pub const PERMISSIONS: usize = 1_000;
 pub const ACTIVITIES_PER_PERMISSION: usize = 10;
@@ -96,7 +96,7 @@ async fn main() -> anyhow::Result<()> {
             None,
         )
     } else {
-        let admin = Store::connect(&target, 1).await?;
+        let admin = SqlStore::connect(&target, 1).await?;
         admin
             .execute_raw("DROP DATABASE IF EXISTS portcullis_large")
             .await?;
@@ -108,14 +108,14 @@ async fn main() -> anyhow::Result<()> {
             .ok_or_else(|| anyhow::anyhow!("url needs a database"))?;
         (format!("{base}/portcullis_large"), Some(admin))
     };
-    let store = Store::connect(&url, 2).await?;
+    let store = SqlStore::connect(&url, 2).await?;
     store.migrate().await?;
 
     let started = Instant::now();
     let doc = large_policy();
     println!("generated: {:.2} s", started.elapsed().as_secs_f64());
     let started = Instant::now();
-    let outcome = store.apply(&doc, false, false).await?;
+    let outcome = portcullis::manage::apply(&store, &doc, false, false).await?;
     println!(
         "policy apply ({} changes): {:.2} s",
         outcome.changes.len(),
@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let before = peak_rss_mib();
     let started = Instant::now();
-    let snapshot = store.load_snapshot().await?;
+    let snapshot = portcullis::manage::load_snapshot(&store).await?;
     println!(
         "snapshot load + compile: {:.2} s ({} activities, {} users); peak RSS {:.0} MiB (before load {:.0} MiB)",
         started.elapsed().as_secs_f64(),

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
-pub use crate::config::PermissionSource;
 use crate::identity::{CredentialKind, Identifier, IdentityError, Principal};
 use crate::policy::{path, PolicySnapshot};
 
@@ -147,6 +146,16 @@ impl Decision {
 /// Shared handle to the current snapshot: readers load it lock-free; a reload swaps it whole.
 pub type SnapshotHandle = Arc<ArcSwapOption<PolicySnapshot>>;
 
+/// Where a JWT caller's permissions come from: the token's claims as issued, or the user's
+/// current roles in the store (carried in the snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionSource {
+    #[default]
+    Token,
+    Store,
+}
+
 /// Decides requests against the current snapshot.
 #[derive(Debug)]
 pub struct Authorizer {
@@ -170,26 +179,12 @@ impl Authorizer {
         self
     }
 
-    pub fn identifier(&self) -> &Identifier {
-        &self.identifier
-    }
-
-    pub fn snapshot(&self) -> &SnapshotHandle {
-        &self.snapshot
-    }
-
+    /// Decides a request: canonical path, then the caller's identity, then the policy.
     pub async fn decide(&self, req: &AccessRequest<'_>) -> Decision {
         let guard = self.snapshot.load();
-        let Some(snapshot) = guard.as_ref() else {
-            return Decision::deny(
-                Reason::PolicyUnavailable,
-                None,
-                Some("no policy snapshot loaded".to_owned()),
-            );
-        };
-        let canonical = match path::canonicalize(req.path) {
-            Ok(p) => p,
-            Err(e) => return Decision::deny(Reason::InvalidPath, None, Some(e.to_string())),
+        let (snapshot, canonical) = match prepare(guard.as_ref(), req) {
+            Ok(ready) => ready,
+            Err(deny) => return deny,
         };
         let principal = match self.identifier.identify(req.header_pairs()).await {
             Ok(p) => p,
@@ -216,6 +211,45 @@ impl Authorizer {
             principal,
             self.source,
         )
+    }
+
+    /// Decides a request for a caller identified some other way (`portcullis check
+    /// --permissions`): the same path and policy steps as `decide`, without a credential.
+    pub fn decide_as(&self, req: &AccessRequest<'_>, principal: Arc<Principal>) -> Decision {
+        let guard = self.snapshot.load();
+        match prepare(guard.as_ref(), req) {
+            Ok((snapshot, canonical)) => decide_with(
+                snapshot,
+                req.method,
+                req.host,
+                &canonical,
+                Some(principal),
+                self.source,
+            ),
+            Err(deny) => deny,
+        }
+    }
+}
+
+/// The serving snapshot and the canonical path, or the deny when either is missing.
+fn prepare<'s, 'r>(
+    snapshot: Option<&'s Arc<PolicySnapshot>>,
+    req: &AccessRequest<'r>,
+) -> Result<(&'s PolicySnapshot, Cow<'r, str>), Decision> {
+    let Some(snapshot) = snapshot else {
+        return Err(Decision::deny(
+            Reason::PolicyUnavailable,
+            None,
+            Some("no policy snapshot loaded".to_owned()),
+        ));
+    };
+    match path::canonicalize(req.path) {
+        Ok(p) => Ok((snapshot, p)),
+        Err(e) => Err(Decision::deny(
+            Reason::InvalidPath,
+            None,
+            Some(e.to_string()),
+        )),
     }
 }
 

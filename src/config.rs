@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::authz::PermissionSource;
 use serde::Deserialize;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -183,14 +184,6 @@ pub struct KeyConfig {
     /// PEM private key, only needed to mint tokens with this key.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PermissionSource {
-    #[default]
-    Token,
-    Store,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

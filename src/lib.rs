@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod identity;
+pub mod manage;
 pub mod policy;
 pub mod store;
 

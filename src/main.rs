@@ -20,7 +20,7 @@ fn main() -> ExitCode {
     let config = match Config::load(path.as_deref(), |k| std::env::var(k).ok()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {}", cli::error_chain(&e));
+            eprintln!("error: {}", portcullis::error_chain(&e));
             return ExitCode::from(exit::CONFIG);
         }
     };

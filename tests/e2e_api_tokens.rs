@@ -169,7 +169,7 @@ async fn revoked_expired_malformed_and_ambiguous_tokens_are_401() {
 
     // Expired (never used, so never cached).
     let (id, expired) = stack.api_token(&["--user", "grace@example.com"]);
-    let store = portcullis::store::Store::connect(
+    let store = portcullis::store::SqlStore::connect(
         &format!(
             "sqlite://{}",
             stack.dir.path().join("portcullis.db").display()

@@ -377,7 +377,7 @@ async fn host_scoping_ignores_case_and_port() {
 
 fn server_config(dir: &std::path::Path) -> Config {
     let yaml = format!(
-        "server: {{listen: '127.0.0.1:0', admin_listen: null, shutdown_grace: 5s}}\ndatabase: {{url: 'sqlite://{}', reload_interval: 100ms}}\n",
+        "server: {{listen: '127.0.0.1:0', admin_listen: '127.0.0.1:0', shutdown_grace: 5s}}\ndatabase: {{url: 'sqlite://{}', reload_interval: 100ms}}\n",
         dir.join("grpc.db").display()
     );
     let config = Config::from_yaml(std::path::Path::new("grpc-test"), &yaml).unwrap();
@@ -402,6 +402,7 @@ async fn tonic_client_against_a_served_port() {
     let config = server_config(dir.path());
     let server = portcullis::app::Server::bind(&config).await.expect("binds");
     let addr = server.local_addr().unwrap();
+    let admin = server.admin_addr().expect("admin endpoint bound");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(server.run(async move {
         let _ = stop_rx.await;
@@ -428,17 +429,17 @@ async fn tonic_client_against_a_served_port() {
     assert_eq!(denied(&res).0, 401);
 
     // A policy applied through the store is picked up without a restart.
-    let store = portcullis::store::Store::connect(config.database.url.expose(), 1)
+    let store = portcullis::store::SqlStore::connect(config.database.url.expose(), 1)
         .await
         .unwrap();
-    store
-        .apply(
-            &PolicyDocument::from_yaml("p", POLICY).unwrap(),
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    portcullis::manage::apply(
+        &store,
+        &PolicyDocument::from_yaml("p", POLICY).unwrap(),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let res = client
@@ -465,7 +466,22 @@ async fn tonic_client_against_a_served_port() {
         .execute_raw("UPDATE policy_meta SET version = version + 1")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The reloader tries the broken version and reports it; the last good one keeps serving.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = portcullis::cli::fetch_status(admin).await.unwrap();
+        if status["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("does not compile"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let res = client
         .check(request("GET", "/healthz", &[]))
         .await

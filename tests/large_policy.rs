@@ -9,29 +9,32 @@ mod support;
 #[allow(dead_code)]
 mod large;
 
-use portcullis::store::Store;
+use portcullis::store::{PolicyStore as _, SqlStore};
 use support::pg::{shared_admin_url, PgDatabase};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_activities_and_a_hundred_thousand_users_load() {
     let db = PgDatabase::create(&shared_admin_url()).await;
-    let store = Store::connect(&db.url, 2).await.unwrap();
+    let store = SqlStore::connect(&db.url, 2).await.unwrap();
     store.migrate().await.unwrap();
     let doc = large::large_policy();
-    let outcome = store.apply(&doc, false, false).await.expect("applies");
+    let outcome = portcullis::manage::apply(&store, &doc, false, false)
+        .await
+        .expect("applies");
     assert_eq!(
         outcome.changes.len(),
         large::PERMISSIONS + large::ROLES + large::USERS
     );
     // Applying it again changes nothing.
-    assert!(store
-        .apply(&doc, false, false)
+    assert!(portcullis::manage::apply(&store, &doc, false, false)
         .await
         .unwrap()
         .changes
         .is_empty());
 
-    let snapshot = store.load_snapshot().await.expect("loads and compiles");
+    let snapshot = portcullis::manage::load_snapshot(&store)
+        .await
+        .expect("loads and compiles");
     assert_eq!(
         snapshot.activity_count(),
         large::PERMISSIONS * large::ACTIVITIES_PER_PERMISSION

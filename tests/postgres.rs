@@ -227,7 +227,11 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
         200,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // iat has one-second resolution
+    // iat has one-second resolution: revoke only once the clock has passed the token's iat.
+    let minted = support::unix_now();
+    while support::unix_now() <= minted {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cli_ok(&config, &["jwt", "revoke", "--user", "grace@example.com"]);
     both_within_a_second(
         &mut clients,
@@ -245,8 +249,10 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
     );
     // A bad row written behind portcullis' back: the last good snapshot keeps serving, and
     // the failure is visible in the status.
-    let store = portcullis::store::Store::connect(&db.url, 1).await.unwrap();
-    let before = portcullis::app::fetch_status(admin_addr(&a)).await.unwrap();
+    let store = portcullis::store::SqlStore::connect(&db.url, 1)
+        .await
+        .unwrap();
+    let before = portcullis::cli::fetch_status(admin_addr(&a)).await.unwrap();
     store
         .execute_raw(
             "UPDATE activities SET path = '/api/v1/reports(' WHERE path = '/api/v1/reports'",
@@ -263,7 +269,7 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let now = portcullis::app::fetch_status(admin_addr(&a)).await.unwrap();
+        let now = portcullis::cli::fetch_status(admin_addr(&a)).await.unwrap();
         if now["last_error"].is_string() {
             assert!(
                 now["last_error"]
@@ -372,7 +378,11 @@ async fn a_database_outage_under_load_fails_no_decision() {
         }));
     }
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The load runs (and is right) before the outage starts.
+    while done.load(Ordering::Relaxed) < 100 {
+        assert_eq!(wrong.load(Ordering::Relaxed), 0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     cluster.stop();
     let outage = Instant::now();
     // While the database is down: an API token never seen before cannot be resolved: 503.

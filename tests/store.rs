@@ -6,8 +6,9 @@ mod support;
 
 use support::pg::{shared_admin_url, PgDatabase};
 
+use portcullis::manage::{self, ApplyOutcome, IssuedToken, ManageError};
 use portcullis::policy::PolicyDocument;
-use portcullis::store::{Store, StoreError};
+use portcullis::store::{MemoryStore, OwnerRef, PolicyStore, SqlStore};
 
 const EXAMPLE: &str = include_str!("../examples/policy.yaml");
 
@@ -15,30 +16,51 @@ fn doc(yaml: &str) -> PolicyDocument {
     PolicyDocument::from_yaml("test", yaml).expect("valid policy")
 }
 
-async fn sqlite() -> (Store, tempfile::TempDir) {
+async fn apply(
+    store: &dyn PolicyStore,
+    file: &PolicyDocument,
+    prune: bool,
+    dry_run: bool,
+) -> Result<ApplyOutcome, ManageError> {
+    manage::apply(store, file, prune, dry_run).await
+}
+
+async fn issue(
+    store: &dyn PolicyStore,
+    owner: OwnerRef<'_>,
+    label: &str,
+    expires_at: Option<i64>,
+    limit: Option<&[String]>,
+) -> Result<IssuedToken, ManageError> {
+    manage::issue_token(store, owner, label, 1_700_000_000, expires_at, limit).await
+}
+
+async fn sqlite() -> (SqlStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}", dir.path().join("p.db").display());
-    let store = Store::connect(&url, 2).await.expect("sqlite connects");
+    let store = SqlStore::connect(&url, 2).await.expect("sqlite connects");
     store.migrate().await.expect("migrates");
     (store, dir)
 }
 
-async fn postgres() -> (Store, PgDatabase) {
+async fn postgres() -> (SqlStore, PgDatabase) {
     let db = PgDatabase::create(&shared_admin_url()).await;
-    let store = Store::connect(&db.url, 4).await.expect("connects");
+    let store = SqlStore::connect(&db.url, 4).await.expect("connects");
     store.migrate().await.expect("migrates");
     (store, db)
 }
 
-async fn policy_story(store: Store) {
+async fn policy_story(store: &dyn PolicyStore, sql: Option<&SqlStore>) {
     // A fresh store: version 0, empty policy that still compiles (reserved permissions exist).
     assert_eq!(store.policy_version().await.unwrap(), 0);
-    let snapshot = store.load_snapshot().await.expect("empty policy compiles");
+    let snapshot = manage::load_snapshot(store)
+        .await
+        .expect("empty policy compiles");
     assert_eq!(snapshot.version(), 0);
 
     // Apply, then apply again: the second is a no-op that bumps nothing.
     let example = doc(EXAMPLE);
-    let first = store.apply(&example, false, false).await.expect("applies");
+    let first = apply(store, &example, false, false).await.expect("applies");
     assert!(
         first
             .changes
@@ -47,7 +69,7 @@ async fn policy_story(store: Store) {
         first.changes
     );
     assert_eq!(first.version, 1);
-    let again = store.apply(&example, false, false).await.expect("applies");
+    let again = apply(store, &example, false, false).await.expect("applies");
     assert!(again.changes.is_empty(), "{:?}", again.changes);
     assert_eq!(again.version, 1);
 
@@ -58,15 +80,14 @@ async fn policy_story(store: Store) {
     expected.normalize();
     assert_eq!(exported, expected);
     let yaml = exported.to_yaml().unwrap();
-    assert!(store
-        .apply(&doc(&yaml), true, false)
+    assert!(apply(store, &doc(&yaml), true, false)
         .await
         .unwrap()
         .changes
         .is_empty());
 
     // The snapshot decides with what was stored.
-    let snapshot = store.load_snapshot().await.unwrap();
+    let snapshot = manage::load_snapshot(store).await.unwrap();
     let grants = snapshot.grants(true, [], ["viewer"]);
     assert!(snapshot
         .evaluate("GET", "h", "/api/v1/roles/1/users", &grants)
@@ -90,7 +111,7 @@ async fn policy_story(store: Store) {
     // A partial file may refer to what is already stored.
     let rename =
         doc("users:\n  - {email: ada@example.com, name: Countess Lovelace, roles: [admin]}\n");
-    let out = store.apply(&rename, false, false).await.unwrap();
+    let out = apply(store, &rename, false, false).await.unwrap();
     assert_eq!(
         out.changes,
         vec!["~ user ada@example.com: name Some(\"Ada Lovelace\") -> Some(\"Countess Lovelace\")"]
@@ -101,7 +122,7 @@ async fn policy_story(store: Store) {
 
     // A dry run reports and writes nothing.
     let narrower = doc("permissions:\n  roles:read:\n    activities: [GET /api/v1/roles]\n");
-    let dry = store.apply(&narrower, true, true).await.unwrap();
+    let dry = apply(store, &narrower, true, true).await.unwrap();
     assert!(
         dry.changes.contains(&"- permission roles:write".to_owned()),
         "{:?}",
@@ -116,14 +137,14 @@ async fn policy_story(store: Store) {
     assert_eq!(store.load_policy().await.unwrap().0.permissions.len(), 4);
 
     // Without --prune, unnamed entries stay and named ones are replaced.
-    let out = store.apply(&narrower, false, false).await.unwrap();
+    let out = apply(store, &narrower, false, false).await.unwrap();
     assert_eq!(out.changes, vec!["~ permission roles:read: description Some(\"View roles and their members\") -> None, -activity GET /api/v1/roles/[^/]+/users"]);
     let (now, _) = store.load_policy().await.unwrap();
     assert!(now.permissions.contains_key("roles:write"));
     assert_eq!(now.users.len(), 3);
 
     // With --prune the store becomes the file; orphaned activities go too.
-    store.apply(&narrower, true, false).await.unwrap();
+    apply(store, &narrower, true, false).await.unwrap();
     let (now, version) = store.load_policy().await.unwrap();
     let mut expected = narrower.clone();
     expected.normalize();
@@ -133,25 +154,27 @@ async fn policy_story(store: Store) {
 
     // Bad input changes nothing: a reference to nothing, a regex that does not compile.
     let dangling = doc("roles:\n  r: [roles:read]\n");
-    store
-        .apply(&dangling, false, false)
+    apply(store, &dangling, false, false)
         .await
         .expect("reference to a stored permission is fine");
-    let err = store
-        .apply(
-            &doc("users:\n  - {email: x@y.z, roles: [r]}\n"),
-            true,
-            false,
-        )
-        .await
-        .expect_err("prune drops role r");
-    assert!(matches!(err, StoreError::Policy(_)), "{err}");
+    let err = apply(
+        store,
+        &doc("users:\n  - {email: x@y.z, roles: [r]}\n"),
+        true,
+        false,
+    )
+    .await
+    .expect_err("prune drops role r");
+    assert!(matches!(err, ManageError::Policy(_)), "{err}");
     assert_eq!(store.policy_version().await.unwrap(), 5);
 
     // Concurrent applies serialize: both land, each with its own version.
     let a = doc("permissions:\n  a:\n    activities: [GET /a]\n");
     let b = doc("permissions:\n  b:\n    activities: [GET /b]\n");
-    let (ra, rb) = tokio::join!(store.apply(&a, false, false), store.apply(&b, false, false));
+    let (ra, rb) = tokio::join!(
+        apply(store, &a, false, false),
+        apply(store, &b, false, false)
+    );
     let (va, vb) = (
         ra.expect("a applies").version,
         rb.expect("b applies").version,
@@ -162,92 +185,103 @@ async fn policy_story(store: Store) {
     assert!(now.permissions.contains_key("a") && now.permissions.contains_key("b"));
 
     // A bad row written behind portcullis' back is reported, not half-loaded.
-    store
-        .execute_raw("UPDATE activities SET method = 'FETCH' WHERE path = '/a'")
+    let Some(sql) = sql else { return };
+    sql.execute_raw("UPDATE activities SET method = 'FETCH' WHERE path = '/a'")
         .await
         .unwrap();
-    let err = store.load_snapshot().await.expect_err("bad row");
+    let err = manage::load_snapshot(store).await.expect_err("bad row");
     assert!(err.to_string().contains("FETCH"), "{err}");
-    store
-        .execute_raw("UPDATE activities SET method = 'GET', path = '/a(' WHERE path = '/a'")
+    sql.execute_raw("UPDATE activities SET method = 'GET', path = '/a(' WHERE path = '/a'")
         .await
         .unwrap();
-    let err = store.load_snapshot().await.expect_err("bad regex row");
+    let err = manage::load_snapshot(store)
+        .await
+        .expect_err("bad regex row");
     assert!(err.to_string().contains("does not compile"), "{err}");
 }
 
 #[tokio::test]
 async fn policy_story_on_sqlite() {
     let (store, _dir) = sqlite().await;
-    policy_story(store).await;
+    policy_story(&store, Some(&store)).await;
+}
+
+#[tokio::test]
+async fn policy_story_in_memory() {
+    policy_story(&MemoryStore::new(), None).await;
 }
 
 #[tokio::test]
 async fn policy_story_on_postgres() {
     let (store, _db) = postgres().await;
-    policy_story(store.clone()).await;
+    policy_story(&store, Some(&store)).await;
     store.close().await;
 }
 
 /// Prune a user, create another: the new user gets a new id, and the old id is a tombstone the
 /// snapshot refuses tokens for.
-async fn deleted_user_ids_are_never_reused(store: Store) {
+async fn deleted_user_ids_are_never_reused(store: &dyn PolicyStore) {
     let perms =
         "permissions:\n  p:\n    activities: [GET /x]\nroles:\n  admin: [p]\n  viewer: [p]\n";
     let keep = "  - {email: a@x.com, roles: [viewer]}\n";
     let users = |extra: &str| doc(&format!("{perms}users:\n{keep}{extra}"));
-    store
-        .apply(
-            &users("  - {email: old@x.com, roles: [viewer]}\n"),
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    apply(
+        store,
+        &users("  - {email: old@x.com, roles: [viewer]}\n"),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let old = store.find_user("old@x.com").await.unwrap().unwrap().id;
-    store.apply(&users(""), true, false).await.unwrap();
+    apply(store, &users(""), true, false).await.unwrap();
     assert!(store.find_user("old@x.com").await.unwrap().is_none());
-    store
-        .apply(
-            &users("  - {email: boss@x.com, roles: [admin]}\n"),
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    apply(
+        store,
+        &users("  - {email: boss@x.com, roles: [admin]}\n"),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     let boss = store.find_user("boss@x.com").await.unwrap().unwrap().id;
     assert_ne!(boss, old, "a deleted user's id was given to a new user");
     assert!(boss > old);
-    let snapshot = store.load_snapshot().await.unwrap();
+    let snapshot = manage::load_snapshot(store).await.unwrap();
     let subjects = snapshot.subjects();
     assert!(subjects.is_deleted(&old.to_string()));
     assert!(!subjects.is_deleted(&boss.to_string()));
     assert!(subjects.user(&boss.to_string()).is_some());
     // Pruning twice leaves one tombstone and no error.
-    store.apply(&users(""), true, false).await.unwrap();
-    store
-        .apply(
-            &users("  - {email: old@x.com, roles: [viewer]}\n"),
-            false,
-            false,
-        )
-        .await
-        .unwrap();
-    store.apply(&users(""), true, false).await.unwrap();
-    let again = store.load_snapshot().await.unwrap();
+    apply(store, &users(""), true, false).await.unwrap();
+    apply(
+        store,
+        &users("  - {email: old@x.com, roles: [viewer]}\n"),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
+    apply(store, &users(""), true, false).await.unwrap();
+    let again = manage::load_snapshot(store).await.unwrap();
     assert!(again.subjects().is_deleted(&old.to_string()));
 }
 
 #[tokio::test]
 async fn deleted_user_ids_are_never_reused_on_sqlite() {
     let (store, _dir) = sqlite().await;
-    deleted_user_ids_are_never_reused(store).await;
+    deleted_user_ids_are_never_reused(&store).await;
+}
+
+#[tokio::test]
+async fn deleted_user_ids_are_never_reused_in_memory() {
+    deleted_user_ids_are_never_reused(&MemoryStore::new()).await;
 }
 
 #[tokio::test]
 async fn deleted_user_ids_are_never_reused_on_postgres() {
     let (store, _db) = postgres().await;
-    deleted_user_ids_are_never_reused(store).await;
+    deleted_user_ids_are_never_reused(&store).await;
 }
 
 #[tokio::test]
@@ -259,27 +293,31 @@ async fn migrations_are_idempotent() {
     pg.close().await;
 }
 
-async fn token_story(store: Store) {
-    use portcullis::identity::{digest, TokenLookup, TokenOwner};
-    use portcullis::store::OwnerRef;
+async fn token_story(store: &dyn PolicyStore, sql: Option<&SqlStore>) {
+    use portcullis::identity::{digest, TokenOwner};
 
-    store.apply(&doc(EXAMPLE), false, false).await.unwrap();
+    apply(store, &doc(EXAMPLE), false, false).await.unwrap();
     let version = store.policy_version().await.unwrap();
 
-    let user = store
-        .issue_token(OwnerRef::User("ada@example.com"), "zapier", None, None)
-        .await
-        .unwrap();
+    let user = issue(
+        store,
+        OwnerRef::User("ada@example.com"),
+        "zapier",
+        None,
+        None,
+    )
+    .await
+    .unwrap();
     let limited = ["roles:read".to_owned()];
-    let bot = store
-        .issue_token(
-            OwnerRef::ServiceAccount("reporting-bot"),
-            "reports",
-            Some(4_000_000_000),
-            Some(&limited),
-        )
-        .await
-        .unwrap();
+    let bot = issue(
+        store,
+        OwnerRef::ServiceAccount("reporting-bot"),
+        "reports",
+        Some(4_000_000_000),
+        Some(&limited),
+    )
+    .await
+    .unwrap();
     assert_ne!(user.token, bot.token);
     assert_eq!(
         store.policy_version().await.unwrap(),
@@ -288,14 +326,16 @@ async fn token_story(store: Store) {
     );
 
     // Only the digest is stored: the secret appears in no column.
-    let leaked = store
-        .execute_raw(&format!(
-            "UPDATE api_tokens SET label = label WHERE digest = '{0}' OR id = '{0}' OR label = '{0}' OR permissions = '{0}'",
-            user.token
-        ))
-        .await
-        .unwrap();
-    assert_eq!(leaked, 0);
+    if let Some(sql) = sql {
+        let leaked = sql
+            .execute_raw(&format!(
+                "UPDATE api_tokens SET label = label WHERE digest = '{0}' OR id = '{0}' OR label = '{0}' OR permissions = '{0}'",
+                user.token
+            ))
+            .await
+            .unwrap();
+        assert_eq!(leaked, 0);
+    }
 
     let record = store
         .find_token(&digest(&user.token))
@@ -326,24 +366,26 @@ async fn token_story(store: Store) {
 
     // Limits beyond the owner, and unknown owners, are refused.
     let too_much = ["roles:write".to_owned()];
-    let err = store
-        .issue_token(
-            OwnerRef::ServiceAccount("reporting-bot"),
-            "",
-            None,
-            Some(&too_much),
-        )
-        .await
-        .unwrap_err();
+    let err = issue(
+        store,
+        OwnerRef::ServiceAccount("reporting-bot"),
+        "",
+        None,
+        Some(&too_much),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("does not hold"), "{err}");
-    assert!(store
-        .issue_token(OwnerRef::User("nobody@example.com"), "", None, None)
-        .await
-        .is_err());
-    assert!(store
-        .issue_token(OwnerRef::ServiceAccount("ghost"), "", None, None)
-        .await
-        .is_err());
+    assert!(
+        issue(store, OwnerRef::User("nobody@example.com"), "", None, None)
+            .await
+            .is_err()
+    );
+    assert!(
+        issue(store, OwnerRef::ServiceAccount("ghost"), "", None, None)
+            .await
+            .is_err()
+    );
 
     // Listing never shows a secret; last use is recorded in a batch.
     store
@@ -379,7 +421,7 @@ async fn token_story(store: Store) {
     // Disabling the owner shows on the record; pruning the owner deletes its tokens.
     let disable =
         doc("service_accounts:\n  - {name: reporting-bot, disabled: true, roles: [viewer]}\n");
-    store.apply(&disable, false, false).await.unwrap();
+    apply(store, &disable, false, false).await.unwrap();
     let record = store
         .find_token(&digest(&bot.token))
         .await
@@ -390,7 +432,7 @@ async fn token_story(store: Store) {
         TokenOwner::ServiceAccount { disabled: true, .. }
     ));
     let without = doc("permissions:\n  p:\n    activities: [GET /x]\n");
-    store.apply(&without, true, false).await.unwrap();
+    apply(store, &without, true, false).await.unwrap();
     assert!(store
         .find_token(&digest(&bot.token))
         .await
@@ -402,13 +444,18 @@ async fn token_story(store: Store) {
 #[tokio::test]
 async fn token_story_on_sqlite() {
     let (store, _dir) = sqlite().await;
-    token_story(store).await;
+    token_story(&store, Some(&store)).await;
+}
+
+#[tokio::test]
+async fn token_story_in_memory() {
+    token_story(&MemoryStore::new(), None).await;
 }
 
 #[tokio::test]
 async fn token_story_on_postgres() {
     let (store, _db) = postgres().await;
-    token_story(store.clone()).await;
+    token_story(&store, Some(&store)).await;
     store.close().await;
 }
 
@@ -437,27 +484,27 @@ async fn sqlite_user_table_rebuild_keeps_roles_and_tokens() {
     }
     pool.close().await;
 
-    let store = Store::connect(&url, 2).await.unwrap();
+    let store = SqlStore::connect(&url, 2).await.unwrap();
     store.migrate().await.unwrap();
     let b = store.find_user("b@x.com").await.unwrap().unwrap();
     assert_eq!((b.id, b.roles.clone()), (7, vec!["viewer".to_owned()]));
     assert_eq!(store.list_tokens(None).await.unwrap().len(), 1);
     // Removing the highest id and adding a user does not hand out 7 again.
-    store
-        .apply(
-            &doc("roles:\n  viewer: []\nusers:\n  - {email: a@x.com, roles: [viewer]}\n"),
-            true,
-            false,
-        )
-        .await
-        .unwrap();
-    store
-        .apply(
-            &doc("roles:\n  viewer: []\nusers:\n  - {email: c@x.com, roles: [viewer]}\n"),
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    apply(
+        &store,
+        &doc("roles:\n  viewer: []\nusers:\n  - {email: a@x.com, roles: [viewer]}\n"),
+        true,
+        false,
+    )
+    .await
+    .unwrap();
+    apply(
+        &store,
+        &doc("roles:\n  viewer: []\nusers:\n  - {email: c@x.com, roles: [viewer]}\n"),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
     assert!(store.find_user("c@x.com").await.unwrap().unwrap().id > 7);
 }

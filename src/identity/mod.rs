@@ -89,6 +89,24 @@ impl Principal {
         }
     }
 
+    /// A caller taken to be identified and to hold `permissions`, with no credential behind
+    /// it: for `portcullis check --permissions`, never for a request.
+    pub fn assumed(permissions: Vec<String>) -> Self {
+        Principal {
+            subject_type: SubjectType::User,
+            credential: CredentialKind::Jwt,
+            user_id: "cli".to_owned(),
+            email: None,
+            name: None,
+            roles: Vec::new(),
+            permissions,
+            limit: None,
+            expires_at: f64::MAX,
+            token_id: None,
+            issued_at: None,
+        }
+    }
+
     fn from_token(record: TokenRecord) -> Self {
         let expires_at = record.expires_at.map(|e| e as f64).unwrap_or(f64::MAX);
         let (subject_type, user_id, email, name, roles) = match record.owner {

@@ -313,6 +313,14 @@ impl PolicyDocument {
         Ok(())
     }
 
+    /// `validate`, with the problem attributed to `origin`.
+    pub fn validate_as(&self, origin: &str) -> Result<(), PolicyError> {
+        self.validate().map_err(|problem| PolicyError::Invalid {
+            origin: origin.to_owned(),
+            problem,
+        })
+    }
+
     /// Puts every list in a canonical order, so two equal policies compare and export equal.
     pub fn normalize(&mut self) {
         for spec in self.permissions.values_mut() {

@@ -21,6 +21,14 @@ use serde_json::Value;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+/// Seconds since the epoch, as token `iat`s count them.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use portcullis::store::Store;
+use portcullis::store::SqlStore;
 
 /// The admin URL tests create their databases on.
 pub fn shared_admin_url() -> String {
@@ -99,7 +99,15 @@ fn start_shared_cluster() -> String {
     let data = dir.join("data");
     let out = pg_tool(
         "initdb",
-        &["-D", path(&data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        &[
+            "-D",
+            path(&data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
     );
     assert!(
         out.status.success(),
@@ -181,7 +189,7 @@ pub struct PgDatabase {
 
 impl PgDatabase {
     pub async fn create(admin_url: &str) -> PgDatabase {
-        let admin = Store::connect(admin_url, 1)
+        let admin = SqlStore::connect(admin_url, 1)
             .await
             .expect("admin url parses");
         let name = format!("portcullis_test_{:016x}", rand::random::<u64>());
@@ -209,7 +217,7 @@ impl Drop for PgDatabase {
                 .build()
                 .expect("rt");
             rt.block_on(async {
-                if let Ok(admin) = Store::connect(&admin_url, 1).await {
+                if let Ok(admin) = SqlStore::connect(&admin_url, 1).await {
                     let _ = admin
                         .execute_raw(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .await;
@@ -343,14 +351,7 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = pg_tool(
             "pg_ctl",
-            &[
-                "-D",
-                path(&self.data()),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
+            &["-D", path(&self.data()), "-m", "immediate", "-w", "stop"],
         );
     }
 }

@@ -1,0 +1,71 @@
+//! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
+//! age, store reachability, last error), `/ready` (200 once a snapshot is loaded) and `/live`.
+//! Plain HTTP, bound to loopback by default.
+
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::reload::ReloadStatus;
+
+impl ReloadStatus {
+    fn to_json(&self) -> serde_json::Value {
+        let unix = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        };
+        serde_json::json!({
+            "serving": self.version.is_some(),
+            "policy_version": self.version,
+            "snapshot_loaded_at": self.loaded_at.map(unix),
+            "snapshot_age_seconds": self.loaded_at.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs_f64()),
+            "store_reachable": self.store_reachable,
+            "last_error": self.last_error,
+        })
+    }
+}
+
+/// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`.
+pub(super) async fn serve_admin(
+    listener: TcpListener,
+    status: Arc<Mutex<ReloadStatus>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let for_status = status.clone();
+    let app = axum::Router::new()
+        .route(
+            "/status",
+            get(move || {
+                let body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
+                async move { axum::Json(body) }
+            }),
+        )
+        .route(
+            "/ready",
+            get(move || {
+                let ready = status.lock().map(|s| s.version.is_some()).unwrap_or(false);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n")
+                    }
+                }
+            }),
+        )
+        .route("/live", get(|| async { "live\n" }));
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "admin endpoint failed");
+    }
+}

@@ -1,0 +1,270 @@
+//! Composition root: builds the store, identity, snapshot handle and servers from a `Config`,
+//! starts the reloader (`reload`), the admin endpoint (`admin`) and the last-used writer
+//! (`usage`), and shuts down gracefully. No rules live here.
+
+mod admin;
+mod reload;
+mod usage;
+
+pub use reload::{ReloadStatus, CHECK_SERVICE_NAME};
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwapOption;
+use std::sync::Mutex;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::authz::{Authorizer, SnapshotHandle};
+use crate::config::Config;
+use crate::grpc::{AuthorizationServer, CheckService};
+use crate::identity::{Identifier, KeySet};
+use crate::store::{Dialect, PolicyStore, SqlStore, StoreTokenLookup};
+use reload::{set_health, Reloader};
+
+/// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
+pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
+    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    Ok(Identifier::new(keys, &config.jwt))
+}
+
+/// An identifier that also resolves API tokens against `store`.
+pub fn identifier_with_store(
+    config: &Config,
+    store: Arc<dyn PolicyStore>,
+) -> anyhow::Result<Identifier> {
+    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    Ok(Identifier::with_api_tokens(
+        keys,
+        &config.jwt,
+        &config.api_tokens,
+        Some(Arc::new(StoreTokenLookup(store))),
+    ))
+}
+
+/// Connects to the configured store; the embedded SQLite database is migrated on open.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let store = SqlStore::connect(
+        config.database.url.expose(),
+        config.database.max_connections,
+    )
+    .await?;
+    if store.dialect() == Dialect::Sqlite {
+        store.migrate().await?;
+    }
+    Ok(store)
+}
+
+/// A bound, not yet serving, portcullis.
+pub struct Server {
+    listener: TcpListener,
+    admin_listener: Option<TcpListener>,
+    store: SqlStore,
+    authorizer: Arc<Authorizer>,
+    identifier: Arc<Identifier>,
+    snapshot: SnapshotHandle,
+    usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
+    reload_interval: Duration,
+    last_used_flush: Duration,
+    shutdown_grace: Duration,
+}
+
+/// Token uses waiting to be written; beyond this, uses are dropped (last-used is advisory).
+const USAGE_QUEUE: usize = 4096;
+
+impl Server {
+    /// Validates everything, connects the store and binds the port. Fails before binding on
+    /// bad configuration.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        // Keys first: bad key material fails before anything is opened or bound.
+        identifier(config)?;
+        let store = open_store(config).await?;
+        let mut identifier = identifier_with_store(config, Arc::new(store.clone()))?;
+        if identifier.keys().is_empty() {
+            tracing::warn!("no jwt keys configured: every JWT will be refused");
+        }
+        let (usage_tx, usage_rx) = tokio::sync::mpsc::channel(USAGE_QUEUE);
+        identifier.report_usage_to(usage_tx);
+        let identifier = Arc::new(identifier);
+        let snapshot: SnapshotHandle = Arc::new(ArcSwapOption::empty());
+        let authorizer = Arc::new(
+            Authorizer::new(snapshot.clone(), identifier.clone())
+                .with_permission_source(config.jwt.permissions_from),
+        );
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+        let admin_listener = match config.server.admin_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.admin_listen)"))?,
+            ),
+            None => None,
+        };
+        Ok(Server {
+            listener,
+            admin_listener,
+            store,
+            authorizer,
+            identifier,
+            snapshot,
+            usage_rx,
+            reload_interval: config.database.reload_interval,
+            last_used_flush: config.api_tokens.last_used_flush,
+            shutdown_grace: config.server.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Where the admin endpoint listens, when it is enabled (tests bind port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref()?.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, drains in-flight checks
+    /// (bounded by the configured grace) and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        set_health(&reporter, ServingStatus::NotServing).await;
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let status = Arc::new(Mutex::new(ReloadStatus::default()));
+        let shared: Arc<dyn PolicyStore> = Arc::new(self.store.clone());
+        let identifier = self.identifier.clone();
+        let reloader = Reloader {
+            store: shared.clone(),
+            snapshot: self.snapshot.clone(),
+            forget_api_tokens: Box::new(move || identifier.forget_api_tokens()),
+            health: reporter.clone(),
+            status: status.clone(),
+            interval: self.reload_interval,
+        };
+        let reloader = tokio::spawn(reloader.run(stop_rx.clone()));
+        let admin = match self.admin_listener {
+            Some(listener) => {
+                if let Ok(admin_addr) = listener.local_addr() {
+                    tracing::info!(%admin_addr, "serving admin endpoint");
+                }
+                Some(tokio::spawn(admin::serve_admin(
+                    listener,
+                    status,
+                    stop_rx.clone(),
+                )))
+            }
+            None => None,
+        };
+        let usage_writer = tokio::spawn(usage::write_token_use(
+            shared,
+            self.usage_rx,
+            self.last_used_flush,
+            stop_rx.clone(),
+        ));
+
+        let mut drain_rx = stop_rx.clone();
+        let drained = async move {
+            let _ = drain_rx.wait_for(|stop| *stop).await;
+        };
+        let grace = self.shutdown_grace;
+        let service = CheckService::new(self.authorizer.clone());
+        tracing::info!(%addr, "serving ext_authz and health");
+        let server = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(AuthorizationServer::new(service))
+            .serve_with_incoming_shutdown(incoming(self.listener), drained);
+        let mut server = tokio::spawn(server);
+
+        tokio::select! {
+            result = &mut server => {
+                let _ = stop_tx.send(true);
+                result.context("server task")?.context("server")?;
+                return Ok(());
+            }
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: reporting NOT_SERVING and draining");
+        set_health(&reporter, ServingStatus::NotServing).await;
+        let _ = stop_tx.send(true);
+        match tokio::time::timeout(grace, &mut server).await {
+            Ok(result) => result.context("server task")?.context("server")?,
+            Err(_) => {
+                tracing::warn!(grace = %humantime::format_duration(grace), "drain timed out");
+                server.abort();
+            }
+        }
+        let _ = reloader.await;
+        let _ = usage_writer.await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// TCP keepalive probe interval on accepted connections: a silently dead Envoy connection is
+/// noticed and closed instead of being kept forever.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// Accepted connections with `TCP_NODELAY` and keepalive set. tonic ignores its own
+/// `tcp_nodelay` setting for a caller-supplied listener, and without it every small Check
+/// response waits for Nagle's algorithm to meet the peer's delayed ACK (about 40 ms).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_stream::StreamExt as _;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_and_keepalive() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut accepted = incoming(listener);
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_side = accepted.next().await.unwrap().unwrap();
+        assert!(server_side.nodelay().unwrap(), "TCP_NODELAY must be set");
+        assert!(socket2::SockRef::from(&server_side).keepalive().unwrap());
+        drop(client);
+    }
+}

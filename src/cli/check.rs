@@ -1,0 +1,67 @@
+//! `portcullis check`: decides one request offline against the stored policy, through the
+//! server's own `Authorizer`, and explains the decision. Exit 0 on allow, 1 on deny.
+
+use std::sync::Arc;
+
+use super::{exit, CheckArgs};
+use crate::app;
+use crate::authz::{AccessRequest, Authorizer, Decision};
+use crate::config::Config;
+use crate::identity::Principal;
+use crate::manage;
+
+pub(super) async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
+    let store = app::open_store(config).await?;
+    let decision = decide(&args, config, &store).await;
+    store.close().await;
+    match decision? {
+        Decision::Allow(a) => {
+            println!(
+                "allow: permission {:?} grants {} (policy version {})",
+                a.matched_permission, a.matched_activity, a.policy_version
+            );
+            println!("caller permissions: {}", a.permissions.join(","));
+            Ok(exit::OK)
+        }
+        Decision::Deny(d) => {
+            let status = d.reason.status().http_code();
+            let detail = d.detail.as_deref().unwrap_or("");
+            println!(
+                "deny {status} {}: {detail} (for {} {})",
+                d.reason.code(),
+                args.method,
+                args.path
+            );
+            Ok(exit::DENY)
+        }
+    }
+}
+
+async fn decide(
+    args: &CheckArgs,
+    config: &Config,
+    store: &crate::store::SqlStore,
+) -> anyhow::Result<Decision> {
+    let snapshot = Arc::new(manage::load_snapshot(store).await?);
+    let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot)));
+    let identifier = app::identifier_with_store(config, Arc::new(store.clone()))?;
+    let authorizer = Authorizer::new(handle, Arc::new(identifier))
+        .with_permission_source(config.jwt.permissions_from);
+    let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
+    let request = AccessRequest {
+        method: &args.method,
+        host: &args.host,
+        path: &args.path,
+        headers: bearer
+            .iter()
+            .map(|b| ("authorization", b.as_str().into()))
+            .collect(),
+    };
+    Ok(match &args.permissions {
+        Some(held) => {
+            let principal = Principal::assumed(held.clone());
+            authorizer.decide_as(&request, Arc::new(principal))
+        }
+        None => authorizer.decide(&request).await,
+    })
+}

@@ -1,0 +1,221 @@
+//! Command-line interface: clap definitions and dispatch; the handlers live by topic in
+//! `policy`, `tokens`, `check` and `status`. Handlers get a loaded `Config` and call the same
+//! services as the server (`crate::manage`, `crate::authz::Authorizer`), never a copy of them.
+
+mod check;
+mod policy;
+mod status;
+mod tokens;
+
+pub use status::fetch_status;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::app;
+use crate::config::{Config, DEFAULT_MINT_TTL};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Envoy external-authorization sidecar"
+)]
+pub struct Cli {
+    /// Configuration file (YAML). Without it, ./portcullis.yaml if present, else defaults.
+    #[arg(long, short, global = true, env = "PORTCULLIS_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve Envoy's ext_authz gRPC API and gRPC health.
+    Serve,
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Manage the policy as code.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Decide one request offline and explain why: exit 0 on allow, 1 on deny.
+    Check(CheckArgs),
+    /// Tokens for operators, demos and tests.
+    #[command(subcommand)]
+    Jwt(JwtCommand),
+    /// API tokens for third-party integrations and service accounts.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Ask a running portcullis for its snapshot version and age (its admin endpoint).
+    Status {
+        /// The admin address; default `server.admin_listen`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
+    /// Non-human identities that reach the system only through API tokens.
+    #[command(subcommand, name = "service-account")]
+    ServiceAccount(ServiceAccountCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token; it is printed once and only its digest is stored.
+    Issue {
+        #[arg(
+            long,
+            conflicts_with = "service_account",
+            required_unless_present = "service_account"
+        )]
+        user: Option<String>,
+        #[arg(long)]
+        service_account: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Lifetime, e.g. 90d or 12h; without it the token does not expire.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+        /// Limit the token to these of its owner's permissions (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        permissions: Option<Vec<String>>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// A user's email or a service account's name.
+        #[arg(long)]
+        owner: Option<String>,
+    },
+    /// Revoke a token by id; every sidecar stops accepting it within its reload interval.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceAccountCommand {
+    /// Create a service account with roles.
+    Create {
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List service accounts.
+    List,
+    /// Disable a service account: its tokens stop working.
+    Disable { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Apply a policy file in one transaction (idempotent).
+    Apply {
+        file: PathBuf,
+        /// Delete permissions, roles and users the file does not name.
+        #[arg(long)]
+        prune: bool,
+        /// Print the changes and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the stored policy in the policy-file format.
+    Export,
+    /// Validate a policy file and print lint warnings, without touching the database.
+    Lint { file: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration (keys included) without serving.
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// A JWT to identify the caller with.
+    #[arg(long, conflicts_with = "permissions")]
+    pub token: Option<String>,
+    /// Act as an identified caller holding these permissions (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub permissions: Option<Vec<String>>,
+    /// The request's Host.
+    #[arg(long, default_value = "")]
+    pub host: String,
+    pub method: String,
+    pub path: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JwtCommand {
+    /// Sign a token for a stored user with the configured signing key.
+    Mint {
+        #[arg(long)]
+        user: String,
+        /// Lifetime, e.g. 1h or 30m.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+    },
+    /// Revoke one JWT by its jti, or every JWT of a user issued until now (logout everywhere).
+    Revoke {
+        #[arg(conflicts_with = "user", required_unless_present = "user")]
+        jti: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+/// Process exit codes.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const DENY: u8 = 1;
+    pub const FAILURE: u8 = 1;
+    /// EX_USAGE: bad configuration or arguments.
+    pub const CONFIG: u8 = 64;
+    /// EX_DATAERR: a bad policy file.
+    pub const DATA: u8 = 65;
+}
+
+/// Runs a parsed command; the `u8` is the exit code.
+pub async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Serve => {
+            let server = app::Server::bind(&config).await?;
+            server.run(app::shutdown_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::Migrate => {
+            let store = crate::store::SqlStore::connect(config.database.url.expose(), 1).await?;
+            store.migrate().await?;
+            println!("database schema is up to date");
+            Ok(exit::OK)
+        }
+        Command::Policy(cmd) => policy::policy_command(cmd, &config).await,
+        Command::Config(ConfigCommand::Check) => {
+            let identifier = app::identifier(&config)?;
+            println!(
+                "config ok: listen {}, {} jwt key(s), database {}",
+                config.server.listen,
+                identifier.keys().len(),
+                if config.database.url.expose().starts_with("sqlite:") {
+                    "sqlite"
+                } else {
+                    "postgres"
+                }
+            );
+            Ok(exit::OK)
+        }
+        Command::Check(args) => check::check_command(args, &config).await,
+        Command::Jwt(JwtCommand::Mint { user, ttl }) => {
+            tokens::mint_command(&user, ttl.unwrap_or(DEFAULT_MINT_TTL), &config).await
+        }
+        Command::Token(cmd) => tokens::token_command(cmd, &config).await,
+        Command::Jwt(JwtCommand::Revoke { jti, user }) => {
+            tokens::revoke_jwt_command(jti, user, &config).await
+        }
+        Command::Status { admin } => status::status_command(admin, &config).await,
+        Command::ServiceAccount(cmd) => policy::service_account_command(cmd, &config).await,
+    }
+}

@@ -1,0 +1,234 @@
+//! `token issue|list|revoke` (API tokens), `jwt mint` and `jwt revoke`: credentials for
+//! operators, demos and tests, issued through `crate::manage`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+use super::{exit, TokenCommand};
+use crate::app;
+use crate::config::Config;
+use crate::manage::{self, ManageError};
+use crate::policy::document::{AUTHENTICATED, PUBLIC};
+use crate::store::{OwnerRef, PolicyStore, SqlStore, StoreError};
+
+fn format_time(unix: Option<i64>) -> String {
+    match unix {
+        Some(t) if t >= 0 => {
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t as u64))
+                .to_string()
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+/// Seconds since the epoch; a clock before 1970 is an error, never 0.
+fn unix_now() -> anyhow::Result<i64> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    Ok(i64::try_from(since.as_secs())?)
+}
+
+/// Refusals the operator can fix: printed as one line, exit 1.
+fn is_refusal(e: &ManageError) -> bool {
+    matches!(
+        e,
+        ManageError::LimitBeyondOwner { .. }
+            | ManageError::Store(
+                StoreError::UnknownUser { .. }
+                    | StoreError::UnknownServiceAccount { .. }
+                    | StoreError::UnknownToken { .. }
+            )
+    )
+}
+
+fn report(result: Result<String, ManageError>) -> anyhow::Result<u8> {
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            Ok(exit::OK)
+        }
+        Err(e) if is_refusal(&e) => {
+            eprintln!("error: {e}");
+            Ok(exit::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn token_command(cmd: TokenCommand, config: &Config) -> anyhow::Result<u8> {
+    let store = app::open_store(config).await?;
+    let result = token(&store, cmd).await;
+    store.close().await;
+    result
+}
+
+async fn token(store: &SqlStore, cmd: TokenCommand) -> anyhow::Result<u8> {
+    match cmd {
+        TokenCommand::Issue {
+            user,
+            service_account,
+            label,
+            expires_in,
+            permissions,
+        } => {
+            let owner = match (&user, &service_account) {
+                (Some(email), _) => OwnerRef::User(email),
+                (None, Some(name)) => OwnerRef::ServiceAccount(name),
+                (None, None) => bail!("name an owner: --user EMAIL or --service-account NAME"),
+            };
+            let now = unix_now()?;
+            let expires_at = match expires_in {
+                Some(d) => Some(now.saturating_add(i64::try_from(d.as_secs())?)),
+                None => None,
+            };
+            let issued = manage::issue_token(
+                store,
+                owner,
+                &label,
+                now,
+                expires_at,
+                permissions.as_deref(),
+            )
+            .await;
+            match issued {
+                Ok(issued) => {
+                    eprintln!(
+                        "issued {} (expires {}); the token is shown only now:",
+                        issued.id,
+                        format_time(expires_at)
+                    );
+                    println!("{}", issued.token);
+                    Ok(exit::OK)
+                }
+                Err(e) => report(Err(e)),
+            }
+        }
+        TokenCommand::List { owner } => {
+            println!(
+                "{:<21} {:<32} {:<16} {:<20} {:<20} {:<20} {:<20} permissions",
+                "id", "owner", "label", "created", "expires", "revoked", "last used"
+            );
+            for t in store.list_tokens(owner.as_deref()).await? {
+                println!(
+                    "{:<21} {:<32} {:<16} {:<20} {:<20} {:<20} {:<20} {}",
+                    t.id,
+                    t.owner,
+                    t.label,
+                    format_time(Some(t.created_at)),
+                    format_time(t.expires_at),
+                    format_time(t.revoked_at),
+                    format_time(t.last_used_at),
+                    t.permissions
+                        .map(|p| p.join(","))
+                        .unwrap_or_else(|| "(all of the owner's)".to_owned())
+                );
+            }
+            Ok(exit::OK)
+        }
+        TokenCommand::Revoke { id } => report(
+            store
+                .revoke_token(&id)
+                .await
+                .map(|()| format!("revoked {id}"))
+                .map_err(ManageError::from),
+        ),
+    }
+}
+
+/// `jwt revoke JTI` or `jwt revoke --user EMAIL`.
+pub(super) async fn revoke_jwt_command(
+    jti: Option<String>,
+    user: Option<String>,
+    config: &Config,
+) -> anyhow::Result<u8> {
+    let store = app::open_store(config).await?;
+    let result = match (&jti, &user) {
+        (_, Some(email)) => match unix_now() {
+            Ok(now) => store
+                .revoke_user_tokens(email, now)
+                .await
+                .map(|()| format!("revoked every token of {email} issued until now")),
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        },
+        (Some(jti), None) => store
+            .revoke_jti(jti)
+            .await
+            .map(|()| format!("revoked jti {jti}")),
+        (None, None) => {
+            store.close().await;
+            bail!("name a jti or --user");
+        }
+    };
+    store.close().await;
+    report(result.map_err(ManageError::from))
+}
+
+#[derive(Serialize)]
+struct MintClaims<'a> {
+    sub: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    roles: &'a [String],
+    permissions: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aud: Option<&'a [String]>,
+    iat: i64,
+    exp: i64,
+    jti: String,
+}
+
+pub(super) async fn mint_command(
+    email: &str,
+    ttl: Duration,
+    config: &Config,
+) -> anyhow::Result<u8> {
+    let identifier = app::identifier(config)?;
+    if config.jwt.signing_key.is_none() {
+        bail!("jwt.signing_key is not configured: name the kid to sign with");
+    }
+    let store = app::open_store(config).await?;
+    let found = async {
+        let user = store.find_user(email).await?;
+        let snapshot = manage::load_snapshot(&store).await?;
+        anyhow::Ok((user, snapshot))
+    }
+    .await;
+    store.close().await;
+    let (user, snapshot) = found?;
+    let user = user.with_context(|| format!("no user {email:?} in the store"))?;
+    if user.disabled {
+        bail!("user {email:?} is disabled");
+    }
+    let grants = snapshot.grants(true, [], user.roles.iter().map(String::as_str));
+    let mut permissions: Vec<String> = grants
+        .ids()
+        .map(|id| snapshot.permission_name(id).to_owned())
+        .filter(|n| n != PUBLIC && n != AUTHENTICATED)
+        .collect();
+    permissions.sort_unstable();
+    let now = unix_now()?;
+    let claims = MintClaims {
+        sub: user.id.to_string(),
+        email: Some(&user.email),
+        name: user.name.as_deref(),
+        roles: &user.roles,
+        permissions,
+        iss: config.jwt.issuer.as_deref(),
+        aud: (!config.jwt.audience.is_empty()).then_some(config.jwt.audience.as_slice()),
+        iat: now,
+        exp: now.saturating_add(i64::try_from(ttl.as_secs())?),
+        jti: format!("{:032x}", rand::random::<u128>()),
+    };
+    println!("{}", identifier.keys().mint(&claims)?);
+    Ok(exit::OK)
+}

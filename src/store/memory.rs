@@ -1,0 +1,386 @@
+//! `PolicyStore` in memory, for tests that need a store but not a database: the reloader,
+//! token resolution and the management service run against it. It keeps the rules that matter
+//! to decisions the way `SqlStore` does (user ids never reused, tombstones, version bumps,
+//! announcements) and lets a test cut it off, count its lookups and hold a lookup in flight.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{oneshot, watch};
+
+use super::{
+    ChangeFeed, NewToken, OwnerRef, PolicyPlan, PolicyStore, StoreError, StoredState, TokenInfo,
+    UserRecord,
+};
+use crate::identity::api_token::{TokenOwner, TokenRecord};
+use crate::identity::TokenDigest;
+use crate::policy::{PolicyDocument, Subjects, UserState};
+
+#[derive(Debug, Clone)]
+enum Owner {
+    User(String),
+    ServiceAccount(String),
+}
+
+#[derive(Debug, Clone)]
+struct TokenRow {
+    id: String,
+    digest: TokenDigest,
+    owner: Owner,
+    label: String,
+    permissions: Option<Vec<String>>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    document: PolicyDocument,
+    version: i64,
+    user_ids: BTreeMap<String, i64>,
+    last_user_id: i64,
+    deleted_users: BTreeSet<i64>,
+    tokens_valid_after: BTreeMap<i64, i64>,
+    revoked_jtis: BTreeSet<String>,
+    tokens: Vec<TokenRow>,
+    unreachable: bool,
+}
+
+/// A store held in memory. Clones share the same state.
+#[derive(Clone)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    changes: Arc<watch::Sender<i64>>,
+    lookups: Arc<AtomicUsize>,
+    held_lookup: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            state: Arc::default(),
+            changes: Arc::new(watch::channel(0).0),
+            lookups: Arc::default(),
+            held_lookup: Arc::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// While `true`, every call fails with `StoreError::Unavailable` (a database outage).
+    pub fn set_unreachable(&self, unreachable: bool) {
+        if let Ok(mut s) = self.state.lock() {
+            s.unreachable = unreachable;
+        }
+    }
+
+    /// How many token lookups (`find_token`) reached the store.
+    pub fn token_lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+
+    /// Makes the next token lookup wait until the returned sender is used or dropped: a
+    /// lookup held in flight, for races with revocations.
+    pub fn hold_next_lookup(&self) -> oneshot::Sender<()> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut held) = self.held_lookup.lock() {
+            *held = Some(rx);
+        }
+        tx
+    }
+
+    fn state(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let state = self.state.lock().map_err(|_| StoreError::Unavailable)?;
+        if state.unreachable {
+            return Err(StoreError::Unavailable);
+        }
+        Ok(state)
+    }
+
+    /// Bumps the version and announces it.
+    fn bump(&self, state: &mut State) -> i64 {
+        state.version += 1;
+        self.changes.send_replace(state.version);
+        state.version
+    }
+}
+
+struct MemoryChanges(watch::Receiver<i64>);
+
+#[async_trait::async_trait]
+impl ChangeFeed for MemoryChanges {
+    async fn next(&mut self) -> Result<Option<i64>, StoreError> {
+        self.0
+            .changed()
+            .await
+            .map_err(|_| StoreError::Unavailable)?;
+        Ok(Some(*self.0.borrow_and_update()))
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn owner_name(owner: &Owner) -> String {
+    match owner {
+        Owner::User(email) => email.clone(),
+        Owner::ServiceAccount(name) => format!("service-account:{name}"),
+    }
+}
+
+#[async_trait::async_trait]
+impl PolicyStore for MemoryStore {
+    async fn policy_version(&self) -> Result<i64, StoreError> {
+        Ok(self.state()?.version)
+    }
+
+    async fn load_policy(&self) -> Result<(PolicyDocument, i64), StoreError> {
+        let s = self.state()?;
+        Ok((s.document.clone(), s.version))
+    }
+
+    async fn load_state(&self) -> Result<StoredState, StoreError> {
+        let s = self.state()?;
+        let mut subjects = Subjects::default();
+        for user in &s.document.users {
+            if let Some(id) = s.user_ids.get(&user.email) {
+                subjects.insert_user(
+                    id.to_string(),
+                    UserState {
+                        disabled: user.disabled,
+                        roles: user.roles.clone(),
+                        tokens_valid_after: s.tokens_valid_after.get(id).copied(),
+                    },
+                );
+            }
+        }
+        for id in &s.deleted_users {
+            subjects.mark_deleted(id.to_string());
+        }
+        for jti in &s.revoked_jtis {
+            subjects.revoke_jti(jti.clone());
+        }
+        Ok(StoredState {
+            document: s.document.clone(),
+            subjects,
+            version: s.version,
+        })
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        drop(self.state()?);
+        Ok(Some(Box::new(MemoryChanges(self.changes.subscribe()))))
+    }
+
+    async fn update_policy(&self, plan: PolicyPlan<'_>) -> Result<i64, StoreError> {
+        let mut s = self.state()?;
+        let Some(mut next) = plan(&s.document, s.version)? else {
+            return Ok(s.version);
+        };
+        next.normalize();
+        let kept: BTreeSet<&str> = next.users.iter().map(|u| u.email.as_str()).collect();
+        let removed: Vec<String> = s
+            .user_ids
+            .keys()
+            .filter(|e| !kept.contains(e.as_str()))
+            .cloned()
+            .collect();
+        for email in &removed {
+            if let Some(id) = s.user_ids.remove(email) {
+                s.deleted_users.insert(id);
+            }
+        }
+        for user in &next.users {
+            if !s.user_ids.contains_key(&user.email) {
+                s.last_user_id += 1;
+                let id = s.last_user_id;
+                s.user_ids.insert(user.email.clone(), id);
+            }
+        }
+        let accounts: BTreeSet<&str> = next
+            .service_accounts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        s.tokens.retain(|t| match &t.owner {
+            Owner::User(email) => kept.contains(email.as_str()),
+            Owner::ServiceAccount(name) => accounts.contains(name.as_str()),
+        });
+        s.document = next;
+        Ok(self.bump(&mut s))
+    }
+
+    async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        let s = self.state()?;
+        let email = email.to_ascii_lowercase();
+        let Some(user) = s.document.users.iter().find(|u| u.email == email) else {
+            return Ok(None);
+        };
+        Ok(s.user_ids.get(&email).map(|id| UserRecord {
+            id: *id,
+            email: email.clone(),
+            name: user.name.clone(),
+            disabled: user.disabled,
+            roles: user.roles.clone(),
+        }))
+    }
+
+    async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        s.revoked_jtis.insert(jti.to_owned());
+        self.bump(&mut s);
+        Ok(())
+    }
+
+    async fn revoke_user_tokens(&self, email: &str, now: i64) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        let email = email.to_ascii_lowercase();
+        let Some(id) = s.user_ids.get(&email).copied() else {
+            return Err(StoreError::UnknownUser { email });
+        };
+        s.tokens_valid_after.insert(id, now);
+        self.bump(&mut s);
+        Ok(())
+    }
+
+    async fn insert_token(&self, token: NewToken<'_>) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        let owner = match token.owner {
+            OwnerRef::User(email) => {
+                let email = email.to_ascii_lowercase();
+                if !s.user_ids.contains_key(&email) {
+                    return Err(StoreError::UnknownUser { email });
+                }
+                Owner::User(email)
+            }
+            OwnerRef::ServiceAccount(name) => {
+                if !s.document.service_accounts.iter().any(|a| a.name == name) {
+                    return Err(StoreError::UnknownServiceAccount {
+                        name: name.to_owned(),
+                    });
+                }
+                Owner::ServiceAccount(name.to_owned())
+            }
+        };
+        s.tokens.push(TokenRow {
+            id: token.id.to_owned(),
+            digest: token.digest,
+            owner,
+            label: token.label.to_owned(),
+            permissions: token.permissions.map(<[String]>::to_vec),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: None,
+            last_used_at: None,
+        });
+        Ok(())
+    }
+
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        let s = self.state()?;
+        let wanted = owner.map(str::to_ascii_lowercase);
+        Ok(s.tokens
+            .iter()
+            .filter(|t| match (&wanted, &t.owner) {
+                (None, _) => true,
+                (Some(w), Owner::User(e)) => w == e,
+                (Some(w), Owner::ServiceAccount(n)) => w == n,
+            })
+            .map(|t| TokenInfo {
+                id: t.id.clone(),
+                owner: owner_name(&t.owner),
+                label: t.label.clone(),
+                permissions: t.permissions.clone(),
+                created_at: t.created_at,
+                expires_at: t.expires_at,
+                revoked_at: t.revoked_at,
+                last_used_at: t.last_used_at,
+            })
+            .collect())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        let Some(token) = s.tokens.iter_mut().find(|t| t.id == id) else {
+            return Err(StoreError::UnknownToken { id: id.to_owned() });
+        };
+        if token.revoked_at.is_none() {
+            token.revoked_at = Some(unix_now());
+            self.bump(&mut s);
+        }
+        Ok(())
+    }
+
+    async fn record_token_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut s = self.state()?;
+        for (id, at) in uses {
+            if let Some(t) = s.tokens.iter_mut().find(|t| &t.id == id) {
+                t.last_used_at = Some(t.last_used_at.map_or(*at, |l| l.max(*at)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let held = self.held_lookup.lock().ok().and_then(|mut h| h.take());
+        if let Some(gate) = held {
+            let _ = gate.await;
+        }
+        let s = self.state()?;
+        let Some(t) = s.tokens.iter().find(|t| &t.digest == digest) else {
+            return Ok(None);
+        };
+        let owner = match &t.owner {
+            Owner::User(email) => {
+                let user = s.document.users.iter().find(|u| &u.email == email);
+                let id = s.user_ids.get(email).copied();
+                match (user, id) {
+                    (Some(u), Some(id)) => TokenOwner::User {
+                        id,
+                        email: email.clone(),
+                        name: u.name.clone(),
+                        disabled: u.disabled,
+                        roles: u.roles.clone(),
+                    },
+                    _ => return Err(StoreError::TokenWithoutOwner { id: t.id.clone() }),
+                }
+            }
+            Owner::ServiceAccount(name) => {
+                let Some(a) = s.document.service_accounts.iter().find(|a| &a.name == name) else {
+                    return Err(StoreError::TokenWithoutOwner { id: t.id.clone() });
+                };
+                TokenOwner::ServiceAccount {
+                    name: name.clone(),
+                    disabled: a.disabled,
+                    roles: a.roles.clone(),
+                }
+            }
+        };
+        Ok(Some(TokenRecord {
+            id: t.id.clone(),
+            digest: t.digest,
+            owner,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+            permissions: t.permissions.clone(),
+        }))
+    }
+}

@@ -1,0 +1,258 @@
+//! `PolicyStore` over SQL: one implementation for the embedded SQLite default and PostgreSQL
+//! through sqlx's `Any` driver. Queries use `$n` placeholders and portable types
+//! (BIGINT/INTEGER, TEXT) so the same statements run on both; migrations are per dialect.
+//! Every write is one transaction that first takes the policy-version row lock, so concurrent
+//! writers serialize, and bumps the version (announced with `NOTIFY` on PostgreSQL).
+
+mod read;
+mod tokens;
+mod write;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::{
+    ChangeFeed, NewToken, PolicyPlan, PolicyStore, StoreError, StoredState, TokenInfo, UserRecord,
+};
+use crate::identity::api_token::TokenRecord;
+use crate::identity::TokenDigest;
+use crate::policy::PolicyDocument;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL channel every policy change is announced on.
+pub const CHANGE_CHANNEL: &str = "portcullis_policy";
+
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// For LISTEN on PostgreSQL; holds credentials, so `Debug` never prints it.
+    url: Arc<str>,
+}
+
+impl std::fmt::Debug for SqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("dialect", &self.dialect)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wall-clock seconds for audit columns (created, revoked, deleted at); decisions never read
+/// them. A clock before 1970 records 0.
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, StoreError> {
+    Ok(row.try_get::<String, _>(i)?)
+}
+
+impl SqlStore {
+    /// Connects; a SQLite file is created if missing. PostgreSQL connects on first use, so a
+    /// sidecar can start while the database is down.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else {
+            Dialect::Postgres
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_owned(),
+        };
+        let options: AnyConnectOptions = url.parse().map_err(StoreError::Connect)?;
+        let pool_options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(3));
+        let pool = match dialect {
+            // A local file: open it now, so a bad path is reported at once.
+            Dialect::Sqlite => {
+                let pool = pool_options
+                    .connect_with(options)
+                    .await
+                    .map_err(StoreError::Connect)?;
+                // Readers (every sidecar's reload) never block the writer (`policy apply`).
+                sqlx::query("PRAGMA journal_mode=WAL")
+                    .execute(&pool)
+                    .await?;
+                pool
+            }
+            Dialect::Postgres => pool_options.connect_lazy_with(options),
+        };
+        Ok(SqlStore {
+            pool,
+            dialect,
+            url: url.into(),
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let migrator = match self.dialect {
+            Dialect::Sqlite => sqlx::migrate!("migrations/sqlite"),
+            Dialect::Postgres => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator.run(&self.pool).await.map_err(StoreError::Migrate)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Runs a statement as given; for tests that need to corrupt or inspect the store.
+    #[doc(hidden)]
+    pub async fn execute_raw(&self, sql: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// A read-only transaction with one consistent view of the whole store.
+    async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.dialect == Dialect::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(tx)
+    }
+}
+
+/// Wakes on policy changes announced by PostgreSQL (`LISTEN`/`NOTIFY`).
+struct PgChanges(sqlx::postgres::PgListener);
+
+#[async_trait::async_trait]
+impl ChangeFeed for PgChanges {
+    async fn next(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .0
+            .try_recv()
+            .await?
+            .map(|n| n.payload().parse().unwrap_or(0)))
+    }
+}
+
+/// Announces a change: every sidecar rebuilds its snapshot and forgets cached API tokens.
+async fn bump_version(conn: &mut AnyConnection, dialect: Dialect) -> Result<i64, StoreError> {
+    let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
+        .bind(now_unix())
+        .fetch_one(&mut *conn)
+        .await?;
+    let version = row.try_get::<i64, _>(0)?;
+    if dialect == Dialect::Postgres {
+        // Delivered at commit, to every listening sidecar.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANGE_CHANNEL)
+            .bind(version.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(version)
+}
+
+#[async_trait::async_trait]
+impl PolicyStore for SqlStore {
+    async fn policy_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT version FROM policy_meta WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    async fn load_policy(&self) -> Result<(PolicyDocument, i64), StoreError> {
+        let mut tx = self.begin_read().await?;
+        let loaded = read::document(&mut tx).await?;
+        tx.commit().await?;
+        Ok(loaded)
+    }
+
+    async fn load_state(&self) -> Result<StoredState, StoreError> {
+        let mut tx = self.begin_read().await?;
+        let (document, version) = read::document(&mut tx).await?;
+        let subjects = read::subjects(&mut tx).await?;
+        tx.commit().await?;
+        Ok(StoredState {
+            document,
+            subjects,
+            version,
+        })
+    }
+
+    async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .map_err(StoreError::Connect)?;
+        listener.listen(CHANGE_CHANNEL).await?;
+        Ok(Some(Box::new(PgChanges(listener))))
+    }
+
+    async fn update_policy(&self, plan: PolicyPlan<'_>) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Take the write lock first (a row lock on PostgreSQL, the database lock on SQLite),
+        // so the state the plan reads is the state written over.
+        sqlx::query("UPDATE policy_meta SET version = version WHERE id = 1")
+            .execute(&mut *tx)
+            .await?;
+        let (current, version) = read::document(&mut tx).await?;
+        let Some(next) = plan(&current, version)? else {
+            tx.rollback().await?;
+            return Ok(version);
+        };
+        write::changes(&mut tx, self.dialect, &current, &next).await?;
+        let version = bump_version(&mut tx, self.dialect).await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        read::user(&self.pool, email).await
+    }
+
+    async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError> {
+        tokens::revoke_jti(self, jti).await
+    }
+
+    async fn revoke_user_tokens(&self, email: &str, now: i64) -> Result<(), StoreError> {
+        tokens::revoke_user_tokens(self, email, now).await
+    }
+
+    async fn insert_token(&self, token: NewToken<'_>) -> Result<(), StoreError> {
+        tokens::insert(&self.pool, token).await
+    }
+
+    async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {
+        tokens::list(&self.pool, owner).await
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<(), StoreError> {
+        tokens::revoke(self, id).await
+    }
+
+    async fn record_token_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        tokens::record_use(&self.pool, uses).await
+    }
+
+    async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError> {
+        tokens::find(&self.pool, digest).await
+    }
+}

@@ -1,0 +1,197 @@
+//! Reading the store: the policy document, the subjects the request path checks JWTs against,
+//! and single users. Each reader takes the connection of a caller's transaction, so a snapshot
+//! is built from one consistent view.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use super::text;
+use crate::policy::document::{Activity, Method, PermissionSpec, ServiceAccountSpec, UserSpec};
+use crate::policy::{PolicyDocument, Subjects, UserState};
+use crate::store::{StoreError, UserRecord};
+
+/// The whole policy and its version, normalized.
+pub(super) async fn document(
+    conn: &mut AnyConnection,
+) -> Result<(PolicyDocument, i64), StoreError> {
+    let version: i64 = sqlx::query("SELECT version FROM policy_meta WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
+    let mut doc = PolicyDocument::default();
+    for row in sqlx::query("SELECT name, description FROM permissions")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let description: Option<String> = row.try_get(1)?;
+        doc.permissions.insert(
+            text(&row, 0)?,
+            PermissionSpec {
+                description,
+                activities: Vec::new(),
+            },
+        );
+    }
+    let grants = sqlx::query(
+        "SELECT p.name, a.method, a.path, a.host FROM permission_activities pa \
+         JOIN permissions p ON p.id = pa.permission_id JOIN activities a ON a.id = pa.activity_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in grants {
+        let (permission, method, path, host) = (
+            text(&row, 0)?,
+            text(&row, 1)?,
+            text(&row, 2)?,
+            text(&row, 3)?,
+        );
+        let Some(method) = Method::parse(&method) else {
+            return Err(StoreError::UnknownStoredMethod { permission, method });
+        };
+        let activity = Activity {
+            method,
+            path,
+            host: (!host.is_empty()).then_some(host),
+        };
+        if let Some(spec) = doc.permissions.get_mut(&permission) {
+            spec.activities.push(activity);
+        }
+    }
+    for row in sqlx::query("SELECT name FROM roles")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        doc.roles.insert(text(&row, 0)?, Vec::new());
+    }
+    let role_perms = sqlx::query(
+        "SELECT r.name, p.name FROM role_permissions rp JOIN roles r ON r.id = rp.role_id JOIN permissions p ON p.id = rp.permission_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in role_perms {
+        if let Some(list) = doc.roles.get_mut(&text(&row, 0)?) {
+            list.push(text(&row, 1)?);
+        }
+    }
+    let mut users: BTreeMap<String, UserSpec> = BTreeMap::new();
+    for row in sqlx::query("SELECT email, name, disabled FROM users")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let email = text(&row, 0)?;
+        let spec = UserSpec {
+            email: email.clone(),
+            name: row.try_get(1)?,
+            disabled: row.try_get::<i64, _>(2)? != 0,
+            roles: Vec::new(),
+        };
+        users.insert(email, spec);
+    }
+    let user_roles =
+        sqlx::query("SELECT u.email, r.name FROM user_roles ur JOIN users u ON u.id = ur.user_id JOIN roles r ON r.id = ur.role_id")
+            .fetch_all(&mut *conn)
+            .await?;
+    for row in user_roles {
+        if let Some(user) = users.get_mut(&text(&row, 0)?) {
+            user.roles.push(text(&row, 1)?);
+        }
+    }
+    doc.users = users.into_values().collect();
+    let mut accounts: BTreeMap<String, ServiceAccountSpec> = BTreeMap::new();
+    for row in sqlx::query("SELECT name, description, disabled FROM service_accounts")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let name = text(&row, 0)?;
+        let spec = ServiceAccountSpec {
+            name: name.clone(),
+            description: row.try_get(1)?,
+            disabled: row.try_get::<i64, _>(2)? != 0,
+            roles: Vec::new(),
+        };
+        accounts.insert(name, spec);
+    }
+    let sa_roles = sqlx::query(
+        "SELECT s.name, r.name FROM service_account_roles sr \
+         JOIN service_accounts s ON s.id = sr.service_account_id JOIN roles r ON r.id = sr.role_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in sa_roles {
+        if let Some(sa) = accounts.get_mut(&text(&row, 0)?) {
+            sa.roles.push(text(&row, 1)?);
+        }
+    }
+    doc.service_accounts = accounts.into_values().collect();
+    doc.normalize();
+    Ok((doc, version))
+}
+
+/// Users by id (the JWT `sub`) with their current roles, deleted user ids, and revoked JWT ids.
+pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, StoreError> {
+    let mut subjects = Subjects::default();
+    for row in sqlx::query("SELECT id, disabled, tokens_valid_after FROM users")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let id: i64 = row.try_get(0)?;
+        let state = UserState {
+            disabled: row.try_get::<i64, _>(1)? != 0,
+            roles: Vec::new(),
+            tokens_valid_after: row.try_get(2)?,
+        };
+        subjects.insert_user(id.to_string(), state);
+    }
+    let rows = sqlx::query(
+        "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        if let Some(user) = subjects.user_mut(&id.to_string()) {
+            user.roles.push(text(&row, 1)?);
+        }
+    }
+    for row in sqlx::query("SELECT id FROM deleted_users")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        subjects.mark_deleted(row.try_get::<i64, _>(0)?.to_string());
+    }
+    for row in sqlx::query("SELECT jti FROM revoked_jtis")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        subjects.revoke_jti(text(&row, 0)?);
+    }
+    Ok(subjects)
+}
+
+/// A stored user by email (case-insensitive), with their roles.
+pub(super) async fn user(pool: &AnyPool, email: &str) -> Result<Option<UserRecord>, StoreError> {
+    let email = email.to_ascii_lowercase();
+    let Some(row) = sqlx::query("SELECT id, email, name, disabled FROM users WHERE email = $1")
+        .bind(&email)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let id: i64 = row.try_get(0)?;
+    let roles = sqlx::query("SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1 ORDER BY r.name")
+        .bind(id)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| r.try_get::<String, _>(0))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(UserRecord {
+        id,
+        email: row.try_get(1)?,
+        name: row.try_get(2)?,
+        disabled: row.try_get::<i64, _>(3)? != 0,
+        roles,
+    }))
+}
