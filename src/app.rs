@@ -20,7 +20,7 @@ use tonic_health::ServingStatus;
 use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
 use crate::grpc::{AuthorizationServer, CheckService};
-use crate::identity::{Identifier, KeySet};
+use crate::identity::Identifier;
 use crate::store::{ChangeListener, Dialect, Store};
 
 /// The gRPC service name health is reported under (besides the overall "").
@@ -28,13 +28,13 @@ pub const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
-    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
     Ok(Identifier::new(keys, &config.jwt))
 }
 
 /// An identifier that also resolves API tokens against `store`.
 pub fn identifier_with_store(config: &Config, store: Store) -> anyhow::Result<Identifier> {
-    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
     Ok(Identifier::with_api_tokens(
         keys,
         &config.jwt,
