@@ -99,7 +99,15 @@ fn start_shared_cluster() -> String {
     let data = dir.join("data");
     let out = pg_tool(
         "initdb",
-        &["-D", path(&data), "-A", "trust", "-U", "postgres", "--no-sync"],
+        &[
+            "-D",
+            path(&data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
     );
     assert!(
         out.status.success(),
@@ -343,14 +351,7 @@ impl Drop for PgCluster {
     fn drop(&mut self) {
         let _ = pg_tool(
             "pg_ctl",
-            &[
-                "-D",
-                path(&self.data()),
-                "-m",
-                "immediate",
-                "-w",
-                "stop",
-            ],
+            &["-D", path(&self.data()), "-m", "immediate", "-w", "stop"],
         );
     }
 }
