@@ -12,9 +12,10 @@ use envoy_types::pb::envoy::service::auth::v3::{
     attribute_context, AttributeContext, CheckRequest,
 };
 use portcullis::authz::Authorizer;
-use portcullis::config::{JwtConfig, KeyConfig};
+use portcullis::config::{JwtAlgorithm, JwtConfig, KeyConfig};
 use portcullis::grpc::CheckService;
-use portcullis::identity::{Identifier, KeySet};
+use portcullis::identity::Identifier;
+use portcullis::keyring;
 use portcullis::policy::{path, PolicyDocument, PolicySnapshot};
 
 const SECRET: &str = "benchmark-secret-0123456789abcdef0123456789";
@@ -113,7 +114,7 @@ fn benches(c: &mut Criterion) {
     let jwt = JwtConfig {
         keys: vec![KeyConfig {
             kid: "bench".to_owned(),
-            algorithm: "HS256".to_owned(),
+            algorithm: JwtAlgorithm::Hs256,
             secret_env: Some("BENCH_SECRET".to_owned()),
             secret_file: None,
             public_key_file: None,
@@ -121,7 +122,7 @@ fn benches(c: &mut Criterion) {
         }],
         ..JwtConfig::default()
     };
-    let keys = KeySet::from_config(&jwt, |_| Some(SECRET.to_owned())).expect("keys");
+    let keys = keyring::load(&jwt, |_| Some(SECRET.to_owned())).expect("keys");
     let snapshot = Arc::new(ArcSwapOption::from_pointee(
         PolicySnapshot::compile(&example_policy(), 1).expect("compiles"),
     ));

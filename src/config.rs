@@ -171,7 +171,7 @@ pub struct JwtConfig {
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     pub kid: String,
-    pub algorithm: String,
+    pub algorithm: JwtAlgorithm,
     /// HMAC secret: the name of an environment variable holding it.
     #[serde(default)]
     pub secret_env: Option<String>,
@@ -184,6 +184,62 @@ pub struct KeyConfig {
     /// PEM private key, only needed to mint tokens with this key.
     #[serde(default)]
     pub private_key_file: Option<PathBuf>,
+}
+
+/// The signature algorithms a configured key may be for: exactly the supported set, so an
+/// unknown name is a parse error naming the field. A key verifies only its own algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    #[serde(rename = "HS256")]
+    Hs256,
+    #[serde(rename = "HS384")]
+    Hs384,
+    #[serde(rename = "HS512")]
+    Hs512,
+    #[serde(rename = "RS256")]
+    Rs256,
+    #[serde(rename = "RS384")]
+    Rs384,
+    #[serde(rename = "RS512")]
+    Rs512,
+    #[serde(rename = "PS256")]
+    Ps256,
+    #[serde(rename = "PS384")]
+    Ps384,
+    #[serde(rename = "PS512")]
+    Ps512,
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "ES384")]
+    Es384,
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    /// The name as written in the config file and in a token's `alg` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Hs384 => "HS384",
+            JwtAlgorithm::Hs512 => "HS512",
+            JwtAlgorithm::Rs256 => "RS256",
+            JwtAlgorithm::Rs384 => "RS384",
+            JwtAlgorithm::Rs512 => "RS512",
+            JwtAlgorithm::Ps256 => "PS256",
+            JwtAlgorithm::Ps384 => "PS384",
+            JwtAlgorithm::Ps512 => "PS512",
+            JwtAlgorithm::Es256 => "ES256",
+            JwtAlgorithm::Es384 => "ES384",
+            JwtAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -363,7 +419,7 @@ impl Config {
         Ok(())
     }
 
-    /// Checks what serde cannot; key material is checked by `identity::KeySet::from_config`.
+    /// Checks what serde cannot; key material is checked by `keyring::load`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, problem: String| ConfigError::Invalid {
             field: field.to_owned(),
@@ -506,6 +562,30 @@ mod tests {
         assert!(c
             .apply_env(|k| (k == ENV_LISTEN).then(|| "nowhere".to_owned()))
             .is_err());
+    }
+
+    #[test]
+    fn key_algorithm_is_one_of_the_supported_names() {
+        let key =
+            |alg: &str| format!("jwt: {{keys: [{{kid: a, algorithm: {alg}, secret_env: X}}]}}\n");
+        for (name, expected) in [
+            ("HS256", JwtAlgorithm::Hs256),
+            ("PS512", JwtAlgorithm::Ps512),
+            ("ES384", JwtAlgorithm::Es384),
+            ("EdDSA", JwtAlgorithm::EdDsa),
+        ] {
+            let c = Config::from_yaml(Path::new("t"), &key(name)).expect(name);
+            assert_eq!(c.jwt.keys[0].algorithm, expected);
+            assert_eq!(expected.as_str(), name);
+        }
+        for bad in ["none", "hs256", "ES512", "RSA1_5", "''"] {
+            let err = Config::from_yaml(Path::new("t"), &key(bad)).expect_err(bad);
+            let chain = crate::error_chain(&err);
+            assert!(
+                chain.contains("jwt.keys[0].algorithm") && chain.contains("unknown variant"),
+                "{bad}: {chain}"
+            );
+        }
     }
 
     #[test]

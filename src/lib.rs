@@ -1,7 +1,7 @@
 //! portcullis: an Envoy external-authorization service. It decides, for every request Envoy
-//! forwards, who is calling (`identity`) and whether they may call this endpoint (`policy`,
-//! `authz`); `grpc` speaks Envoy's ext_authz protocol, `store` keeps the policy in SQL, and
-//! `app` wires them together.
+//! forwards, who is calling (`identity`, with keys `keyring` reads) and whether they may call
+//! this endpoint (`policy`, `authz`); `grpc` speaks Envoy's ext_authz protocol, `store` keeps
+//! the policy in SQL, and `app` wires them together.
 
 pub mod app;
 pub mod authz;
@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod grpc;
 pub mod identity;
+pub mod keyring;
 pub mod manage;
 pub mod policy;
 pub mod store;

@@ -54,8 +54,9 @@ fn main() -> ExitCode {
 
 /// Bad key material is a configuration error, like a bad config file.
 fn is_config_error(e: &anyhow::Error) -> bool {
+    use portcullis::{identity::KeyError, keyring::KeyringError};
     e.chain()
-        .any(|c| c.downcast_ref::<portcullis::identity::KeyError>().is_some())
+        .any(|c| c.is::<KeyError>() || c.is::<KeyringError>())
 }
 
 fn init_tracing(config: &Config) -> Result<(), String> {

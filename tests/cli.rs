@@ -12,29 +12,57 @@ fn example() -> String {
 #[test]
 fn bad_config_is_one_line_and_exit_64() {
     let dir = tempfile::tempdir().unwrap();
-    let cases = [
-        ("colour: blue\n", "unknown field"),
-        ("server: {listen: nowhere}\n", "config file"),
-        ("jwt: {leeway: 1h}\n", "jwt.leeway"),
+    let key = |name: &str| {
+        root()
+            .join("tests/data/keys")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    let cases: Vec<(String, &[&str])> = vec![
+        ("colour: blue\n".into(), &["unknown field"]),
+        ("server: {listen: nowhere}\n".into(), &["config file"]),
+        ("jwt: {leeway: 1h}\n".into(), &["jwt.leeway"]),
         (
-            "jwt: {keys: [{kid: a, algorithm: HS256, secret_env: NOT_SET_ANYWHERE_42}]}\n",
-            "NOT_SET_ANYWHERE_42 is not set",
+            "jwt: {keys: [{kid: a, algorithm: HS256, secret_env: NOT_SET_ANYWHERE_42}]}\n".into(),
+            &["NOT_SET_ANYWHERE_42 is not set"],
         ),
         (
-            "jwt: {keys: [{kid: a, algorithm: RS256, public_key_file: /nonexistent.pem}]}\n",
-            "cannot read",
+            "jwt: {keys: [{kid: a, algorithm: RS256, public_key_file: /nonexistent.pem}]}\n".into(),
+            &["cannot read"],
         ),
         (
-            "jwt: {keys: [{kid: a, algorithm: none, secret_env: X}]}\n",
-            "unsupported algorithm",
+            "jwt: {keys: [{kid: a, algorithm: none, secret_env: X}]}\n".into(),
+            &["jwt.keys[0].algorithm", "unknown variant `none`"],
+        ),
+        // Issue 8, hole 4: a 1024-bit RSA key from a PEM file is refused like one from a JWKS.
+        (
+            format!(
+                "jwt: {{keys: [{{kid: weak, algorithm: RS256, public_key_file: {}}}]}}\n",
+                key("rsa1024.pub.pem")
+            ),
+            &[
+                r#"key "weak""#,
+                "rsa1024.pub.pem",
+                "1024 bits, fewer than the 2048",
+            ],
+        ),
+        (
+            format!(
+                "jwt: {{keys: [{{kid: roca, algorithm: RS256, public_key_file: {}}}]}}\n",
+                key("roca.pub.pem")
+            ),
+            &[r#"key "roca""#, "ROCA fingerprint"],
         ),
     ];
     for (text, expected) in cases {
         let path = dir.path().join("bad.yaml");
-        std::fs::write(&path, text).unwrap();
+        std::fs::write(&path, &text).unwrap();
         let (code, out, err) = cli(&path, &["config", "check"]);
         assert_eq!(code, 64, "{text}: {out}{err}");
-        assert!(err.contains(expected), "{text}: {err}");
+        for want in expected {
+            assert!(err.contains(want), "{text}: {err}");
+        }
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     }
     let good = write_config(dir.path(), "");

@@ -15,9 +15,10 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::authz::Authorizer;
-use portcullis::config::{Config, JwtConfig, KeyConfig};
+use portcullis::config::{Config, JwtAlgorithm, JwtConfig, KeyConfig};
 use portcullis::grpc::CheckService;
-use portcullis::identity::{Identifier, KeySet};
+use portcullis::identity::Identifier;
+use portcullis::keyring;
 use portcullis::policy::{PolicyDocument, PolicySnapshot};
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -30,7 +31,7 @@ fn jwt_config() -> JwtConfig {
         issuer: Some("grpc-test".to_owned()),
         keys: vec![KeyConfig {
             kid: "k".to_owned(),
-            algorithm: "HS256".to_owned(),
+            algorithm: JwtAlgorithm::Hs256,
             secret_env: Some("GRPC_TEST_SECRET".to_owned()),
             secret_file: None,
             public_key_file: None,
@@ -42,7 +43,7 @@ fn jwt_config() -> JwtConfig {
 
 fn service(with_policy: bool) -> CheckService {
     let jwt = jwt_config();
-    let keys = KeySet::from_config(&jwt, |_| Some(SECRET.to_owned())).unwrap();
+    let keys = keyring::load(&jwt, |_| Some(SECRET.to_owned())).unwrap();
     let snapshot = Arc::new(ArcSwapOption::empty());
     if with_policy {
         let doc = PolicyDocument::from_yaml("policy", POLICY).unwrap();

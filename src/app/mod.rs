@@ -25,13 +25,13 @@ use tonic_health::ServingStatus;
 use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
 use crate::grpc::{AuthorizationServer, CheckService};
-use crate::identity::{Identifier, KeySet};
+use crate::identity::Identifier;
 use crate::store::{Dialect, PolicyStore, SqlStore, StoreTokenLookup};
 use reload::{set_health, Reloader};
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
-    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
     Ok(Identifier::new(keys, &config.jwt))
 }
 
@@ -40,7 +40,7 @@ pub fn identifier_with_store(
     config: &Config,
     store: Arc<dyn PolicyStore>,
 ) -> anyhow::Result<Identifier> {
-    let keys = KeySet::from_config(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
+    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
     Ok(Identifier::with_api_tokens(
         keys,
         &config.jwt,

@@ -158,7 +158,7 @@ fn parse_bearer(value: &str) -> Result<&str, CredentialError> {
 /// RFC 6750 b64token characters, non-empty and bounded.
 fn token_chars(token: &str) -> bool {
     !token.is_empty()
-        && token.len() <= super::jwt::MAX_TOKEN_LEN
+        && token.len() <= super::verify::MAX_TOKEN_LEN
         && token.bytes().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
         })

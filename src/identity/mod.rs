@@ -1,11 +1,19 @@
-//! Who is calling: credential extraction (`credential`), JWT verification (`jwt`) and API
-//! tokens (`api_token`), with caches of resolved identities keyed by a SHA-256 digest of the
-//! token, never the token. A cached JWT identity expires no later than the token; a store
-//! failure is never cached. Knows nothing of policy, gRPC or SQL.
+//! Who is calling: credential extraction (`credential`), JWT verification (`verify`) against
+//! keys built from bytes (`keys`, `jwk`, `pem`, held to the `strength` rules), minting (`mint`)
+//! and API tokens (`api_token`), with caches of resolved identities keyed by a SHA-256 digest
+//! of the token, never the token. A cached JWT identity expires no later than the token; a
+//! store failure is never cached. Knows nothing of policy, gRPC, SQL, files or configuration:
+//! the caller reads key files and settings and hands over bytes and `settings` values.
 
 pub mod api_token;
 pub mod credential;
-pub mod jwt;
+pub mod jwk;
+pub mod keys;
+mod mint;
+mod pem;
+pub mod settings;
+mod strength;
+pub mod verify;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,9 +25,11 @@ use tokio::sync::mpsc;
 
 pub use api_token::{FormatError, LookupError, TokenLookup, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
-pub use jwt::{ClaimRules, Claims, KeyError, KeySet, TokenError};
-
-use crate::config::{ApiTokenConfig, JwtConfig};
+pub use jwk::{JwkError, JwkSetError};
+pub use keys::{KeyError, KeySet, SigningKey, VerifyingKey};
+pub use settings::{ApiTokenSettings, JwtSettings};
+pub use strength::{Curve, MIN_RSA_BITS};
+pub use verify::{ClaimRules, Claims, TokenError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectType {
@@ -243,27 +253,34 @@ impl std::fmt::Debug for Identifier {
 }
 
 impl Identifier {
-    pub fn new(keys: KeySet, config: &JwtConfig) -> Self {
-        Self::with_api_tokens(keys, config, &ApiTokenConfig::default(), None)
+    /// An identifier for JWTs; API tokens (in the default header) are refused as unknown.
+    pub fn new(keys: KeySet, jwt: impl Into<JwtSettings>) -> Self {
+        Self::with_api_tokens(keys, jwt, ApiTokenSettings::default(), None)
     }
 
     /// An identifier that also resolves API tokens through `lookup`.
     pub fn with_api_tokens(
         keys: KeySet,
-        config: &JwtConfig,
-        api: &ApiTokenConfig,
+        jwt: impl Into<JwtSettings>,
+        api: impl Into<ApiTokenSettings>,
         lookup: Option<Arc<dyn TokenLookup>>,
     ) -> Self {
-        let rules = ClaimRules::from_config(config);
+        let JwtSettings {
+            rules,
+            cookie_name,
+            cache_ttl,
+            cache_capacity,
+        } = jwt.into();
+        let api = api.into();
         let cache = Cache::builder()
-            .max_capacity(config.cache_capacity)
+            .max_capacity(cache_capacity)
             .expire_after(UntilTokenExpiry {
-                ttl: config.cache_ttl,
+                ttl: cache_ttl,
                 leeway: rules.leeway.as_secs_f64(),
             })
             .build();
         let api_tokens = Cache::builder()
-            .max_capacity(config.cache_capacity)
+            .max_capacity(cache_capacity)
             .expire_after(ApiTokenExpiry {
                 ttl: api.cache_ttl,
                 negative_ttl: api.negative_cache_ttl,
@@ -272,8 +289,8 @@ impl Identifier {
         Identifier {
             keys,
             rules,
-            cookie_name: config.cookie_name.clone(),
-            token_header: api.header.clone(),
+            cookie_name,
+            token_header: api.header,
             cache,
             api_tokens,
             lookup,

@@ -1,0 +1,263 @@
+//! The keys tokens are verified (and minted) with, built from bytes the caller has already read:
+//! PEM documents and HMAC secrets here, JWKs in `jwk`. Every constructor passes the key through
+//! the `strength` rules first, so a `KeySet` holds only keys that pass them, each bound to the
+//! one algorithm it is for, by `kid`.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+
+use super::pem::{self as pem_key, PrivateKey, PublicKey};
+use super::strength::{self, Curve, KeyShape, MIN_RSA_BITS};
+
+/// Why a key, or a set of keys, is refused. Conditions only: the caller adds which key it was
+/// and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the RSA modulus has {bits} bits, fewer than the {MIN_RSA_BITS} required")]
+    RsaKeyTooShort { bits: usize },
+    #[error("the RSA modulus has the ROCA fingerprint (CVE-2017-15361)")]
+    RocaVulnerable,
+    #[error("the RSA public exponent must be odd and greater than 1")]
+    RsaExponentInvalid,
+    #[error("unsupported curve {curve}")]
+    UnsupportedCurve { curve: Curve },
+    #[error("a {curve} key does not fit {algorithm}")]
+    CurveMismatch {
+        curve: Curve,
+        algorithm: &'static str,
+    },
+    #[error("not a {algorithm} key ({found})")]
+    WrongKeyType {
+        algorithm: &'static str,
+        found: String,
+    },
+    #[error("the HMAC secret has {len} bytes, shorter than the {min} {algorithm} needs")]
+    HmacSecretTooShort {
+        len: usize,
+        min: usize,
+        algorithm: &'static str,
+    },
+    #[error("unsupported key type (algorithm identifier {oid})")]
+    UnsupportedKeyType { oid: String },
+    #[error("not a PEM document")]
+    PemParse {
+        #[source]
+        source: ::pem::PemError,
+    },
+    #[error("the PEM block is {label:?}, not {expected}")]
+    UnexpectedPemLabel {
+        label: String,
+        expected: &'static str,
+    },
+    #[error("malformed key encoding")]
+    MalformedKey {
+        #[source]
+        source: spki::Error,
+    },
+    #[error("unusable key")]
+    Unusable {
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("key {kid:?} is defined twice")]
+    DuplicateKid { kid: String },
+    #[error("signing key {kid:?} is not configured or has no private key")]
+    NoSigningKey { kid: String },
+    #[error("key {kid:?}: cannot sign")]
+    Sign {
+        kid: String,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+}
+
+impl From<spki::Error> for KeyError {
+    fn from(source: spki::Error) -> Self {
+        KeyError::MalformedKey { source }
+    }
+}
+
+impl From<spki::der::Error> for KeyError {
+    fn from(source: spki::der::Error) -> Self {
+        KeyError::MalformedKey {
+            source: source.into(),
+        }
+    }
+}
+
+/// A public (or HMAC) key tokens may be verified with, and the one algorithm it is for.
+pub struct VerifyingKey {
+    pub kid: String,
+    pub algorithm: Algorithm,
+    pub(super) key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
+}
+
+impl VerifyingKey {
+    /// A key from a PEM public key (`PUBLIC KEY` or `RSA PUBLIC KEY`) for `algorithm`.
+    pub fn from_pem(kid: &str, algorithm: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        let public = pem_key::public_key(pem)?;
+        strength::check(&public.shape(), algorithm)?;
+        let key = match &public {
+            PublicKey::Rsa { pkcs1, .. } => DecodingKey::from_rsa_der(pkcs1),
+            PublicKey::Ec { point, .. } => DecodingKey::from_ec_der(point),
+            PublicKey::Ed25519 { raw } => DecodingKey::from_ed_der(raw),
+        };
+        Ok(VerifyingKey::checked(kid, algorithm, key))
+    }
+
+    /// An HMAC key from raw secret bytes.
+    pub fn hmac(kid: &str, algorithm: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+        strength::check(&KeyShape::Secret { len: secret.len() }, algorithm)?;
+        let key =
+            DecodingKey::from_secret(secret).map_err(|source| KeyError::Unusable { source })?;
+        Ok(VerifyingKey::checked(kid, algorithm, key))
+    }
+
+    /// Only for key material that has passed `strength::check` for `algorithm`.
+    pub(super) fn checked(kid: &str, algorithm: Algorithm, key: DecodingKey) -> Self {
+        VerifyingKey {
+            kid: kid.to_owned(),
+            algorithm,
+            key,
+        }
+    }
+}
+
+/// A private (or HMAC) key `jwt mint` signs with, and its algorithm.
+pub struct SigningKey {
+    pub(super) kid: String,
+    pub(super) algorithm: Algorithm,
+    pub(super) key: EncodingKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish()
+    }
+}
+
+impl SigningKey {
+    /// A key from a PEM private key (`PRIVATE KEY` or `RSA PRIVATE KEY`) for `algorithm`.
+    pub fn from_pem(kid: &str, algorithm: Algorithm, pem: &[u8]) -> Result<Self, KeyError> {
+        let private = pem_key::private_key(pem)?;
+        strength::check(&private.shape(), algorithm)?;
+        let key = match &private {
+            PrivateKey::Rsa { pkcs1, .. } => EncodingKey::from_rsa_der(pkcs1),
+            PrivateKey::Ec { pkcs8, .. } => EncodingKey::from_ec_der(pkcs8),
+            PrivateKey::Ed25519 { pkcs8 } => EncodingKey::from_ed_der(pkcs8),
+        };
+        Ok(SigningKey {
+            kid: kid.to_owned(),
+            algorithm,
+            key,
+        })
+    }
+
+    /// An HMAC key from raw secret bytes.
+    pub fn hmac(kid: &str, algorithm: Algorithm, secret: &[u8]) -> Result<Self, KeyError> {
+        strength::check(&KeyShape::Secret { len: secret.len() }, algorithm)?;
+        let key =
+            EncodingKey::from_secret(secret).map_err(|source| KeyError::Unusable { source })?;
+        Ok(SigningKey {
+            kid: kid.to_owned(),
+            algorithm,
+            key,
+        })
+    }
+}
+
+/// The configured keys, by `kid`, and the optional signing key for `jwt mint`.
+pub struct KeySet {
+    keys: HashMap<String, VerifyingKey>,
+    signing: Option<SigningKey>,
+}
+
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeySet")
+            .field("keys", &self.keys.values().collect::<Vec<_>>())
+            .field("signing", &self.signing.as_ref().map(|s| &s.kid))
+            .finish()
+    }
+}
+
+impl KeySet {
+    /// A key set; refused when two keys share a `kid`.
+    pub fn new(
+        keys: impl IntoIterator<Item = VerifyingKey>,
+        signing: Option<SigningKey>,
+    ) -> Result<Self, KeyError> {
+        let mut map = HashMap::new();
+        for key in keys {
+            if let Some(twice) = map.insert(key.kid.clone(), key) {
+                return Err(KeyError::DuplicateKid { kid: twice.kid });
+            }
+        }
+        Ok(KeySet { keys: map, signing })
+    }
+
+    /// Builds a key set from keys already loaded, the last of a `kid` winning (tests, JWKS).
+    pub fn from_keys(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
+        KeySet {
+            keys: keys.into_iter().map(|k| (k.kid.clone(), k)).collect(),
+            signing: None,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key named `kid`.
+    pub fn get(&self, kid: &str) -> Option<&VerifyingKey> {
+        self.keys.get(kid)
+    }
+
+    /// The key, when there is exactly one.
+    pub fn only(&self) -> Option<&VerifyingKey> {
+        match self.keys.len() {
+            1 => self.keys.values().next(),
+            _ => None,
+        }
+    }
+
+    pub fn signing(&self) -> Option<&SigningKey> {
+        self.signing.as_ref()
+    }
+}
+
+/// The name of an algorithm as a token's `alg` header spells it.
+pub(super) fn algorithm_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::HS256 => "HS256",
+        Algorithm::HS384 => "HS384",
+        Algorithm::HS512 => "HS512",
+        Algorithm::RS256 => "RS256",
+        Algorithm::RS384 => "RS384",
+        Algorithm::RS512 => "RS512",
+        Algorithm::PS256 => "PS256",
+        Algorithm::PS384 => "PS384",
+        Algorithm::PS512 => "PS512",
+        Algorithm::ES256 => "ES256",
+        Algorithm::ES384 => "ES384",
+        Algorithm::EdDSA => "EdDSA",
+        _ => "unsupported",
+    }
+}
