@@ -194,7 +194,7 @@ async fn revoked_expired_malformed_and_ambiguous_tokens_are_401() {
     );
 
     // Malformed tokens are refused without asking the store.
-    let before = stack.token_lookups();
+    let before = stack.token_lookups().await;
     let mut wrong_checksum = token.clone().into_bytes();
     let last = wrong_checksum.len() - 1;
     wrong_checksum[last] = if wrong_checksum[last] == b'A' {
@@ -225,7 +225,7 @@ async fn revoked_expired_malformed_and_ambiguous_tokens_are_401() {
         assert_eq!(r.status, 401, "{bad}");
     }
     assert_eq!(
-        stack.token_lookups(),
+        stack.token_lookups().await,
         before,
         "a malformed token reached the store"
     );
@@ -236,7 +236,7 @@ async fn revoked_expired_malformed_and_ambiguous_tokens_are_401() {
         .execute_raw(&format!("DELETE FROM api_tokens WHERE id = '{unknown_id}'"))
         .await
         .expect("delete");
-    let before = stack.token_lookups();
+    let before = stack.token_lookups().await;
     for _ in 0..5 {
         assert_eq!(
             stack
@@ -248,7 +248,7 @@ async fn revoked_expired_malformed_and_ambiguous_tokens_are_401() {
         );
     }
     assert_eq!(
-        stack.token_lookups(),
+        stack.token_lookups().await,
         before + 1,
         "unknown tokens are negatively cached"
     );

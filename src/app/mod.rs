@@ -145,11 +145,11 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let status = Arc::new(Mutex::new(ReloadStatus::default()));
         let shared: Arc<dyn PolicyStore> = Arc::new(self.store.clone());
-        let identifier = self.identifier.clone();
+        let api_tokens = self.identifier.api_token_cache();
         let reloader = Reloader {
             store: shared.clone(),
             snapshot: self.snapshot.clone(),
-            forget_api_tokens: Box::new(move || identifier.forget_api_tokens()),
+            api_tokens: api_tokens.clone(),
             health: reporter.clone(),
             status: status.clone(),
             interval: self.reload_interval,
@@ -163,6 +163,7 @@ impl Server {
                 Some(tokio::spawn(admin::serve_admin(
                     listener,
                     status,
+                    api_tokens,
                     stop_rx.clone(),
                 )))
             }

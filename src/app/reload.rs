@@ -11,6 +11,7 @@ use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
 use crate::authz::SnapshotHandle;
+use crate::identity::ApiTokenCache;
 use crate::store::{ChangeFeed, PolicyStore};
 
 /// Longest pause between attempts while the store is unreachable.
@@ -39,9 +40,8 @@ pub struct ReloadStatus {
 pub(super) struct Reloader {
     pub store: Arc<dyn PolicyStore>,
     pub snapshot: SnapshotHandle,
-    /// Clears cached API-token resolutions: a new version may be a revocation, a disabled
-    /// owner or changed roles.
-    pub forget_api_tokens: Box<dyn Fn() + Send + Sync>,
+    /// Cleared on every new version: it may be a revocation, a disabled owner or changed roles.
+    pub api_tokens: Arc<ApiTokenCache>,
     pub health: HealthReporter,
     pub status: Arc<Mutex<ReloadStatus>>,
     pub interval: Duration,
@@ -56,7 +56,7 @@ impl Reloader {
             match self.refresh().await {
                 Ok(loaded) => {
                     if let Some(version) = loaded {
-                        (self.forget_api_tokens)();
+                        self.api_tokens.forget_all();
                         tracing::info!(version, "policy snapshot loaded");
                         set_health(&self.health, ServingStatus::Serving).await;
                     }

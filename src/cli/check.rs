@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use super::{exit, CheckArgs};
 use crate::app;
-use crate::authz::{AccessRequest, Authorizer, Decision};
+use crate::authz::{AccessRequest, Authorizer, Decision, DenyCause};
 use crate::config::Config;
 use crate::identity::Principal;
 use crate::manage;
+use crate::policy::PolicySnapshot;
 
 pub(super) async fn check_command(args: CheckArgs, config: &Config) -> anyhow::Result<u8> {
     let store = app::open_store(config).await?;
-    let decision = decide(&args, config, &store).await;
+    let decided = decide(&args, config, &store).await;
     store.close().await;
-    match decision? {
+    let (decision, snapshot) = decided?;
+    match decision {
         Decision::Allow(a) => {
             println!(
                 "allow: permission {:?} grants {} (policy version {})",
@@ -25,7 +27,14 @@ pub(super) async fn check_command(args: CheckArgs, config: &Config) -> anyhow::R
         }
         Decision::Deny(d) => {
             let status = d.reason.status().http_code();
-            let detail = d.detail.as_deref().unwrap_or("");
+            let detail = match &d.cause {
+                DenyCause::NoActivity { held } => {
+                    let names: Vec<&str> =
+                        held.ids().map(|id| snapshot.permission_name(id)).collect();
+                    format!("no activity granted by [{}] matches", names.join(","))
+                }
+                other => other.to_string(),
+            };
             println!(
                 "deny {status} {}: {detail} (for {} {})",
                 d.reason.code(),
@@ -37,13 +46,14 @@ pub(super) async fn check_command(args: CheckArgs, config: &Config) -> anyhow::R
     }
 }
 
+/// The decision, and the snapshot it was made against (to name permissions in the answer).
 async fn decide(
     args: &CheckArgs,
     config: &Config,
     store: &crate::store::SqlStore,
-) -> anyhow::Result<Decision> {
+) -> anyhow::Result<(Decision, Arc<PolicySnapshot>)> {
     let snapshot = Arc::new(manage::load_snapshot(store).await?);
-    let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot)));
+    let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot.clone())));
     let identifier = app::identifier_with_store(config, Arc::new(store.clone()))?;
     let authorizer = Authorizer::new(handle, Arc::new(identifier))
         .with_permission_source(config.jwt.permissions_from);
@@ -57,11 +67,14 @@ async fn decide(
             .map(|b| ("authorization", b.as_str().into()))
             .collect(),
     };
-    Ok(match &args.permissions {
+    let decision = match &args.permissions {
         Some(held) => {
-            let principal = Principal::assumed(held.clone());
+            let principal = Principal::Assumed {
+                permissions: held.clone(),
+            };
             authorizer.decide_as(&request, Arc::new(principal))
         }
         None => authorizer.decide(&request).await,
-    })
+    };
+    Ok((decision, snapshot))
 }

@@ -94,17 +94,17 @@ fn list_value(items: &[String]) -> Value {
 fn identity_facts(allow: &Allow, decision_id: &str) -> Vec<(&'static str, String)> {
     let mut facts = Vec::with_capacity(9);
     if let Some(p) = &allow.principal {
-        facts.push(("x-auth-user-id", header_safe(&p.user_id)));
-        if let Some(email) = &p.email {
+        facts.push(("x-auth-user-id", header_safe(&p.subject_id())));
+        if let Some(email) = p.email() {
             facts.push(("x-auth-email", header_safe(email)));
         }
-        if let Some(name) = &p.name {
+        if let Some(name) = p.name() {
             facts.push(("x-auth-name", header_safe(name)));
         }
-        facts.push(("x-auth-subject-type", p.subject_type.as_str().to_owned()));
+        facts.push(("x-auth-subject-type", p.subject_type().as_str().to_owned()));
         facts.push(("x-auth-roles", header_safe(&allow.roles.join(","))));
-        facts.push(("x-auth-credential", p.credential.as_str().to_owned()));
-        if let Some(jti) = &p.token_id {
+        facts.push(("x-auth-credential", p.credential().as_str().to_owned()));
+        if let Some(jti) = p.token_id() {
             facts.push(("x-auth-token-id", header_safe(jti)));
         }
     } else {
@@ -156,10 +156,10 @@ fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str)
     fields.insert("permissions".to_owned(), list_value(&allow.permissions));
     if let Some(p) = &allow.principal {
         fields.insert("roles".to_owned(), list_value(&allow.roles));
-        if let Some(email) = &p.email {
+        if let Some(email) = p.email() {
             fields.insert("email".to_owned(), string_value(email));
         }
-        if let Some(name) = &p.name {
+        if let Some(name) = p.name() {
             fields.insert("name".to_owned(), string_value(name));
         }
     }

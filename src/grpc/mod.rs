@@ -5,12 +5,14 @@
 
 mod convert;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 use tonic::{Request, Response, Status};
 
-use crate::authz::{Authorizer, Decision, DecisionIds};
+use crate::authz::{Authorizer, Decision, DecisionIds, DenyCause};
+use crate::identity::Principal;
 
 pub use convert::{access_request, check_response};
 pub use envoy_types::ext_authz::v3::pb::AuthorizationServer;
@@ -39,13 +41,23 @@ impl CheckService {
     }
 }
 
+/// Who a decision was about, for the log: the subject, "anonymous" for a request without a
+/// credential, or "not identified" when it was denied before its credential was checked.
+fn subject<'a>(principal: Option<&'a Arc<Principal>>, anonymous: bool) -> Cow<'a, str> {
+    match principal {
+        Some(p) => p.subject_id(),
+        None if anonymous => Cow::Borrowed("anonymous"),
+        None => Cow::Borrowed("not identified"),
+    }
+}
+
 fn log_decision(decision: &Decision, access: &crate::authz::AccessRequest<'_>, decision_id: &str) {
     match decision {
         Decision::Allow(a) => tracing::debug!(
             decision = "allow",
             decision_id,
             method = access.method,
-            user_id = a.principal.as_ref().map(|p| p.user_id.as_str()).unwrap_or("anonymous"),
+            user_id = %subject(a.principal.as_ref(), true),
             permission = %a.matched_permission,
             policy_version = a.policy_version,
             "request allowed"
@@ -56,12 +68,11 @@ fn log_decision(decision: &Decision, access: &crate::authz::AccessRequest<'_>, d
             method = access.method,
             status = d.reason.status().http_code(),
             reason = d.reason.code(),
-            user_id = d
-                .principal
-                .as_ref()
-                .map(|p| p.user_id.as_str())
-                .unwrap_or("anonymous"),
-            detail = d.detail.as_deref().unwrap_or(""),
+            user_id = %subject(
+                d.principal.as_ref(),
+                matches!(d.cause, DenyCause::NoActivity { .. })
+            ),
+            detail = %d.cause,
             "request denied"
         ),
     }

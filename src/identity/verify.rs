@@ -10,6 +10,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 
 use super::keys::{algorithm_name, KeySet, VerifyingKey};
+use super::principal::UnixTime;
 
 /// Longest token accepted; longer ones are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
@@ -39,6 +40,9 @@ pub enum TokenError {
     MalformedClaims,
     #[error("token has no exp")]
     MissingExp,
+    /// The system clock cannot be read, so no expiry can be checked: refused, never passed.
+    #[error("the system clock cannot be read")]
+    ClockUnavailable,
     #[error("token has expired")]
     Expired,
     #[error("token is not valid yet")]
@@ -140,13 +144,19 @@ struct RawHeader {
 
 /// A JSON number of seconds; strings, booleans and nulls are refused rather than ignored.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct NumericDate(pub f64);
+pub struct NumericDate(UnixTime);
+
+impl NumericDate {
+    pub fn time(self) -> UnixTime {
+        self.0
+    }
+}
 
 impl<'de> Deserialize<'de> for NumericDate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = serde_json::Number::deserialize(d)?;
         n.as_f64()
-            .filter(|f| f.is_finite())
+            .and_then(UnixTime::from_secs_f64)
             .map(NumericDate)
             .ok_or_else(|| serde::de::Error::custom("not a finite number"))
     }
@@ -195,24 +205,23 @@ pub struct ClaimRules {
 }
 
 impl ClaimRules {
-    /// Parses and checks the claims of a verified payload at time `now` (unix seconds).
-    pub fn check(&self, payload: &[u8], now: f64) -> Result<Claims, TokenError> {
+    /// Parses and checks the claims of a verified payload at time `now`.
+    pub fn check(&self, payload: &[u8], now: UnixTime) -> Result<Claims, TokenError> {
         let claims: Claims =
             serde_json::from_slice(payload).map_err(|_| TokenError::MalformedClaims)?;
-        let leeway = self.leeway.as_secs_f64();
         let exp = claims.exp.ok_or(TokenError::MissingExp)?;
-        if now > exp.0 + leeway {
+        if now > exp.time().plus(self.leeway) {
             return Err(TokenError::Expired);
         }
         if let Some(iat) = claims.iat {
             // Issued in the future: clock trouble at the issuer, and it would outlive a
             // "revoke every token issued until now".
-            if iat.0 > now + leeway {
+            if iat.time() > now.plus(self.leeway) {
                 return Err(TokenError::IssuedInFuture);
             }
         }
         if let Some(nbf) = claims.nbf {
-            if now + leeway < nbf.0 {
+            if now.plus(self.leeway) < nbf.time() {
                 return Err(TokenError::NotYetValid);
             }
         }

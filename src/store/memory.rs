@@ -340,10 +340,18 @@ impl PolicyStore for MemoryStore {
 
     async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
+        // Read now, answer when released: a held lookup answers with what it read before.
+        let found = self.read_token(digest);
         let held = self.held_lookup.lock().ok().and_then(|mut h| h.take());
         if let Some(gate) = held {
             let _ = gate.await;
         }
+        found
+    }
+}
+
+impl MemoryStore {
+    fn read_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError> {
         let s = self.state()?;
         let Some(t) = s.tokens.iter().find(|t| &t.digest == digest) else {
             return Ok(None);

@@ -532,16 +532,19 @@ impl Stack {
         (id, out.trim().to_owned())
     }
 
-    /// How many times portcullis has asked the store for an API token so far.
-    pub fn token_lookups(&self) -> usize {
-        self.portcullis
-            .proc
-            .log
-            .lock()
-            .expect("log")
-            .iter()
-            .filter(|l| l.contains("api token looked up in the store"))
-            .count()
+    /// How many times portcullis has asked the store for an API token so far: its own
+    /// counter, read from the admin endpoint's `/status`.
+    pub async fn token_lookups(&self) -> u64 {
+        let line = self.portcullis.proc.wait_for_log("serving admin endpoint");
+        let addr: SocketAddr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("admin_addr="))
+            .and_then(|a| a.parse().ok())
+            .expect("admin address in the log");
+        let status = portcullis::cli::fetch_status(addr).await.expect("status");
+        status["api_token_store_lookups"]
+            .as_u64()
+            .expect("a lookup counter")
     }
 
     /// A token for a stored user, minted by `portcullis jwt mint`.

@@ -20,11 +20,14 @@ fn accepts_each_supported_algorithm() {
         let p = id
             .verify_jwt(&token)
             .unwrap_or_else(|e| panic!("{alg}: {e}"));
-        assert_eq!(p.user_id, "42");
-        assert_eq!(p.email.as_deref(), Some("ada@example.com"));
-        assert_eq!(p.roles, vec!["admin"]);
-        assert_eq!(p.permissions, vec!["roles:read"]);
-        assert_eq!(p.token_id.as_deref(), Some("t1"));
+        let Principal::Jwt(j) = &*p else {
+            panic!("{alg}: not a JWT principal: {p:?}")
+        };
+        assert_eq!(j.subject, "42");
+        assert_eq!(j.email.as_deref(), Some("ada@example.com"));
+        assert_eq!(j.roles, vec!["admin"]);
+        assert_eq!(j.permissions, vec!["roles:read"]);
+        assert_eq!(j.jti.as_deref(), Some("t1"));
     }
 }
 
@@ -355,16 +358,19 @@ fn verified_tokens_are_cached_by_digest_and_expire_with_the_token() {
     let first = id.verify_jwt(&token).expect("valid");
     let second = id.verify_jwt(&token).expect("valid");
     assert!(
-        Arc::ptr_eq(&first, &second),
+        std::sync::Arc::ptr_eq(&first, &second),
         "second verification is served from the cache"
     );
     assert!(id.cache.contains_key(&digest(&token)));
     // A cached identity whose token has expired is not served.
-    let mut stale = (*first).clone();
-    stale.expires_at = (now() - 3600) as f64;
-    id.cache.insert(digest(&token), Arc::new(stale));
+    let Principal::Jwt(mut stale) = (*first).clone() else {
+        panic!("not a JWT principal")
+    };
+    stale.expires_at = UnixTime::from_secs(now() - 3600);
+    id.cache
+        .insert(digest(&token), std::sync::Arc::new(Principal::Jwt(stale)));
     let again = id.verify_jwt(&token).expect("re-verified");
-    assert!(again.expires_at > now() as f64);
+    assert!(again.expires_at() > Some(UnixTime::from_secs(now())));
     // Failures are never cached.
     let bad = sign(
         json!({"alg": "HS256", "kid": "hs"}),

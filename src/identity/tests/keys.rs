@@ -349,7 +349,7 @@ fn signing_keys_from_pem_mint_tokens_that_verify() {
         let (_, key) = keys.verify_signature(&token).expect(kid);
         assert_eq!((key.kid.as_str(), key.algorithm), (kid, alg));
         let id = Identifier::new(keys, settings());
-        assert_eq!(id.verify_jwt(&token).expect(kid).user_id, "42");
+        assert_eq!(id.verify_jwt(&token).expect(kid).subject_id(), "42");
     }
     let signing = SigningKey::hmac("hs", Algorithm::HS256, SECRET.as_bytes()).expect("hmac");
     let keys = KeySet::new([hmac_key("hs")], Some(signing)).expect("set");

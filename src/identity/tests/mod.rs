@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
+mod api_tokens;
 mod claims;
 mod keys;
 mod wycheproof;

@@ -1,0 +1,135 @@
+//! Why a request was denied: the closed `Reason` clients see (a code and a status), and the
+//! typed `DenyCause` behind it, kept for the log and formatted only when logged. The reason
+//! follows from the cause, so the two cannot disagree.
+
+use std::sync::Arc;
+
+use crate::identity::{CredentialError, LookupError, Principal, TokenError};
+use crate::policy::path::PathError;
+use crate::policy::Grants;
+
+/// Why a request was denied. The wire code is what clients see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    MissingCredential,
+    InvalidToken,
+    AmbiguousCredential,
+    InvalidPath,
+    NoMatchingActivity,
+    PolicyUnavailable,
+    TokenStoreUnavailable,
+}
+
+impl Reason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingCredential => "missing_credential",
+            Reason::InvalidToken => "invalid_token",
+            Reason::AmbiguousCredential => "ambiguous_credential",
+            Reason::InvalidPath => "invalid_path",
+            Reason::NoMatchingActivity => "no_matching_activity",
+            Reason::PolicyUnavailable => "policy_unavailable",
+            Reason::TokenStoreUnavailable => "token_store_unavailable",
+        }
+    }
+
+    pub fn status(self) -> DenyStatus {
+        match self {
+            Reason::MissingCredential | Reason::InvalidToken | Reason::AmbiguousCredential => {
+                DenyStatus::Unauthenticated
+            }
+            Reason::InvalidPath | Reason::NoMatchingActivity => DenyStatus::Forbidden,
+            Reason::PolicyUnavailable | Reason::TokenStoreUnavailable => DenyStatus::Unavailable,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyStatus {
+    /// 401
+    Unauthenticated,
+    /// 403
+    Forbidden,
+    /// 503
+    Unavailable,
+}
+
+impl DenyStatus {
+    pub fn http_code(self) -> u16 {
+        match self {
+            DenyStatus::Unauthenticated => 401,
+            DenyStatus::Forbidden => 403,
+            DenyStatus::Unavailable => 503,
+        }
+    }
+    pub fn error(self) -> &'static str {
+        match self {
+            DenyStatus::Unauthenticated => "unauthenticated",
+            DenyStatus::Forbidden => "forbidden",
+            DenyStatus::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Why a JWT was refused by the store's current state (as carried in the snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Revocation {
+    #[error("token revoked")]
+    TokenRevoked,
+    #[error("user disabled")]
+    UserDisabled,
+    #[error("the user's tokens were revoked")]
+    UserTokensRevoked,
+    #[error("user deleted")]
+    UserDeleted,
+    #[error("no such user in the store")]
+    NotInStore,
+}
+
+/// What made a deny, for the log; never sent to the client.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DenyCause {
+    #[error("no policy snapshot loaded")]
+    NoSnapshot,
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    StoreUnavailable(#[from] LookupError),
+    #[error(transparent)]
+    Revoked(#[from] Revocation),
+    /// None of the caller's permissions grants a matching activity.
+    #[error("no activity granted by the caller's {} permission(s) matches", .held.ids().count())]
+    NoActivity { held: Grants },
+}
+
+#[derive(Debug, Clone)]
+pub struct Deny {
+    pub reason: Reason,
+    pub principal: Option<Arc<Principal>>,
+    pub cause: DenyCause,
+}
+
+impl Deny {
+    pub fn new(principal: Option<Arc<Principal>>, cause: DenyCause) -> Self {
+        let reason = match &cause {
+            DenyCause::NoSnapshot => Reason::PolicyUnavailable,
+            DenyCause::Path(_) => Reason::InvalidPath,
+            DenyCause::Credential(e) if e.is_ambiguous() => Reason::AmbiguousCredential,
+            DenyCause::Credential(_) | DenyCause::Token(_) | DenyCause::Revoked(_) => {
+                Reason::InvalidToken
+            }
+            DenyCause::StoreUnavailable(_) => Reason::TokenStoreUnavailable,
+            DenyCause::NoActivity { .. } if principal.is_none() => Reason::MissingCredential,
+            DenyCause::NoActivity { .. } => Reason::NoMatchingActivity,
+        };
+        Deny {
+            reason,
+            principal,
+            cause,
+        }
+    }
+}

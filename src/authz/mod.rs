@@ -1,0 +1,292 @@
+//! The decision: canonical path, then identity, then policy. A deny is a value with a closed
+//! `Reason`; "could not decide" is a deny too (503), never an error, so callers always answer.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+
+mod deny;
+
+pub use deny::{Deny, DenyCause, DenyStatus, Reason, Revocation};
+
+use crate::identity::{Identifier, IdentityError, JwtCaller, Principal, UnixTime};
+use crate::policy::{path, PolicySnapshot};
+
+/// A request to decide, borrowed from whatever carried it (Envoy's CheckRequest, the CLI).
+/// `Debug` shows header names only: values carry credentials.
+#[derive(Clone, Default)]
+pub struct AccessRequest<'a> {
+    pub method: &'a str,
+    /// `Host`/`:authority` as received.
+    pub host: &'a str,
+    /// The raw request target: path and query, undecoded.
+    pub path: &'a str,
+    /// Header (lower-case name, value) pairs; repeated headers appear repeatedly.
+    pub headers: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+impl std::fmt::Debug for AccessRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRequest")
+            .field("method", &self.method)
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl<'a> AccessRequest<'a> {
+    fn header_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers.iter().map(|(k, v)| (*k, v.as_ref()))
+    }
+}
+
+/// An allowed request: who, with which permissions, and what allowed it.
+#[derive(Debug, Clone)]
+pub struct Allow {
+    pub principal: Option<Arc<Principal>>,
+    /// The caller's roles as decided: from the token, or from the store in `store` mode.
+    pub roles: Vec<String>,
+    /// Names of every permission the caller holds in this snapshot, sorted.
+    pub permissions: Vec<String>,
+    pub matched_permission: String,
+    pub matched_activity: String,
+    pub policy_version: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Deny),
+}
+
+impl Decision {
+    fn deny(principal: Option<Arc<Principal>>, cause: DenyCause) -> Self {
+        Decision::Deny(Deny::new(principal, cause))
+    }
+}
+
+/// Shared handle to the current snapshot: readers load it lock-free; a reload swaps it whole.
+pub type SnapshotHandle = Arc<ArcSwapOption<PolicySnapshot>>;
+
+/// Where a JWT caller's permissions come from: the token's claims as issued, or the user's
+/// current roles in the store (carried in the snapshot).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PermissionSource {
+    #[default]
+    Token,
+    Store,
+}
+
+/// Decides requests against the current snapshot.
+#[derive(Debug)]
+pub struct Authorizer {
+    snapshot: SnapshotHandle,
+    identifier: Arc<Identifier>,
+    source: PermissionSource,
+}
+
+impl Authorizer {
+    pub fn new(snapshot: SnapshotHandle, identifier: Arc<Identifier>) -> Self {
+        Authorizer {
+            snapshot,
+            identifier,
+            source: PermissionSource::Token,
+        }
+    }
+
+    /// Where JWT callers' permissions come from (`jwt.permissions_from`).
+    pub fn with_permission_source(mut self, source: PermissionSource) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Decides a request: canonical path, then the caller's identity, then the policy.
+    pub async fn decide(&self, req: &AccessRequest<'_>) -> Decision {
+        let guard = self.snapshot.load();
+        let (snapshot, canonical) = match prepare(guard.as_ref(), req) {
+            Ok(ready) => ready,
+            Err(deny) => return deny,
+        };
+        let principal = match self.identifier.identify(req.header_pairs()).await {
+            Ok(p) => p,
+            Err(IdentityError::Unavailable(e)) => return Decision::deny(None, e.into()),
+            Err(IdentityError::Credential(e)) => return Decision::deny(None, e.into()),
+            Err(IdentityError::Token(e)) => return Decision::deny(None, e.into()),
+        };
+        decide_with(
+            snapshot,
+            req.method,
+            req.host,
+            &canonical,
+            principal,
+            self.source,
+        )
+    }
+
+    /// Decides a request for a caller identified some other way (`portcullis check
+    /// --permissions`): the same path and policy steps as `decide`, without a credential.
+    pub fn decide_as(&self, req: &AccessRequest<'_>, principal: Arc<Principal>) -> Decision {
+        let guard = self.snapshot.load();
+        match prepare(guard.as_ref(), req) {
+            Ok((snapshot, canonical)) => decide_with(
+                snapshot,
+                req.method,
+                req.host,
+                &canonical,
+                Some(principal),
+                self.source,
+            ),
+            Err(deny) => deny,
+        }
+    }
+}
+
+/// The serving snapshot and the canonical path, or the deny when either is missing.
+fn prepare<'s, 'r>(
+    snapshot: Option<&'s Arc<PolicySnapshot>>,
+    req: &AccessRequest<'r>,
+) -> Result<(&'s PolicySnapshot, Cow<'r, str>), Decision> {
+    let Some(snapshot) = snapshot else {
+        return Err(Decision::deny(None, DenyCause::NoSnapshot));
+    };
+    match path::canonicalize(req.path) {
+        Ok(p) => Ok((snapshot, p)),
+        Err(e) => Err(Decision::deny(None, e.into())),
+    }
+}
+
+/// Checks a JWT caller against the store's current state, as carried in the snapshot:
+/// revoked token ids, deleted, disabled and revoked users. Returns the user's stored roles
+/// when permissions come from the store.
+fn check_jwt_subject<'s>(
+    snapshot: &'s PolicySnapshot,
+    jwt: &JwtCaller,
+    source: PermissionSource,
+) -> Result<Option<&'s [String]>, Revocation> {
+    let subjects = snapshot.subjects();
+    if jwt
+        .jti
+        .as_deref()
+        .is_some_and(|jti| subjects.is_revoked(jti))
+    {
+        return Err(Revocation::TokenRevoked);
+    }
+    if subjects.is_deleted(&jwt.subject) {
+        return Err(Revocation::UserDeleted);
+    }
+    match subjects.user(&jwt.subject) {
+        Some(u) if u.disabled => Err(Revocation::UserDisabled),
+        Some(u)
+            if u.tokens_valid_after.is_some_and(|t| {
+                jwt.issued_at
+                    .is_none_or(|iat| iat <= UnixTime::from_secs(t))
+            }) =>
+        {
+            Err(Revocation::UserTokensRevoked)
+        }
+        Some(u) if source == PermissionSource::Store => Ok(Some(&u.roles)),
+        None if source == PermissionSource::Store => Err(Revocation::NotInStore),
+        _ => Ok(None),
+    }
+}
+
+/// The policy step alone, for a caller already identified (or not).
+pub fn decide_with(
+    snapshot: &PolicySnapshot,
+    method: &str,
+    host: &str,
+    canonical_path: &str,
+    principal: Option<Arc<Principal>>,
+    source: PermissionSource,
+) -> Decision {
+    let host = path::normalize_host(host);
+    let stored_roles = match principal.as_deref() {
+        Some(Principal::Jwt(jwt)) => match check_jwt_subject(snapshot, jwt, source) {
+            Ok(roles) => roles,
+            Err(why) => return Decision::deny(principal, why.into()),
+        },
+        _ => None,
+    };
+    let grants = match (principal.as_deref(), stored_roles) {
+        (None, _) => snapshot.grants(false, [], []),
+        (Some(_), Some(roles)) => snapshot.grants(true, [], roles.iter().map(String::as_str)),
+        (Some(Principal::Jwt(j)), None) => snapshot.grants(
+            true,
+            j.permissions.iter().map(String::as_str),
+            j.roles.iter().map(String::as_str),
+        ),
+        (Some(Principal::ApiToken(t)), None) => snapshot.limited_grants(
+            true,
+            [],
+            t.roles.iter().map(String::as_str),
+            t.limit.as_deref(),
+        ),
+        (Some(Principal::Assumed { permissions }), None) => {
+            snapshot.grants(true, permissions.iter().map(String::as_str), [])
+        }
+    };
+    let Some(m) = snapshot.evaluate(method, &host, canonical_path, &grants) else {
+        return Decision::deny(principal, DenyCause::NoActivity { held: grants });
+    };
+    let mut permissions: Vec<String> = grants
+        .ids()
+        .map(|id| snapshot.permission_name(id).to_owned())
+        .collect();
+    permissions.sort_unstable();
+    let mut roles: Vec<String> = match (stored_roles, principal.as_deref()) {
+        (Some(roles), _) => roles.to_vec(),
+        (None, Some(Principal::Jwt(j))) => j.roles.clone(),
+        // A limited token must not present its owner's roles: an upstream deciding on
+        // x-auth-roles would ignore the limit.
+        (None, Some(Principal::ApiToken(t))) if t.limit.is_some() => Vec::new(),
+        (None, Some(Principal::ApiToken(t))) => t.roles.clone(),
+        (None, Some(Principal::Assumed { .. }) | None) => Vec::new(),
+    };
+    roles.sort_unstable();
+    roles.dedup();
+    Decision::Allow(Allow {
+        matched_permission: m.permission.to_owned(),
+        matched_activity: m.activity.to_string(),
+        principal,
+        roles,
+        permissions,
+        policy_version: snapshot.version(),
+    })
+}
+
+/// Unique, unguessable-enough decision ids without a syscall per request: a random
+/// per-process prefix and a counter.
+pub struct DecisionIds {
+    prefix: u64,
+    next: AtomicU64,
+}
+
+impl DecisionIds {
+    pub fn new() -> Self {
+        DecisionIds {
+            prefix: rand::random(),
+            next: AtomicU64::new(1),
+        }
+    }
+    pub fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}{:08x}", self.prefix, n)
+    }
+}
+
+impl Default for DecisionIds {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! The policy step as a table, with no database: JWT callers checked against the snapshot's
+//! subjects (revoked jti, the revoke-all boundary, disabled, deleted, store mode), API tokens
+//! with limits, assumed callers, anonymous callers, and the reason each deny maps to.
+
+use super::*;
+use crate::identity::{TokenCaller, TokenSubject};
+use crate::policy::{PolicyDocument, Subjects, UserState};
+
+const POLICY: &str = "permissions:\n  read:\n    activities: [GET /r]\n  write:\n    \
+                      activities: [POST /r]\n  public:\n    activities: [GET /open]\n\
+                      roles:\n  viewer: [read]\n  admin: [read, write]\n";
+
+/// Users: 1 viewer, 2 disabled, 3 whose tokens up to t=1000 are revoked; 9 was deleted;
+/// jti "gone" is revoked.
+fn snapshot() -> PolicySnapshot {
+    let doc = PolicyDocument::from_yaml("test", POLICY).expect("policy");
+    let mut subjects = Subjects::default();
+    let user = |roles: &[&str], disabled, after| UserState {
+        disabled,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        tokens_valid_after: after,
+    };
+    subjects.insert_user("1".to_owned(), user(&["viewer"], false, None));
+    subjects.insert_user("2".to_owned(), user(&["admin"], true, None));
+    subjects.insert_user("3".to_owned(), user(&["admin"], false, Some(1000)));
+    subjects.mark_deleted("9".to_owned());
+    subjects.revoke_jti("gone".to_owned());
+    PolicySnapshot::compile(&doc, 1)
+        .expect("compiles")
+        .with_subjects(subjects)
+}
+
+fn jwt(sub: &str, roles: &[&str], iat: Option<i64>, jti: Option<&str>) -> Arc<Principal> {
+    Arc::new(Principal::Jwt(JwtCaller {
+        subject: sub.to_owned(),
+        email: None,
+        name: None,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        permissions: Vec::new(),
+        expires_at: UnixTime::from_secs(i64::MAX / 2),
+        issued_at: iat.map(UnixTime::from_secs),
+        jti: jti.map(str::to_owned),
+    }))
+}
+
+fn decide(
+    method: &str,
+    path: &str,
+    principal: Option<Arc<Principal>>,
+    source: PermissionSource,
+) -> Decision {
+    decide_with(&snapshot(), method, "", path, principal, source)
+}
+
+/// `Ok(roles shown upstream)` on allow, `Err(reason)` on deny.
+fn outcome(d: &Decision) -> Result<Vec<String>, Reason> {
+    match d {
+        Decision::Allow(a) => Ok(a.roles.clone()),
+        Decision::Deny(d) => Err(d.reason),
+    }
+}
+
+/// (name, caller, permission source, method, expected outcome)
+type Case = (
+    &'static str,
+    Arc<Principal>,
+    PermissionSource,
+    &'static str,
+    Result<(), Reason>,
+);
+
+#[test]
+fn jwt_callers_are_checked_against_the_stores_current_state() {
+    use PermissionSource::{Store, Token};
+    let admin = ["admin"];
+    let cases: Vec<Case> = vec![
+        (
+            "claims grant write",
+            jwt("1", &admin, None, None),
+            Token,
+            "POST",
+            Ok(()),
+        ),
+        (
+            "store says viewer",
+            jwt("1", &admin, None, None),
+            Store,
+            "POST",
+            Err(Reason::NoMatchingActivity),
+        ),
+        (
+            "store roles read",
+            jwt("1", &[], None, None),
+            Store,
+            "GET",
+            Ok(()),
+        ),
+        (
+            "revoked jti",
+            jwt("1", &admin, None, Some("gone")),
+            Token,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "other jti",
+            jwt("1", &admin, None, Some("kept")),
+            Token,
+            "GET",
+            Ok(()),
+        ),
+        (
+            "disabled, token mode",
+            jwt("2", &admin, None, None),
+            Token,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "disabled, store mode",
+            jwt("2", &admin, None, None),
+            Store,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "deleted, token mode",
+            jwt("9", &admin, None, None),
+            Token,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "deleted, store mode",
+            jwt("9", &admin, None, None),
+            Store,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "unknown, token mode",
+            jwt("77", &admin, None, None),
+            Token,
+            "GET",
+            Ok(()),
+        ),
+        (
+            "unknown, store mode",
+            jwt("77", &admin, None, None),
+            Store,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "issued before revoke-all",
+            jwt("3", &admin, Some(999), None),
+            Token,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "issued at revoke-all",
+            jwt("3", &admin, Some(1000), None),
+            Token,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "issued after revoke-all",
+            jwt("3", &admin, Some(1001), None),
+            Token,
+            "GET",
+            Ok(()),
+        ),
+        (
+            "no iat after revoke-all",
+            jwt("3", &admin, None, None),
+            Token,
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+    ];
+    for (name, principal, source, method, expected) in cases {
+        let got = outcome(&decide(method, "/r", Some(principal), source)).map(|_| ());
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+#[test]
+fn revocations_carry_their_cause() {
+    let causes = [
+        (jwt("1", &[], None, Some("gone")), Revocation::TokenRevoked),
+        (jwt("2", &[], None, None), Revocation::UserDisabled),
+        (jwt("3", &[], Some(5), None), Revocation::UserTokensRevoked),
+        (jwt("9", &[], None, None), Revocation::UserDeleted),
+    ];
+    for (principal, expected) in causes {
+        let Decision::Deny(d) = decide("GET", "/r", Some(principal), PermissionSource::Token)
+        else {
+            panic!("allowed")
+        };
+        assert!(
+            matches!(d.cause, DenyCause::Revoked(r) if r == expected),
+            "{:?}",
+            d.cause
+        );
+        assert!(d.principal.is_some(), "the log can say who was refused");
+    }
+}
+
+#[test]
+fn store_mode_shows_the_stored_roles_upstream() {
+    let d = decide(
+        "GET",
+        "/r",
+        Some(jwt("1", &["admin"], None, None)),
+        PermissionSource::Store,
+    );
+    assert_eq!(outcome(&d), Ok(vec!["viewer".to_owned()]));
+}
+
+#[test]
+fn a_limited_api_token_holds_only_its_limit_and_hides_its_owners_roles() {
+    let token = |limit: Option<&[&str]>| {
+        Arc::new(Principal::ApiToken(TokenCaller {
+            token_id: "tok_1".to_owned(),
+            owner: TokenSubject::User {
+                id: 1,
+                email: "v@x.com".to_owned(),
+                name: None,
+            },
+            roles: vec!["admin".to_owned()],
+            limit: limit.map(|l| l.iter().map(|p| (*p).to_owned()).collect()),
+            expires_at: None,
+        }))
+    };
+    let full = token(None);
+    assert_eq!(
+        outcome(&decide("POST", "/r", Some(full), PermissionSource::Token)),
+        Ok(vec!["admin".to_owned()])
+    );
+    let limited = token(Some(&["read"]));
+    assert_eq!(
+        outcome(&decide(
+            "GET",
+            "/r",
+            Some(limited.clone()),
+            PermissionSource::Token
+        )),
+        Ok(Vec::new()),
+        "no roles upstream: an upstream deciding on x-auth-roles would ignore the limit"
+    );
+    assert_eq!(
+        outcome(&decide(
+            "POST",
+            "/r",
+            Some(limited),
+            PermissionSource::Token
+        )),
+        Err(Reason::NoMatchingActivity)
+    );
+    // Tokens are never checked against the JWT subjects (a service account has none).
+    let Decision::Allow(a) = decide("GET", "/r", Some(token(None)), PermissionSource::Store) else {
+        panic!("denied")
+    };
+    assert_eq!(a.permissions, ["authenticated", "public", "read", "write"]);
+}
+
+#[test]
+fn anonymous_and_assumed_callers() {
+    assert_eq!(
+        outcome(&decide("GET", "/open", None, PermissionSource::Token)),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        outcome(&decide("GET", "/r", None, PermissionSource::Token)),
+        Err(Reason::MissingCredential)
+    );
+    let assumed = Arc::new(Principal::Assumed {
+        permissions: vec!["write".to_owned()],
+    });
+    assert_eq!(
+        outcome(&decide(
+            "POST",
+            "/r",
+            Some(assumed.clone()),
+            PermissionSource::Store
+        )),
+        Ok(Vec::new())
+    );
+    assert_eq!(
+        outcome(&decide("GET", "/r", Some(assumed), PermissionSource::Store)),
+        Err(Reason::NoMatchingActivity)
+    );
+}
+
+#[test]
+fn anchoring_and_method_are_exact() {
+    let viewer = || Some(jwt("1", &["viewer"], None, None));
+    for (method, path, allowed) in [
+        ("GET", "/r", true),
+        ("GET", "/r/", false),
+        ("GET", "/rr", false),
+        ("GET", "/x/r", false),
+        ("HEAD", "/r", false),
+    ] {
+        let got = outcome(&decide(method, path, viewer(), PermissionSource::Token)).is_ok();
+        assert_eq!(got, allowed, "{method} {path}");
+    }
+}
+
+#[test]
+fn each_cause_maps_to_its_reason() {
+    use crate::identity::{CredentialError, LookupError, TokenError};
+    use crate::policy::path::canonicalize;
+    let path_error = canonicalize("/a/../b").expect_err("dot segment");
+    let someone = jwt("1", &[], None, None);
+    let cases: Vec<(Deny, Reason)> = vec![
+        (
+            Deny::new(None, DenyCause::NoSnapshot),
+            Reason::PolicyUnavailable,
+        ),
+        (Deny::new(None, path_error.into()), Reason::InvalidPath),
+        (
+            Deny::new(None, TokenError::Expired.into()),
+            Reason::InvalidToken,
+        ),
+        (
+            Deny::new(None, CredentialError::DuplicateAuthorization.into()),
+            Reason::AmbiguousCredential,
+        ),
+        (
+            Deny::new(None, LookupError("timed out".into()).into()),
+            Reason::TokenStoreUnavailable,
+        ),
+    ];
+    for (deny, reason) in cases {
+        assert_eq!(deny.reason, reason, "{:?}", deny.cause);
+    }
+    let held = snapshot().grants(true, [], []);
+    assert_eq!(
+        Deny::new(None, DenyCause::NoActivity { held: held.clone() }).reason,
+        Reason::MissingCredential
+    );
+    assert_eq!(
+        Deny::new(Some(someone), DenyCause::NoActivity { held }).reason,
+        Reason::NoMatchingActivity
+    );
+}
