@@ -28,6 +28,8 @@ pub enum CredentialError {
     UnsupportedScheme,
     #[error("the Authorization header is malformed")]
     MalformedAuthorization,
+    #[error("the API token header is empty or malformed")]
+    MalformedApiTokenHeader,
     #[error("more than one credential cookie")]
     DuplicateCookie,
     #[error("the credential cookie is empty or malformed")]
@@ -70,7 +72,7 @@ pub fn extract<'a>(
             }
             let value = value.trim();
             if !token_chars(value) {
-                return Err(CredentialError::MalformedAuthorization);
+                return Err(CredentialError::MalformedApiTokenHeader);
             }
             api_header = Some(value);
         } else if name.eq_ignore_ascii_case("authorization") {
@@ -307,7 +309,7 @@ mod tests {
                 ],
                 Err(ApiTokenWithJwt),
             ),
-            (&[("x-api-token", "")], Err(MalformedAuthorization)),
+            (&[("x-api-token", "")], Err(MalformedApiTokenHeader)),
         ];
         for (headers, expected) in cases {
             assert_eq!(run(headers), *expected, "{headers:?}");

@@ -88,32 +88,7 @@ fn start_shared_cluster() -> String {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("cluster dir");
     let ids = postgres_ids();
-    if ids.is_some() {
-        let ok = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .expect("chown");
-        assert!(ok.success());
-    }
-    let data = dir.join("data");
-    let out = pg_tool(
-        "initdb",
-        &[
-            "-D",
-            path(&data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let data = init_cluster(&dir);
     let port = free_port();
     let log = std::fs::File::create(dir.join("postgres.log")).expect("log file");
     let mut cmd = Command::new(pg_program("postgres"));
@@ -166,6 +141,38 @@ fn start_shared_cluster() -> String {
         "private PostgreSQL did not become ready: {}",
         std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default()
     );
+}
+
+/// A new cluster's data directory under `dir` (owned by the postgres user when we are root,
+/// since the server refuses to run as root), initialized with trust authentication.
+fn init_cluster(dir: &Path) -> PathBuf {
+    if is_root() {
+        let ok = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir)
+            .status()
+            .expect("chown");
+        assert!(ok.success());
+    }
+    let data = dir.join("data");
+    let out = pg_tool(
+        "initdb",
+        &[
+            "-D",
+            path(&data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    data
 }
 
 fn free_port() -> u16 {
@@ -264,32 +271,7 @@ impl PgCluster {
             .prefix("portcullis-pg")
             .tempdir()
             .expect("tempdir");
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()
-                .expect("chown");
-            assert!(ok.success());
-        }
-        let data = dir.path().join("data");
-        let out = pg_tool(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().expect("utf-8"),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        init_cluster(dir.path());
         let port = free_port();
         let cluster = PgCluster { dir, port };
         cluster.resume();
