@@ -182,7 +182,10 @@ mod tests {
         let bad = doc("users:\n  - {email: n@x.com, roles: [ghost]}\n");
         let err = apply(&store, &bad, false, false).await.unwrap_err();
         assert!(matches!(err, ManageError::Policy(_)), "{err:?}");
-        assert!(err.to_string().contains("unknown role \"ghost\""), "{err}");
+        assert!(
+            crate::error_chain(&err).contains("unknown role \"ghost\""),
+            "{err:?}"
+        );
         assert_eq!(store.policy_version().await.unwrap(), 1);
     }
 

@@ -197,7 +197,8 @@ async fn policy_story(store: &dyn PolicyStore, sql: Option<&SqlStore>) {
     let err = manage::load_snapshot(store)
         .await
         .expect_err("bad regex row");
-    assert!(err.to_string().contains("does not compile"), "{err}");
+    let chain = portcullis::error_chain(&err);
+    assert!(chain.contains("does not compile"), "{chain}");
 }
 
 #[tokio::test]

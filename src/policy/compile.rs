@@ -1,54 +1,20 @@
-//! Compiles a `PolicyDocument` into an immutable `PolicySnapshot`: one anchored `RegexSet` per
-//! method, each pattern mapped to the bitset of permissions granting it. Evaluation is pure,
-//! synchronous and compiles nothing; a document that does not compile produces no snapshot.
+//! Compiles a validated `PolicyDocument` into an immutable `PolicySnapshot`: per method, anchored
+//! `RegexSet`s bucketed by literal prefix (built by `pattern`), each pattern mapped to the bitset
+//! of permissions granting it; grants and `evaluate`. Evaluation is pure, synchronous and
+//! compiles nothing; a document that does not compile produces no snapshot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex::RegexSet;
 
-use super::document::{
-    Activity, Method, PolicyDocument, AUTHENTICATED, MAX_PATH_PATTERN_LEN, PUBLIC,
-};
+use super::document::{Activity, Method, PolicyDocument, AUTHENTICATED, PUBLIC};
+use super::pattern::{self, literal_prefix};
 use super::{PolicyError, Subjects};
 
-/// Compiled size limit for one activity regex (CVE-2022-24713: compile-time blow-up).
-pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
-/// Compiled size limit for the per-method set of all activity regexes.
-pub const REGEX_SET_SIZE_LIMIT: usize = 512 * 1024 * 1024;
-/// Nesting limit for activity regexes.
-const REGEX_NEST_LIMIT: u32 = 64;
-
-/// Wraps a policy path so it must match the whole canonical path.
-fn anchored(path: &str) -> String {
-    format!(r"\A(?:{path})\z")
-}
-
-/// Compiles one activity path the way the snapshot will, with its size limits. Used for
-/// validation so a bad regex is reported against its entry.
-pub fn compile_activity_regex(path: &str) -> Result<Regex, String> {
-    if path.is_empty() {
-        return Err("empty path regex".to_owned());
-    }
-    if path.len() > MAX_PATH_PATTERN_LEN {
-        return Err(format!(
-            "path regex longer than {MAX_PATH_PATTERN_LEN} bytes"
-        ));
-    }
-    // On its own first: an unbalanced `)` could otherwise close the anchoring group early
-    // (`")|(.*"` would become `\A(?:)|(.*)\z`, matching every path).
-    RegexBuilder::new(path)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
-        .map_err(|e| format!("path regex does not compile: {e}"))?;
-    RegexBuilder::new(&anchored(path))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .nest_limit(REGEX_NEST_LIMIT)
-        .build()
-        .map_err(|e| format!("path regex does not compile: {e}"))
-}
+// Kept at their old paths for callers; they live in `pattern`.
+pub use super::pattern::{compile_activity_regex, REGEX_SET_SIZE_LIMIT, REGEX_SIZE_LIMIT};
 
 /// Index of a permission within a snapshot; also its bit in a `Grants` set.
 pub type PermissionId = usize;
@@ -85,31 +51,6 @@ struct Bucket {
 #[derive(Debug, Default)]
 struct MethodTable {
     buckets: HashMap<Box<str>, Bucket>,
-}
-
-/// The part of an (anchored) path regex every match must start with, cut back to a `/` so it
-/// names a directory; `""` when nothing is certain (alternation, a leading group or class).
-pub fn literal_prefix(pattern: &str) -> &str {
-    if pattern.contains('|') {
-        return "";
-    }
-    let meta = pattern
-        .char_indices()
-        .find(|(_, c)| "\\.+*?()[]{}^$|#".contains(*c) || c.is_whitespace())
-        .unwrap_or((pattern.len(), ' '));
-    let mut end = meta.0;
-    // A quantifier applies to the character before it, which is then not certain either.
-    if matches!(meta.1, '?' | '*' | '+' | '{') {
-        end = pattern[..end]
-            .char_indices()
-            .last()
-            .map(|(i, _)| i)
-            .unwrap_or(0);
-    }
-    match pattern[..end].rfind('/') {
-        Some(slash) => &pattern[..=slash],
-        None => "",
-    }
 }
 
 /// A slot per concrete method, and one for methods the policy cannot name (only `*` applies).
@@ -149,10 +90,7 @@ pub struct Match<'a> {
 impl PolicySnapshot {
     /// Compiles a validated document. `version` is the store's policy version it came from.
     pub fn compile(doc: &PolicyDocument, version: i64) -> Result<Self, PolicyError> {
-        doc.validate().map_err(|problem| PolicyError::Invalid {
-            origin: format!("policy version {version}"),
-            problem,
-        })?;
+        doc.validate_as(&format!("policy version {version}"))?;
         // Reserved permissions always exist, so every snapshot can answer for them.
         let mut names: Vec<Arc<str>> = doc
             .permissions
@@ -202,18 +140,11 @@ impl PolicySnapshot {
             }
             let mut table = MethodTable::default();
             for (prefix, members) in members {
-                let set = RegexSetBuilder::new(
-                    members
-                        .iter()
-                        .map(|&i| anchored(&activities[i].activity.path)),
-                )
-                .size_limit(REGEX_SET_SIZE_LIMIT)
-                .nest_limit(REGEX_NEST_LIMIT)
-                .build()
-                .map_err(|e| PolicyError::Compile {
-                    version,
-                    problem: e.to_string(),
-                })?;
+                let paths = members
+                    .iter()
+                    .map(|&i| activities[i].activity.path.as_str());
+                let set = pattern::compile_set(paths)
+                    .map_err(|source| PolicyError::Compile { version, source })?;
                 table.buckets.insert(
                     prefix.into(),
                     Bucket {
@@ -368,266 +299,4 @@ impl PolicySnapshot {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn snapshot(yaml: &str) -> PolicySnapshot {
-        let doc = PolicyDocument::from_yaml("test", yaml).expect("valid policy");
-        PolicySnapshot::compile(&doc, 1).expect("compiles")
-    }
-
-    const POLICY: &str = r#"
-permissions:
-  roles:read:
-    activities: [GET /api/v1/roles, "GET /api/v1/roles/[^/]+/users"]
-  roles:write:
-    activities:
-      - POST /api/v1/roles
-      - {method: PUT, path: "/api/v1/roles/[^/]+", host: allocations.example.com}
-  anything:
-    activities: ["* /any/.*"]
-  public:
-    activities: [GET /healthz]
-  authenticated:
-    activities: [GET /api/v1/me]
-roles:
-  admin: [roles:read, roles:write]
-"#;
-
-    /// (method, host, path, permissions held, identified, expected permission or None)
-    type Case = (
-        &'static str,
-        &'static str,
-        &'static str,
-        &'static [&'static str],
-        bool,
-        Option<&'static str>,
-    );
-
-    #[test]
-    fn decision_table() {
-        let s = snapshot(POLICY);
-        let cases: &[Case] = &[
-            (
-                "GET",
-                "a",
-                "/api/v1/roles",
-                &["roles:read"],
-                true,
-                Some("roles:read"),
-            ),
-            (
-                "GET",
-                "a",
-                "/api/v1/roles/42/users",
-                &["roles:read"],
-                true,
-                Some("roles:read"),
-            ),
-            // anchoring: neither prefix nor suffix of a longer path matches
-            (
-                "GET",
-                "a",
-                "/api/v1/roles/42/users/x",
-                &["roles:read"],
-                true,
-                None,
-            ),
-            (
-                "GET",
-                "a",
-                "/api/v1/roles/x/delete",
-                &["roles:read"],
-                true,
-                None,
-            ),
-            ("GET", "a", "/x/api/v1/roles", &["roles:read"], true, None),
-            (
-                "GET",
-                "a",
-                "/api/v1/roles/a/b/users",
-                &["roles:read"],
-                true,
-                None,
-            ),
-            // case and trailing slash are policy, not normalization
-            ("GET", "a", "/api/v1/Roles", &["roles:read"], true, None),
-            ("GET", "a", "/api/v1/roles/", &["roles:read"], true, None),
-            // method scoping
-            ("POST", "a", "/api/v1/roles", &["roles:read"], true, None),
-            (
-                "POST",
-                "a",
-                "/api/v1/roles",
-                &["roles:write"],
-                true,
-                Some("roles:write"),
-            ),
-            ("DELETE", "a", "/api/v1/roles", &["roles:write"], true, None),
-            ("get", "a", "/api/v1/roles", &["roles:read"], true, None),
-            // host scoping
-            (
-                "PUT",
-                "allocations.example.com",
-                "/api/v1/roles/7",
-                &["roles:write"],
-                true,
-                Some("roles:write"),
-            ),
-            (
-                "PUT",
-                "other.example.com",
-                "/api/v1/roles/7",
-                &["roles:write"],
-                true,
-                None,
-            ),
-            // `*` covers every method, including ones policy cannot name
-            (
-                "PATCH",
-                "a",
-                "/any/thing",
-                &["anything"],
-                true,
-                Some("anything"),
-            ),
-            (
-                "PROPFIND",
-                "a",
-                "/any/thing",
-                &["anything"],
-                true,
-                Some("anything"),
-            ),
-            ("PROPFIND", "a", "/healthz", &[], false, None),
-            // reserved permissions
-            ("GET", "a", "/healthz", &[], false, Some("public")),
-            ("GET", "a", "/api/v1/me", &[], false, None),
-            ("GET", "a", "/api/v1/me", &[], true, Some("authenticated")),
-            // unknown permission names grant nothing
-            (
-                "GET",
-                "a",
-                "/api/v1/roles",
-                &["admin", "roles:*"],
-                true,
-                None,
-            ),
-        ];
-        for (method, host, path, perms, identified, expected) in cases {
-            let grants = s.grants(*identified, perms.iter().copied(), []);
-            let got = s
-                .evaluate(method, host, path, &grants)
-                .map(|m| m.permission);
-            assert_eq!(got, *expected, "{method} {host} {path} with {perms:?}");
-        }
-    }
-
-    #[test]
-    fn roles_expand_to_their_permissions() {
-        let s = snapshot(POLICY);
-        let grants = s.grants(true, [], ["admin"]);
-        assert_eq!(
-            s.evaluate("POST", "a", "/api/v1/roles", &grants)
-                .map(|m| m.permission),
-            Some("roles:write")
-        );
-        let anonymous_roles = s.grants(false, [], ["admin"]);
-        assert!(s
-            .evaluate("POST", "a", "/api/v1/roles", &anonymous_roles)
-            .is_none());
-    }
-
-    #[test]
-    fn a_limit_never_adds_and_only_narrows() {
-        let s = snapshot(POLICY);
-        let read_only = ["roles:read".to_owned()];
-        let grants = s.limited_grants(true, [], ["admin"], Some(&read_only));
-        assert!(s.evaluate("GET", "a", "/api/v1/roles", &grants).is_some());
-        assert!(s.evaluate("POST", "a", "/api/v1/roles", &grants).is_none());
-        assert!(
-            s.evaluate("GET", "a", "/api/v1/me", &grants).is_some(),
-            "reserved permissions stay"
-        );
-        // A limit naming a permission the owner lacks grants nothing extra.
-        let more = ["anything".to_owned()];
-        let grants = s.limited_grants(true, [], ["admin"], Some(&more));
-        assert!(s.evaluate("GET", "a", "/any/x", &grants).is_none());
-    }
-
-    #[test]
-    fn match_names_the_activity() {
-        let s = snapshot(POLICY);
-        let grants = s.grants(true, ["roles:read"], []);
-        let m = s
-            .evaluate("GET", "a", "/api/v1/roles/1/users", &grants)
-            .expect("allowed");
-        assert_eq!(m.activity.to_string(), "GET /api/v1/roles/[^/]+/users");
-    }
-
-    #[test]
-    fn literal_prefixes_are_certain_directories() {
-        let cases = [
-            ("/api/v1/roles", "/api/v1/"),
-            ("/api/v1/roles/[^/]+/users", "/api/v1/roles/"),
-            ("/api/v1/roles/", "/api/v1/roles/"),
-            ("/healthz", "/"),
-            ("/api/v1.0/x", "/api/"),
-            ("/api/v1s?/x", "/api/"),
-            ("/api/?x", "/"),
-            ("/api/x*", "/api/"),
-            ("/api/v1/(a|b)", ""),
-            ("/a|/b.*", ""),
-            ("(?i)/admin", ""),
-            (".*", ""),
-            ("[/]admin/x", ""),
-            ("/files/\\d+", "/files/"),
-            ("/caf\u{e9}/menu", "/caf\u{e9}/"),
-        ];
-        for (pattern, expected) in cases {
-            assert_eq!(literal_prefix(pattern), expected, "{pattern}");
-        }
-    }
-
-    #[test]
-    fn bucketed_matching_finds_every_kind_of_activity() {
-        let s = snapshot(
-            "permissions:\n  p:\n    activities: [\"GET /a/b/[0-9]+\", \"GET .*/deep\", \"GET (?i)/CASE\", \"GET /x/?y\", GET /]\n",
-        );
-        let grants = s.grants(true, ["p"], []);
-        for path in ["/a/b/12", "/q/r/deep", "/case", "/CaSe", "/xy", "/x/y", "/"] {
-            assert!(s.evaluate("GET", "h", path, &grants).is_some(), "{path}");
-        }
-        for path in ["/a/b/x", "/a/c/1", "/casex", "/x//y", "/deep/x"] {
-            assert!(s.evaluate("GET", "h", path, &grants).is_none(), "{path}");
-        }
-    }
-
-    #[test]
-    fn empty_policy_compiles_and_denies() {
-        let s = snapshot("{}");
-        let grants = s.grants(true, [], []);
-        assert!(s.evaluate("GET", "a", "/", &grants).is_none());
-    }
-
-    #[test]
-    fn unbalanced_groups_cannot_break_out_of_the_anchor() {
-        for pattern in [")|(.*", "/a)|(.*", "/a)|(?:/b"] {
-            let doc = format!("permissions:\n  p:\n    activities: [\"GET {pattern}\"]\n");
-            assert!(
-                PolicyDocument::from_yaml("t", &doc).is_err(),
-                "{pattern} accepted"
-            );
-        }
-    }
-
-    #[test]
-    fn alternation_cannot_escape_the_anchor() {
-        let s = snapshot("permissions:\n  p:\n    activities: [\"GET /a|/b.*\"]\n");
-        let grants = s.grants(true, ["p"], []);
-        assert!(s.evaluate("GET", "h", "/a", &grants).is_some());
-        assert!(s.evaluate("GET", "h", "/b/x", &grants).is_some());
-        assert!(s.evaluate("GET", "h", "/a/x", &grants).is_none());
-        assert!(s.evaluate("GET", "h", "/x/a", &grants).is_none());
-    }
-}
+mod tests;

@@ -1,8 +1,9 @@
 //! The declarative policy file: permissions (each a list of activities), roles (each a list of
-//! permissions) and users (each a list of roles). It is the one shape shared by `policy apply`,
-//! `policy export` and the snapshot compiler; `validate` accepts only what compiles.
+//! permissions), users and service accounts (each a list of roles); parsing and writing it. It
+//! is the one shape shared by `policy apply`, `policy export` and the snapshot compiler; a
+//! parsed file has valid entries (`validate`), and references are checked before it compiles.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,10 @@ use super::PolicyError;
 pub const PUBLIC: &str = "public";
 /// Granted to every identified caller.
 pub const AUTHENTICATED: &str = "authenticated";
-/// Longest activity path regex accepted, in bytes.
-pub const MAX_PATH_PATTERN_LEN: usize = 1024;
+
+// Kept at their old paths for callers; they live in `pattern` and `validate`.
+pub use super::pattern::MAX_PATH_PATTERN_LEN;
+pub use super::validate::{lint, valid_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,31 +162,38 @@ struct FullActivity {
     host: Option<String>,
 }
 
-impl TryFrom<ActivityRepr> for Activity {
-    type Error = String;
+/// Why an activity entry cannot be read (reported inside the parse error, with its line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActivityError {
+    #[error("activity {text:?} is not \"METHOD PATH-REGEX\"")]
+    NotMethodAndPath { text: String },
+    #[error("unknown method {method:?} (expected GET HEAD POST PUT PATCH DELETE OPTIONS or *)")]
+    UnknownMethod { method: String },
+    #[error("host {host:?} must be a plain host name without port")]
+    HostWithPort { host: String },
+}
 
-    fn try_from(repr: ActivityRepr) -> Result<Self, String> {
+impl TryFrom<ActivityRepr> for Activity {
+    type Error = ActivityError;
+
+    fn try_from(repr: ActivityRepr) -> Result<Self, ActivityError> {
         let (method, path, host) = match repr {
             ActivityRepr::Short(s) => {
                 let s = s.trim();
                 let (method, path) = s
                     .split_once(char::is_whitespace)
-                    .ok_or_else(|| format!("activity {s:?} is not \"METHOD PATH-REGEX\""))?;
+                    .ok_or_else(|| ActivityError::NotMethodAndPath { text: s.to_owned() })?;
                 (method.to_owned(), path.trim().to_owned(), None)
             }
             ActivityRepr::Full(f) => (f.method, f.path, f.host),
         };
-        let method = Method::parse(&method).ok_or_else(|| {
-            format!(
-                "unknown method {method:?} (expected GET HEAD POST PUT PATCH DELETE OPTIONS or *)"
-            )
-        })?;
+        let method = Method::parse(&method).ok_or(ActivityError::UnknownMethod { method })?;
         let host = match host {
             Some(h) if h.is_empty() => None,
             Some(h) => {
                 let normalized = super::path::normalize_host(&h).into_owned();
                 if normalized != h.to_ascii_lowercase() || h.contains(':') {
-                    return Err(format!("host {h:?} must be a plain host name without port"));
+                    return Err(ActivityError::HostWithPort { host: h });
                 }
                 Some(normalized)
             }
@@ -206,20 +216,6 @@ impl From<Activity> for ActivityRepr {
     }
 }
 
-/// Names of permissions, roles: letters, digits and `_ . : -`, so they are safe in a
-/// comma-separated header.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
-}
-
 impl PolicyDocument {
     /// Parses a policy file; `origin` names it in errors.
     pub fn from_yaml(origin: &str, text: &str) -> Result<Self, PolicyError> {
@@ -229,96 +225,12 @@ impl PolicyDocument {
                 source,
             })?;
         doc.validate_entries()
-            .map_err(|problem| PolicyError::Invalid {
-                origin: origin.to_owned(),
-                problem,
-            })?;
+            .map_err(|problem| PolicyError::invalid(origin, problem))?;
         Ok(doc)
     }
 
     pub fn to_yaml(&self) -> Result<String, PolicyError> {
-        serde_norway::to_string(self).map_err(|source| PolicyError::Parse {
-            origin: "export".to_owned(),
-            source,
-        })
-    }
-
-    /// Checks every entry on its own (names, methods, regexes, emails) but not references, so
-    /// a partial file may name permissions and roles that are already stored.
-    pub fn validate_entries(&self) -> Result<(), String> {
-        for (name, spec) in &self.permissions {
-            if !valid_name(name) {
-                return Err(format!("permission {name:?}: invalid name"));
-            }
-            for activity in &spec.activities {
-                super::compile::compile_activity_regex(&activity.path)
-                    .map_err(|e| format!("permission {name:?}: activity {activity}: {e}"))?;
-            }
-        }
-        for role in self.roles.keys() {
-            if !valid_name(role) {
-                return Err(format!("role {role:?}: invalid name"));
-            }
-        }
-        let mut emails = BTreeSet::new();
-        for user in &self.users {
-            let email = &user.email;
-            if email.is_empty() || !email.contains('@') || email.chars().any(char::is_whitespace) {
-                return Err(format!("user {email:?}: invalid email"));
-            }
-            if !emails.insert(email.to_ascii_lowercase()) {
-                return Err(format!("user {email:?}: listed twice"));
-            }
-        }
-        let mut names = BTreeSet::new();
-        for sa in &self.service_accounts {
-            if !valid_name(&sa.name) {
-                return Err(format!("service account {:?}: invalid name", sa.name));
-            }
-            if !names.insert(sa.name.as_str()) {
-                return Err(format!("service account {:?}: listed twice", sa.name));
-            }
-        }
-        Ok(())
-    }
-
-    /// Checks every entry and every reference: what a whole policy must satisfy to compile.
-    pub fn validate(&self) -> Result<(), String> {
-        self.validate_entries()?;
-        for (role, permissions) in &self.roles {
-            for p in permissions {
-                if !self.permissions.contains_key(p) {
-                    return Err(format!("role {role:?}: unknown permission {p:?}"));
-                }
-            }
-        }
-        for user in &self.users {
-            let email = &user.email;
-            for role in &user.roles {
-                if !self.roles.contains_key(role) {
-                    return Err(format!("user {email:?}: unknown role {role:?}"));
-                }
-            }
-        }
-        for sa in &self.service_accounts {
-            for role in &sa.roles {
-                if !self.roles.contains_key(role) {
-                    return Err(format!(
-                        "service account {:?}: unknown role {role:?}",
-                        sa.name
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `validate`, with the problem attributed to `origin`.
-    pub fn validate_as(&self, origin: &str) -> Result<(), PolicyError> {
-        self.validate().map_err(|problem| PolicyError::Invalid {
-            origin: origin.to_owned(),
-            problem,
-        })
+        serde_norway::to_string(self).map_err(PolicyError::Serialize)
     }
 
     /// Puts every list in a canonical order, so two equal policies compare and export equal.
@@ -343,199 +255,12 @@ impl PolicyDocument {
         }
         self.service_accounts.sort_by(|a, b| a.name.cmp(&b.name));
     }
-
-    /// What the store holds after applying `file` over `self`: with `prune`, exactly the file;
-    /// otherwise the current entries with the file's entries replacing those of the same name.
-    pub fn merged_with(&self, file: &PolicyDocument, prune: bool) -> PolicyDocument {
-        let mut merged = if prune {
-            PolicyDocument::default()
-        } else {
-            self.clone()
-        };
-        merged
-            .permissions
-            .extend(file.permissions.iter().map(|(k, v)| (k.clone(), v.clone())));
-        merged
-            .roles
-            .extend(file.roles.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let mut users: BTreeMap<String, UserSpec> = merged
-            .users
-            .drain(..)
-            .map(|u| (u.email.to_ascii_lowercase(), u))
-            .collect();
-        users.extend(
-            file.users
-                .iter()
-                .map(|u| (u.email.to_ascii_lowercase(), u.clone())),
-        );
-        merged.users = users.into_values().collect();
-        let mut accounts: BTreeMap<String, ServiceAccountSpec> = merged
-            .service_accounts
-            .drain(..)
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        accounts.extend(
-            file.service_accounts
-                .iter()
-                .map(|s| (s.name.clone(), s.clone())),
-        );
-        merged.service_accounts = accounts.into_values().collect();
-        merged.normalize();
-        merged
-    }
-
-    /// Human-readable differences from `self` to `other`, one line each (`+`, `-`, `~`).
-    pub fn diff(&self, other: &PolicyDocument) -> Vec<String> {
-        let mut lines = Vec::new();
-        diff_maps(
-            &mut lines,
-            "permission",
-            &self.permissions,
-            &other.permissions,
-            |a, b| {
-                let mut out = Vec::new();
-                if a.description != b.description {
-                    out.push(format!(
-                        "description {:?} -> {:?}",
-                        a.description, b.description
-                    ));
-                }
-                for act in b.activities.iter().filter(|x| !a.activities.contains(x)) {
-                    out.push(format!("+activity {act}"));
-                }
-                for act in a.activities.iter().filter(|x| !b.activities.contains(x)) {
-                    out.push(format!("-activity {act}"));
-                }
-                out
-            },
-        );
-        diff_maps(&mut lines, "role", &self.roles, &other.roles, |a, b| {
-            list_changes("permission", a, b)
-        });
-        let users_a: BTreeMap<_, _> = self.users.iter().map(|u| (u.email.clone(), u)).collect();
-        let users_b: BTreeMap<_, _> = other.users.iter().map(|u| (u.email.clone(), u)).collect();
-        diff_maps(&mut lines, "user", &users_a, &users_b, |a, b| {
-            let mut out = Vec::new();
-            if a.name != b.name {
-                out.push(format!("name {:?} -> {:?}", a.name, b.name));
-            }
-            if a.disabled != b.disabled {
-                out.push(format!("disabled {} -> {}", a.disabled, b.disabled));
-            }
-            out.extend(list_changes("role", &a.roles, &b.roles));
-            out
-        });
-        let sa_a: BTreeMap<_, _> = self
-            .service_accounts
-            .iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        let sa_b: BTreeMap<_, _> = other
-            .service_accounts
-            .iter()
-            .map(|s| (s.name.clone(), s))
-            .collect();
-        diff_maps(&mut lines, "service account", &sa_a, &sa_b, |a, b| {
-            let mut out = Vec::new();
-            if a.description != b.description {
-                out.push(format!(
-                    "description {:?} -> {:?}",
-                    a.description, b.description
-                ));
-            }
-            if a.disabled != b.disabled {
-                out.push(format!("disabled {} -> {}", a.disabled, b.disabled));
-            }
-            out.extend(list_changes("role", &a.roles, &b.roles));
-            out
-        });
-        lines
-    }
-}
-
-fn list_changes(what: &str, a: &[String], b: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = b
-        .iter()
-        .filter(|x| !a.contains(x))
-        .map(|x| format!("+{what} {x}"))
-        .collect();
-    out.extend(
-        a.iter()
-            .filter(|x| !b.contains(x))
-            .map(|x| format!("-{what} {x}")),
-    );
-    out
-}
-
-fn diff_maps<V: PartialEq>(
-    lines: &mut Vec<String>,
-    kind: &str,
-    a: &BTreeMap<String, V>,
-    b: &BTreeMap<String, V>,
-    changes: impl Fn(&V, &V) -> Vec<String>,
-) {
-    for (name, new) in b {
-        match a.get(name) {
-            None => lines.push(format!("+ {kind} {name}")),
-            Some(old) if old != new => {
-                lines.push(format!("~ {kind} {name}: {}", changes(old, new).join(", ")))
-            }
-            Some(_) => {}
-        }
-    }
-    for name in a.keys().filter(|n| !b.contains_key(*n)) {
-        lines.push(format!("- {kind} {name}"));
-    }
-}
-
-/// Lint warnings that do not stop an apply: a `.` in a segment that otherwise reads as literal
-/// text matches any character (Istio CVE-2026-39350).
-pub fn lint(doc: &PolicyDocument) -> Vec<String> {
-    let mut warnings = Vec::new();
-    for (name, spec) in &doc.permissions {
-        for activity in &spec.activities {
-            for segment in activity.path.split('/') {
-                let literal_looking = segment.contains('.')
-                    && !segment.contains('\\')
-                    && segment
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '~'));
-                if literal_looking {
-                    warnings.push(format!(
-                        "permission {name:?}: activity {activity}: unescaped '.' in segment {segment:?} matches any character; write '\\.'"
-                    ));
-                }
-            }
-        }
-    }
-    warnings
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::EXAMPLE;
     use super::*;
-
-    const EXAMPLE: &str = r#"
-permissions:
-  roles:read:
-    description: View roles and their members
-    activities:
-      - GET /api/v1/roles
-      - GET /api/v1/roles/[^/]+/users
-  roles:write:
-    activities:
-      - POST /api/v1/roles
-      - {method: PUT, path: "/api/v1/roles/[^/]+", host: allocations.example.com}
-  public:
-    activities: [GET /healthz]
-roles:
-  admin: [roles:read, roles:write]
-  viewer: [roles:read]
-users:
-  - {email: ada@example.com, name: Ada Lovelace, roles: [admin]}
-service_accounts:
-  - {name: reporting-bot, roles: [viewer]}
-"#;
 
     #[test]
     fn parses_the_documented_example() {
@@ -557,112 +282,53 @@ service_accounts:
     }
 
     #[test]
-    fn bad_files_are_rejected_with_the_entry_named() {
+    fn unreadable_files_are_parse_errors_naming_the_file_and_line() {
         let cases = [
-            ("permissions: [", "example.yaml"),
+            ("permissions: [", "expected a map"),
             ("permissions:\n  p:\n    activities: [FETCH /x]\n", "unknown method \"FETCH\""),
-            ("permissions:\n  p:\n    activities: [\"GET /a(\"]\n", "permission \"p\""),
             ("permissions:\n  p:\n    activities: [GET]\n", "METHOD PATH-REGEX"),
-            ("users:\n  - {email: nobody, roles: []}\n", "invalid email"),
-            ("permissions:\n  \"a,b\": {}\n", "invalid name"),
             ("colour: blue\n", "unknown field"),
-            ("service_accounts:\n  - {name: \"a b\"}\n", "invalid name"),
-            ("service_accounts:\n  - {name: bot}\n  - {name: bot}\n", "listed twice"),
             ("permissions:\n  p:\n    activities: [{method: GET, path: /x, host: \"a.com:80\"}]\n", "without port"),
         ];
         for (text, expected) in cases {
             let err = PolicyDocument::from_yaml("example.yaml", text).expect_err(text);
-            let msg = format!(
-                "{err}: {}",
-                std::error::Error::source(&err)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
+            assert!(
+                matches!(err, PolicyError::Parse { .. }),
+                "{text:?}: {err:?}"
+            );
+            let msg = crate::error_chain(&err);
+            assert!(
+                msg.starts_with("example.yaml: not a valid policy file: "),
+                "{msg}"
             );
             assert!(
                 msg.contains(expected),
                 "{text:?} gave {msg:?}, wanted {expected:?}"
             );
-            assert!(msg.contains("example.yaml"), "{msg}");
         }
     }
 
     #[test]
-    fn dangling_references_fail_whole_policy_validation() {
-        let doc = PolicyDocument::from_yaml("partial.yaml", "roles:\n  admin: [nope]\n")
-            .expect("entries are fine");
+    fn activities_read_both_forms_and_refuse_the_rest() {
+        let short = |s: &str| Activity::try_from(ActivityRepr::Short(s.to_owned()));
+        let get = short(" GET  /a/b ").expect("short form");
         assert_eq!(
-            doc.validate().expect_err("dangling"),
-            "role \"admin\": unknown permission \"nope\""
+            (get.method, get.path.as_str(), get.host),
+            (Method::Get, "/a/b", None)
         );
-        let doc =
-            PolicyDocument::from_yaml("p.yaml", "users:\n  - {email: a@b.c, roles: [ghost]}\n")
-                .expect("entries");
-        assert!(doc
-            .validate()
-            .expect_err("dangling")
-            .contains("unknown role \"ghost\""));
-    }
-
-    #[test]
-    fn oversized_regex_is_rejected() {
-        let text = format!(
-            "permissions:\n  p:\n    activities: [\"GET /{}\"]\n",
-            "a".repeat(MAX_PATH_PATTERN_LEN + 1)
+        let full = Activity::try_from(ActivityRepr::Full(FullActivity {
+            method: "*".into(),
+            path: "/x".into(),
+            host: Some("Api.Example.com".into()),
+        }))
+        .expect("full form");
+        assert_eq!(full.host.as_deref(), Some("api.example.com"));
+        let text = "GET".to_owned();
+        assert_eq!(short("GET"), Err(ActivityError::NotMethodAndPath { text }));
+        let method = "get".to_owned();
+        assert_eq!(
+            short("get /x"),
+            Err(ActivityError::UnknownMethod { method })
         );
-        assert!(PolicyDocument::from_yaml("big.yaml", &text).is_err());
-        // Small to write, huge once compiled: a counted repetition blows the size limit.
-        let text = "permissions:\n  p:\n    activities: [\"GET /(\\\\w{1000}){1000}\"]\n";
-        let err = PolicyDocument::from_yaml("bomb.yaml", text).expect_err("regex bomb");
-        assert!(err.to_string().contains("bomb.yaml"));
-    }
-
-    #[test]
-    fn merge_without_prune_keeps_unnamed_entries() {
-        let current = PolicyDocument::from_yaml("a", EXAMPLE).expect("parses");
-        let file =
-            PolicyDocument::from_yaml("b", "permissions:\n  extra:\n    activities: [GET /x]\n")
-                .expect("parses");
-        let merged = current.merged_with(&file, false);
-        assert!(merged.permissions.contains_key("roles:read"));
-        assert!(merged.permissions.contains_key("extra"));
-        let pruned = current.merged_with(&file, true);
-        assert_eq!(pruned.permissions.keys().collect::<Vec<_>>(), vec!["extra"]);
-        let diff = current.merged_with(&current, false);
-        let mut normalized = current.clone();
-        normalized.normalize();
-        assert!(normalized.diff(&diff).is_empty());
-    }
-
-    #[test]
-    fn diff_names_each_change() {
-        let mut a = PolicyDocument::from_yaml("a", EXAMPLE).expect("parses");
-        a.normalize();
-        let mut b = a.clone();
-        b.roles.insert(
-            "viewer".into(),
-            vec!["roles:read".into(), "roles:write".into()],
-        );
-        b.permissions.remove("public");
-        let lines = a.diff(&b);
-        assert!(
-            lines.contains(&"- permission public".to_string()),
-            "{lines:?}"
-        );
-        assert!(
-            lines.contains(&"~ role viewer: +permission roles:write".to_string()),
-            "{lines:?}"
-        );
-    }
-
-    #[test]
-    fn lint_warns_on_unescaped_dot() {
-        let doc = PolicyDocument::from_yaml(
-            "l",
-            "permissions:\n  p:\n    activities: [GET /api/v1.0/x, \"GET /files/[^/]+\\\\.txt\"]\n",
-        )
-        .expect("parses");
-        let warnings = lint(&doc);
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("v1.0"));
     }
 }

@@ -1,0 +1,321 @@
+//! The configuration tree: the serde types, loaded as defaults (`defaults`) < file < environment
+//! (`env`), then validated (`validate`) before any port is bound. `config check` and `serve`
+//! share it. Every section denies unknown fields; secrets never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::authz::PermissionSource;
+use serde::Deserialize;
+
+mod defaults;
+mod env;
+mod validate;
+
+pub use defaults::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_API_TOKEN_CACHE_TTL, DEFAULT_API_TOKEN_HEADER,
+    DEFAULT_API_TOKEN_NEGATIVE_TTL, DEFAULT_COOKIE_NAME, DEFAULT_DATABASE_URL,
+    DEFAULT_LAST_USED_FLUSH, DEFAULT_LEEWAY, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MINT_TTL, DEFAULT_RELOAD_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_TOKEN_CACHE_CAPACITY, DEFAULT_TOKEN_CACHE_TTL,
+};
+pub use env::{ENV_DATABASE_URL, ENV_LISTEN, ENV_LOG_FORMAT, ENV_LOG_LEVEL};
+pub use validate::MAX_LEEWAY;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_norway::Error,
+    },
+    #[error("environment variable {name}: {problem}")]
+    Env { name: &'static str, problem: String },
+    #[error("{field}: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub jwt: JwtConfig,
+    #[serde(default)]
+    pub api_tokens: ApiTokenConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenConfig {
+    /// The header an API token may be sent in (besides `Authorization: Bearer`).
+    #[serde(default = "defaults::api_token_header")]
+    pub header: String,
+    /// How long a resolved token is trusted without asking the store again.
+    #[serde(default = "defaults::api_token_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long an unknown, revoked or expired token is remembered as such.
+    #[serde(default = "defaults::api_token_negative_ttl", with = "humantime_serde")]
+    pub negative_cache_ttl: Duration,
+    /// How often last-used times are written, in one batch, off the request path.
+    #[serde(default = "defaults::last_used_flush", with = "humantime_serde")]
+    pub last_used_flush: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP admin endpoint (`/status`, `/ready`, `/live`); `null` to disable.
+    #[serde(default = "defaults::admin_listen")]
+    pub admin_listen: Option<SocketAddr>,
+    /// How long in-flight checks may take to finish after SIGTERM.
+    #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created if missing) or `postgres://…`.
+    #[serde(default = "defaults::database_url")]
+    pub url: Secret<String>,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+    /// How often the policy version is polled; a change rebuilds the snapshot.
+    #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss` when set.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; when non-empty a token must carry one of them.
+    #[serde(default)]
+    pub audience: Vec<String>,
+    #[serde(default = "defaults::leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    #[serde(default = "defaults::cookie_name")]
+    pub cookie_name: String,
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// A JWKS document on disk with public keys (each needs a `kid`).
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// The `kid` `jwt mint` signs with.
+    #[serde(default)]
+    pub signing_key: Option<String>,
+    /// Where a JWT caller's permissions come from: the token's claims as issued (`token`), or
+    /// the user's current roles in the store (`store`), so a role removal applies within the
+    /// reload bound instead of at token expiry.
+    #[serde(default)]
+    pub permissions_from: PermissionSource,
+    #[serde(default = "defaults::token_cache_ttl", with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    #[serde(default = "defaults::token_cache_capacity")]
+    pub cache_capacity: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub kid: String,
+    pub algorithm: JwtAlgorithm,
+    /// HMAC secret: the name of an environment variable holding it.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// HMAC secret: a file holding it (trailing newline ignored).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// PEM public key for RS*, PS*, ES*, EdDSA.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// PEM private key, only needed to mint tokens with this key.
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+/// The signature algorithms a configured key may be for: exactly the supported set, so an
+/// unknown name is a parse error naming the field. A key verifies only its own algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    #[serde(rename = "HS256")]
+    Hs256,
+    #[serde(rename = "HS384")]
+    Hs384,
+    #[serde(rename = "HS512")]
+    Hs512,
+    #[serde(rename = "RS256")]
+    Rs256,
+    #[serde(rename = "RS384")]
+    Rs384,
+    #[serde(rename = "RS512")]
+    Rs512,
+    #[serde(rename = "PS256")]
+    Ps256,
+    #[serde(rename = "PS384")]
+    Ps384,
+    #[serde(rename = "PS512")]
+    Ps512,
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "ES384")]
+    Es384,
+    #[serde(rename = "EdDSA")]
+    EdDsa,
+}
+
+impl JwtAlgorithm {
+    /// The name as written in the config file and in a token's `alg` header.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::Hs256 => "HS256",
+            JwtAlgorithm::Hs384 => "HS384",
+            JwtAlgorithm::Hs512 => "HS512",
+            JwtAlgorithm::Rs256 => "RS256",
+            JwtAlgorithm::Rs384 => "RS384",
+            JwtAlgorithm::Rs512 => "RS512",
+            JwtAlgorithm::Ps256 => "PS256",
+            JwtAlgorithm::Ps384 => "PS384",
+            JwtAlgorithm::Ps512 => "PS512",
+            JwtAlgorithm::Es256 => "ES256",
+            JwtAlgorithm::Es384 => "ES384",
+            JwtAlgorithm::EdDsa => "EdDSA",
+        }
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `portcullis=debug`.
+    #[serde(default = "defaults::log_level")]
+    pub level: String,
+}
+
+/// A value that must never be printed: `Debug` shows `**redacted**`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret<T>(T);
+
+impl<T> Secret<T> {
+    pub fn new(value: T) -> Self {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Secret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("**redacted**")
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if given), then `PORTCULLIS_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Self::from_yaml(path, &text)?
+            }
+            None => Config::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_yaml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        // An empty file is an all-defaults config.
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_algorithm_is_one_of_the_supported_names() {
+        let key =
+            |alg: &str| format!("jwt: {{keys: [{{kid: a, algorithm: {alg}, secret_env: X}}]}}\n");
+        for (name, expected) in [
+            ("HS256", JwtAlgorithm::Hs256),
+            ("PS512", JwtAlgorithm::Ps512),
+            ("ES384", JwtAlgorithm::Es384),
+            ("EdDSA", JwtAlgorithm::EdDsa),
+        ] {
+            let c = Config::from_yaml(Path::new("t"), &key(name)).expect(name);
+            assert_eq!(c.jwt.keys[0].algorithm, expected);
+            assert_eq!(expected.as_str(), name);
+        }
+        for bad in ["none", "hs256", "ES512", "RSA1_5", "''"] {
+            let err = Config::from_yaml(Path::new("t"), &key(bad)).expect_err(bad);
+            let chain = crate::error_chain(&err);
+            assert!(
+                chain.contains("jwt.keys[0].algorithm") && chain.contains("unknown variant"),
+                "{bad}: {chain}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Secret::new("postgres://user:hunter2@db/x".to_owned());
+        assert_eq!(format!("{s:?}"), "**redacted**");
+        let c = Config::load(None, |k| {
+            (k == ENV_DATABASE_URL).then(|| "postgres://u:hunter2@h/d".to_owned())
+        })
+        .expect("valid");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

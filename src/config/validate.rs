@@ -1,0 +1,177 @@
+//! What serde cannot check about a parsed config: URL schemes, bounds, names that end up in
+//! headers and cookies, duplicate key ids. It runs before any port is bound, and `config check`
+//! runs the same code; key material itself is checked by `keyring::load`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+
+/// Largest accepted `jwt.leeway`.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+impl Config {
+    /// Checks what serde cannot; key material is checked by `keyring::load`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, problem: String| ConfigError::Invalid {
+            field: field.to_owned(),
+            problem,
+        };
+        let url = self.database.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://".to_owned(),
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid(
+                "database.max_connections",
+                "must be at least 1".to_owned(),
+            ));
+        }
+        if self.database.reload_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "database.reload_interval",
+                "must be at least 100ms".to_owned(),
+            ));
+        }
+        if self.jwt.leeway > MAX_LEEWAY {
+            return Err(invalid(
+                "jwt.leeway",
+                format!("must be at most {}", humantime::format_duration(MAX_LEEWAY)),
+            ));
+        }
+        let cookie_ok = !self.jwt.cookie_name.is_empty()
+            && self
+                .jwt
+                .cookie_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !cookie_ok {
+            return Err(invalid(
+                "jwt.cookie_name",
+                format!("{:?} is not a cookie name", self.jwt.cookie_name),
+            ));
+        }
+        let header = &self.api_tokens.header;
+        let header_ok = !header.is_empty()
+            && header
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !header.starts_with("x-auth-")
+            && header != "authorization"
+            && header != "cookie";
+        if !header_ok {
+            return Err(invalid(
+                "api_tokens.header",
+                format!("{header:?} must be a lower-case header name other than authorization, cookie or x-auth-*"),
+            ));
+        }
+        if self.api_tokens.cache_ttl.is_zero()
+            || self.api_tokens.negative_cache_ttl.is_zero()
+            || self.api_tokens.last_used_flush.is_zero()
+        {
+            return Err(invalid(
+                "api_tokens.cache_ttl",
+                "cache ttls must be positive".to_owned(),
+            ));
+        }
+        if self.jwt.cache_capacity == 0 || self.jwt.cache_ttl.is_zero() {
+            return Err(invalid(
+                "jwt.cache_ttl",
+                "cache ttl and capacity must be positive".to_owned(),
+            ));
+        }
+        let mut kids = HashSet::new();
+        for (i, key) in self.jwt.keys.iter().enumerate() {
+            if key.kid.is_empty() {
+                return Err(invalid(
+                    &format!("jwt.keys[{i}].kid"),
+                    "must not be empty".to_owned(),
+                ));
+            }
+            if !kids.insert(key.kid.as_str()) {
+                return Err(invalid(
+                    &format!("jwt.keys[{i}].kid"),
+                    format!("{:?} is listed twice", key.kid),
+                ));
+            }
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(invalid("log.level", "must not be empty".to_owned()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        Config::from_yaml(Path::new("t"), text).expect(text)
+    }
+
+    #[test]
+    fn unknown_fields_and_unparsable_values_are_parse_errors() {
+        for text in [
+            "server: {lisen: x}\n",
+            "colour: blue\n",
+            "jwt: {leeway: soon}\n",
+        ] {
+            let err = Config::from_yaml(Path::new("t"), text).expect_err(text);
+            assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn values_serde_accepts_but_the_service_cannot_use_are_refused() {
+        let cases = [
+            ("jwt: {leeway: 1h}\n", "jwt.leeway: must be at most 5m"),
+            (
+                "database: {url: 'mysql://x'}\n",
+                "database.url: must start with",
+            ),
+            (
+                "database: {max_connections: 0}\n",
+                "database.max_connections",
+            ),
+            (
+                "database: {reload_interval: 10ms}\n",
+                "database.reload_interval",
+            ),
+            ("jwt: {cookie_name: 'a b'}\n", "jwt.cookie_name"),
+            ("api_tokens: {header: authorization}\n", "api_tokens.header"),
+            ("api_tokens: {header: x-auth-user}\n", "api_tokens.header"),
+            (
+                "api_tokens: {negative_cache_ttl: 0s}\n",
+                "api_tokens.cache_ttl",
+            ),
+            ("jwt: {cache_capacity: 0}\n", "jwt.cache_ttl"),
+            (
+                "jwt: {keys: [{kid: a, algorithm: HS256}, {kid: a, algorithm: HS256}]}\n",
+                "jwt.keys[1].kid: \"a\" is listed twice",
+            ),
+            (
+                "jwt: {keys: [{kid: '', algorithm: HS256}]}\n",
+                "jwt.keys[0].kid",
+            ),
+            ("log: {level: ' '}\n", "log.level: must not be empty"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).validate().expect_err(text);
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().starts_with(expected), "{text}: {err}");
+        }
+        parse("").validate().expect("the defaults are valid");
+    }
+}
