@@ -18,7 +18,8 @@ impl Config {
         if let Some(v) = env(ENV_LISTEN) {
             self.server.listen = v.parse().map_err(|_| ConfigError::Env {
                 name: ENV_LISTEN,
-                problem: format!("{v:?} is not an address like 127.0.0.1:9001"),
+                value: v.clone(),
+                expected: "an address like 127.0.0.1:9001",
             })?;
         }
         if let Some(v) = env(ENV_DATABASE_URL) {
@@ -34,7 +35,8 @@ impl Config {
                 _ => {
                     return Err(ConfigError::Env {
                         name: ENV_LOG_FORMAT,
-                        problem: format!("{v:?} is not text or json"),
+                        value: v.clone(),
+                        expected: "text or json",
                     })
                 }
             };

@@ -38,10 +38,37 @@ pub enum ConfigError {
         #[source]
         source: serde_norway::Error,
     },
-    #[error("environment variable {name}: {problem}")]
-    Env { name: &'static str, problem: String },
+    #[error("environment variable {name}: {value:?} is not {expected}")]
+    Env {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     #[error("{field}: {problem}")]
-    Invalid { field: String, problem: String },
+    Invalid { field: String, problem: Problem },
+}
+
+/// What is wrong with a configured value (the field is named by `ConfigError::Invalid`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    #[error("must start with sqlite: or postgres://")]
+    UnsupportedDatabaseUrl,
+    #[error("must be at least 1")]
+    NotPositive,
+    #[error("must be at least 100ms")]
+    ReloadTooFrequent,
+    #[error("must be at most {}", humantime::format_duration(validate::MAX_LEEWAY))]
+    LeewayTooLong,
+    #[error("{0:?} is not a cookie name")]
+    NotACookieName(String),
+    #[error("{0:?} must be a lower-case header name other than authorization, cookie or x-auth-*")]
+    UnusableTokenHeader(String),
+    #[error("cache ttls and capacity must be positive")]
+    CacheTtlsNotPositive,
+    #[error("must not be empty")]
+    Empty,
+    #[error("{0:?} is listed twice")]
+    ListedTwice(String),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Problem};
 
 /// Largest accepted `jwt.leeway`.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -13,7 +13,7 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 impl Config {
     /// Checks what serde cannot; key material is checked by `keyring::load`.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, problem: String| ConfigError::Invalid {
+        let invalid = |field: &str, problem: Problem| ConfigError::Invalid {
             field: field.to_owned(),
             problem,
         };
@@ -22,28 +22,19 @@ impl Config {
             || url.starts_with("postgres://")
             || url.starts_with("postgresql://"))
         {
-            return Err(invalid(
-                "database.url",
-                "must start with sqlite: or postgres://".to_owned(),
-            ));
+            return Err(invalid("database.url", Problem::UnsupportedDatabaseUrl));
         }
         if self.database.max_connections == 0 {
-            return Err(invalid(
-                "database.max_connections",
-                "must be at least 1".to_owned(),
-            ));
+            return Err(invalid("database.max_connections", Problem::NotPositive));
         }
         if self.database.reload_interval < Duration::from_millis(100) {
             return Err(invalid(
                 "database.reload_interval",
-                "must be at least 100ms".to_owned(),
+                Problem::ReloadTooFrequent,
             ));
         }
         if self.jwt.leeway > MAX_LEEWAY {
-            return Err(invalid(
-                "jwt.leeway",
-                format!("must be at most {}", humantime::format_duration(MAX_LEEWAY)),
-            ));
+            return Err(invalid("jwt.leeway", Problem::LeewayTooLong));
         }
         let cookie_ok = !self.jwt.cookie_name.is_empty()
             && self
@@ -54,7 +45,7 @@ impl Config {
         if !cookie_ok {
             return Err(invalid(
                 "jwt.cookie_name",
-                format!("{:?} is not a cookie name", self.jwt.cookie_name),
+                Problem::NotACookieName(self.jwt.cookie_name.clone()),
             ));
         }
         let header = &self.api_tokens.header;
@@ -68,7 +59,7 @@ impl Config {
         if !header_ok {
             return Err(invalid(
                 "api_tokens.header",
-                format!("{header:?} must be a lower-case header name other than authorization, cookie or x-auth-*"),
+                Problem::UnusableTokenHeader(header.clone()),
             ));
         }
         if self.api_tokens.cache_ttl.is_zero()
@@ -77,32 +68,26 @@ impl Config {
         {
             return Err(invalid(
                 "api_tokens.cache_ttl",
-                "cache ttls must be positive".to_owned(),
+                Problem::CacheTtlsNotPositive,
             ));
         }
         if self.jwt.cache_capacity == 0 || self.jwt.cache_ttl.is_zero() {
-            return Err(invalid(
-                "jwt.cache_ttl",
-                "cache ttl and capacity must be positive".to_owned(),
-            ));
+            return Err(invalid("jwt.cache_ttl", Problem::CacheTtlsNotPositive));
         }
         let mut kids = HashSet::new();
         for (i, key) in self.jwt.keys.iter().enumerate() {
             if key.kid.is_empty() {
-                return Err(invalid(
-                    &format!("jwt.keys[{i}].kid"),
-                    "must not be empty".to_owned(),
-                ));
+                return Err(invalid(&format!("jwt.keys[{i}].kid"), Problem::Empty));
             }
             if !kids.insert(key.kid.as_str()) {
                 return Err(invalid(
                     &format!("jwt.keys[{i}].kid"),
-                    format!("{:?} is listed twice", key.kid),
+                    Problem::ListedTwice(key.kid.clone()),
                 ));
             }
         }
         if self.log.level.trim().is_empty() {
-            return Err(invalid("log.level", "must not be empty".to_owned()));
+            return Err(invalid("log.level", Problem::Empty));
         }
         Ok(())
     }
