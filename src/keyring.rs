@@ -214,7 +214,6 @@ impl From<&ApiTokenConfig> for ApiTokenSettings {
         ApiTokenSettings {
             header: config.header.clone(),
             cache_ttl: config.cache_ttl,
-            negative_cache_ttl: config.negative_cache_ttl,
         }
     }
 }

@@ -1,6 +1,5 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
-//! age, store reachability, last error, API-token store lookups), `/ready` (200 once a
-//! snapshot is loaded) and `/live`.
+//! age, store reachability, last error), `/ready` (200 once a snapshot is loaded) and `/live`.
 //! Plain HTTP, bound to loopback by default.
 
 use std::sync::{Arc, Mutex};
@@ -10,7 +9,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::reload::ReloadStatus;
-use crate::identity::ApiTokenCache;
 
 impl ReloadStatus {
     fn to_json(&self) -> serde_json::Value {
@@ -34,7 +32,6 @@ impl ReloadStatus {
 pub(super) async fn serve_admin(
     listener: TcpListener,
     status: Arc<Mutex<ReloadStatus>>,
-    api_tokens: Arc<ApiTokenCache>,
     mut stop: watch::Receiver<bool>,
 ) {
     use axum::http::StatusCode;
@@ -44,8 +41,7 @@ pub(super) async fn serve_admin(
         .route(
             "/status",
             get(move || {
-                let mut body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
-                body["api_token_store_lookups"] = api_tokens.store_lookups().into();
+                let body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
                 async move { axum::Json(body) }
             }),
         )

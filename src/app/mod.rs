@@ -26,26 +26,16 @@ use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
 use crate::grpc::{AuthorizationServer, CheckService};
 use crate::identity::Identifier;
-use crate::store::{Dialect, PolicyStore, SqlStore, StoreTokenLookup};
+use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
     let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
-    Ok(Identifier::new(keys, &config.jwt))
-}
-
-/// An identifier that also resolves API tokens against `store`.
-pub fn identifier_with_store(
-    config: &Config,
-    store: Arc<dyn PolicyStore>,
-) -> anyhow::Result<Identifier> {
-    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
     Ok(Identifier::with_api_tokens(
         keys,
         &config.jwt,
         &config.api_tokens,
-        Some(Arc::new(StoreTokenLookup(store))),
     ))
 }
 
@@ -74,6 +64,8 @@ pub struct Server {
     reload_interval: Duration,
     last_used_flush: Duration,
     shutdown_grace: Duration,
+    max_concurrent_checks: usize,
+    http2_keepalive: Duration,
 }
 
 /// Token uses waiting to be written; beyond this, uses are dropped (last-used is advisory).
@@ -84,9 +76,8 @@ impl Server {
     /// bad configuration.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         // Keys first: bad key material fails before anything is opened or bound.
-        identifier(config)?;
+        let mut identifier = identifier(config)?;
         let store = open_store(config).await?;
-        let mut identifier = identifier_with_store(config, Arc::new(store.clone()))?;
         if identifier.keys().is_empty() {
             tracing::warn!("no jwt keys configured: every JWT will be refused");
         }
@@ -120,6 +111,8 @@ impl Server {
             reload_interval: config.database.reload_interval,
             last_used_flush: config.api_tokens.last_used_flush,
             shutdown_grace: config.server.shutdown_grace,
+            max_concurrent_checks: config.server.max_concurrent_checks,
+            http2_keepalive: config.server.http2_keepalive,
         })
     }
 
@@ -163,7 +156,6 @@ impl Server {
                 Some(tokio::spawn(admin::serve_admin(
                     listener,
                     status,
-                    api_tokens,
                     stop_rx.clone(),
                 )))
             }
@@ -184,6 +176,12 @@ impl Server {
         let service = CheckService::new(self.authorizer.clone());
         tracing::info!(%addr, "serving ext_authz and health");
         let server = tonic::transport::Server::builder()
+            // Overload is refused at once (RESOURCE_EXHAUSTED; Envoy answers its
+            // status_on_error, 503), never queued past Envoy's timeout.
+            .concurrency_limit_per_connection(self.max_concurrent_checks)
+            .load_shed(true)
+            .http2_keepalive_interval(Some(self.http2_keepalive))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .add_service(health_service)
             .add_service(AuthorizationServer::new(service))
             .serve_with_incoming_shutdown(incoming(self.listener), drained);
@@ -216,6 +214,9 @@ impl Server {
         Ok(())
     }
 }
+
+/// How long an HTTP/2 PING may go unanswered before the connection is closed.
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TCP keepalive probe interval on accepted connections: a silently dead Envoy connection is
 /// noticed and closed instead of being kept forever.

@@ -117,15 +117,18 @@ impl Reloader {
     /// runs on a blocking thread, never on the workers that answer Check.
     async fn refresh(&self) -> Result<Option<i64>, Box<dyn std::error::Error + Send + Sync>> {
         let version = self.store.policy_version().await?;
-        if self
-            .snapshot
-            .load()
-            .as_ref()
-            .is_some_and(|s| s.version() == version)
-        {
+        let serving = self.snapshot.load_full();
+        if serving.as_ref().is_some_and(|s| s.version() == version) {
             return Ok(None);
         }
         let state = self.store.load_state().await?;
+        // Only subjects changed (a revocation, a user, a token): keep the compiled rules. The
+        // rules are compared as stored, so a change written by hand is never missed.
+        if let Some(serving) = serving.filter(|s| s.has_rules_of(&state.document)) {
+            let next = serving.with_new_subjects(state.subjects, state.version);
+            self.snapshot.store(Some(Arc::new(next)));
+            return Ok(Some(state.version));
+        }
         let fresh = tokio::task::spawn_blocking(move || crate::manage::compile(state)).await??;
         let loaded = fresh.version();
         self.snapshot.store(Some(Arc::new(fresh)));

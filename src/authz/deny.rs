@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::identity::{CredentialError, LookupError, Principal, TokenError};
+use crate::identity::{CredentialError, Principal, TokenError};
 use crate::policy::path::PathError;
 use crate::policy::Grants;
 
@@ -17,7 +17,6 @@ pub enum Reason {
     InvalidPath,
     NoMatchingActivity,
     PolicyUnavailable,
-    TokenStoreUnavailable,
 }
 
 impl Reason {
@@ -29,7 +28,6 @@ impl Reason {
             Reason::InvalidPath => "invalid_path",
             Reason::NoMatchingActivity => "no_matching_activity",
             Reason::PolicyUnavailable => "policy_unavailable",
-            Reason::TokenStoreUnavailable => "token_store_unavailable",
         }
     }
 
@@ -39,7 +37,7 @@ impl Reason {
                 DenyStatus::Unauthenticated
             }
             Reason::InvalidPath | Reason::NoMatchingActivity => DenyStatus::Forbidden,
-            Reason::PolicyUnavailable | Reason::TokenStoreUnavailable => DenyStatus::Unavailable,
+            Reason::PolicyUnavailable => DenyStatus::Unavailable,
         }
     }
 }
@@ -98,8 +96,6 @@ pub enum DenyCause {
     #[error(transparent)]
     Token(#[from] TokenError),
     #[error(transparent)]
-    StoreUnavailable(#[from] LookupError),
-    #[error(transparent)]
     Revoked(#[from] Revocation),
     /// None of the caller's permissions grants a matching activity.
     #[error("no activity granted by the caller's {} permission(s) matches", .held.ids().count())]
@@ -122,7 +118,6 @@ impl Deny {
             DenyCause::Credential(_) | DenyCause::Token(_) | DenyCause::Revoked(_) => {
                 Reason::InvalidToken
             }
-            DenyCause::StoreUnavailable(_) => Reason::TokenStoreUnavailable,
             DenyCause::NoActivity { .. } if principal.is_none() => Reason::MissingCredential,
             DenyCause::NoActivity { .. } => Reason::NoMatchingActivity,
         };

@@ -11,8 +11,11 @@ mod deny;
 
 pub use deny::{Deny, DenyCause, DenyStatus, Reason, Revocation};
 
-use crate::identity::{Identifier, IdentityError, JwtCaller, Principal, UnixTime};
-use crate::policy::{path, PolicySnapshot};
+use crate::identity::{
+    Identified, Identifier, IdentityError, JwtCaller, Principal, TokenDigest, TokenOwner,
+    TokenRecord, UnixTime,
+};
+use crate::policy::{path, PolicySnapshot, Subjects, TokenHolder};
 
 /// A request to decide, borrowed from whatever carried it (Envoy's CheckRequest, the CLI).
 /// `Debug` shows header names only: values carry credentials.
@@ -115,9 +118,20 @@ impl Authorizer {
             Ok(ready) => ready,
             Err(deny) => return deny,
         };
-        let principal = match self.identifier.identify(req.header_pairs()).await {
-            Ok(p) => p,
-            Err(IdentityError::Unavailable(e)) => return Decision::deny(None, e.into()),
+        let principal = match self.identifier.identify(req.header_pairs()) {
+            Ok(Identified::Nobody) => None,
+            Ok(Identified::Caller(p)) => Some(p),
+            Ok(Identified::ApiToken(digest)) => {
+                let found = self
+                    .identifier
+                    .resolve_api_token(&digest, snapshot.version(), |d| {
+                        token_record(snapshot.subjects(), d)
+                    });
+                match found {
+                    Ok(p) => Some(p),
+                    Err(e) => return Decision::deny(None, e.into()),
+                }
+            }
             Err(IdentityError::Credential(e)) => return Decision::deny(None, e.into()),
             Err(IdentityError::Token(e)) => return Decision::deny(None, e.into()),
         };
@@ -161,6 +175,40 @@ fn prepare<'s, 'r>(
         Ok(p) => Ok((snapshot, p)),
         Err(e) => Err(Decision::deny(None, e.into())),
     }
+}
+
+/// The stored record of the API token with this digest, with its holder as the snapshot has
+/// it now (roles, disabled); `None` for an unknown token or one whose holder is gone.
+fn token_record(subjects: &Subjects, digest: &TokenDigest) -> Option<TokenRecord> {
+    let token = subjects.token(digest)?;
+    let owner = match &token.holder {
+        TokenHolder::User(id) => {
+            let user = subjects.user(&id.to_string())?;
+            TokenOwner::User {
+                id: *id,
+                email: user.email.clone(),
+                name: user.name.clone(),
+                disabled: user.disabled,
+                roles: user.roles.clone(),
+            }
+        }
+        TokenHolder::ServiceAccount(name) => {
+            let account = subjects.account(name)?;
+            TokenOwner::ServiceAccount {
+                name: name.clone(),
+                disabled: account.disabled,
+                roles: account.roles.clone(),
+            }
+        }
+    };
+    Some(TokenRecord {
+        id: token.id.clone(),
+        digest: *digest,
+        owner,
+        expires_at: token.expires_at,
+        revoked_at: token.revoked.then_some(0),
+        permissions: token.limit.clone(),
+    })
 }
 
 /// Checks a JWT caller against the store's current state, as carried in the snapshot:

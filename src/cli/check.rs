@@ -54,7 +54,7 @@ async fn decide(
 ) -> anyhow::Result<(Decision, Arc<PolicySnapshot>)> {
     let snapshot = Arc::new(manage::load_snapshot(store).await?);
     let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot.clone())));
-    let identifier = app::identifier_with_store(config, Arc::new(store.clone()))?;
+    let identifier = app::identifier(config)?;
     let authorizer = Authorizer::new(handle, Arc::new(identifier))
         .with_permission_source(config.jwt.permissions_from);
     let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));

@@ -13,6 +13,8 @@ use super::{
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9002";
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+pub const DEFAULT_MAX_CONCURRENT_CHECKS: usize = 1024;
+pub const DEFAULT_HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://portcullis.db";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 5;
@@ -27,7 +29,6 @@ pub const DEFAULT_MINT_TTL: Duration = Duration::from_secs(3600);
 
 pub const DEFAULT_API_TOKEN_HEADER: &str = "x-api-token";
 pub const DEFAULT_API_TOKEN_CACHE_TTL: Duration = Duration::from_secs(30);
-pub const DEFAULT_API_TOKEN_NEGATIVE_TTL: Duration = Duration::from_secs(5);
 pub const DEFAULT_LAST_USED_FLUSH: Duration = Duration::from_secs(10);
 
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -44,6 +45,12 @@ pub(super) fn admin_listen() -> Option<SocketAddr> {
 }
 pub(super) fn shutdown_grace() -> Duration {
     DEFAULT_SHUTDOWN_GRACE
+}
+pub(super) fn max_concurrent_checks() -> usize {
+    DEFAULT_MAX_CONCURRENT_CHECKS
+}
+pub(super) fn http2_keepalive() -> Duration {
+    DEFAULT_HTTP2_KEEPALIVE
 }
 pub(super) fn database_url() -> Secret<String> {
     Secret::new(DEFAULT_DATABASE_URL.to_owned())
@@ -72,9 +79,6 @@ pub(super) fn api_token_header() -> String {
 pub(super) fn api_token_cache_ttl() -> Duration {
     DEFAULT_API_TOKEN_CACHE_TTL
 }
-pub(super) fn api_token_negative_ttl() -> Duration {
-    DEFAULT_API_TOKEN_NEGATIVE_TTL
-}
 pub(super) fn last_used_flush() -> Duration {
     DEFAULT_LAST_USED_FLUSH
 }
@@ -88,6 +92,8 @@ impl Default for ServerConfig {
             listen: listen(),
             admin_listen: admin_listen(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_concurrent_checks: DEFAULT_MAX_CONCURRENT_CHECKS,
+            http2_keepalive: DEFAULT_HTTP2_KEEPALIVE,
         }
     }
 }
@@ -124,7 +130,6 @@ impl Default for ApiTokenConfig {
         ApiTokenConfig {
             header: api_token_header(),
             cache_ttl: DEFAULT_API_TOKEN_CACHE_TTL,
-            negative_cache_ttl: DEFAULT_API_TOKEN_NEGATIVE_TTL,
             last_used_flush: DEFAULT_LAST_USED_FLUSH,
         }
     }

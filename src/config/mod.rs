@@ -16,10 +16,10 @@ mod validate;
 
 pub use defaults::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_API_TOKEN_CACHE_TTL, DEFAULT_API_TOKEN_HEADER,
-    DEFAULT_API_TOKEN_NEGATIVE_TTL, DEFAULT_COOKIE_NAME, DEFAULT_DATABASE_URL,
-    DEFAULT_LAST_USED_FLUSH, DEFAULT_LEEWAY, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MINT_TTL, DEFAULT_RELOAD_INTERVAL, DEFAULT_SHUTDOWN_GRACE,
-    DEFAULT_TOKEN_CACHE_CAPACITY, DEFAULT_TOKEN_CACHE_TTL,
+    DEFAULT_COOKIE_NAME, DEFAULT_DATABASE_URL, DEFAULT_LAST_USED_FLUSH, DEFAULT_LEEWAY,
+    DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MINT_TTL,
+    DEFAULT_RELOAD_INTERVAL, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_CAPACITY,
+    DEFAULT_TOKEN_CACHE_TTL,
 };
 pub use env::{ENV_DATABASE_URL, ENV_LISTEN, ENV_LOG_FORMAT, ENV_LOG_LEVEL};
 pub use validate::MAX_LEEWAY;
@@ -57,6 +57,8 @@ pub enum Problem {
     NotPositive,
     #[error("must be at least 100ms")]
     ReloadTooFrequent,
+    #[error("must be at least 1s")]
+    KeepaliveTooShort,
     #[error("must be at most {}", humantime::format_duration(validate::MAX_LEEWAY))]
     LeewayTooLong,
     #[error("{0:?} is not a cookie name")]
@@ -96,8 +98,6 @@ pub struct ApiTokenConfig {
     #[serde(default = "defaults::api_token_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
     /// How long an unknown, revoked or expired token is remembered as such.
-    #[serde(default = "defaults::api_token_negative_ttl", with = "humantime_serde")]
-    pub negative_cache_ttl: Duration,
     /// How often last-used times are written, in one batch, off the request path.
     #[serde(default = "defaults::last_used_flush", with = "humantime_serde")]
     pub last_used_flush: Duration,
@@ -114,6 +114,14 @@ pub struct ServerConfig {
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Checks in flight on one connection (Envoy multiplexes a worker's checks on one HTTP/2
+    /// connection); beyond it a Check is refused at once with RESOURCE_EXHAUSTED, which Envoy
+    /// answers with its `status_on_error` (503), instead of queueing past Envoy's timeout.
+    #[serde(default = "defaults::max_concurrent_checks")]
+    pub max_concurrent_checks: usize,
+    /// HTTP/2 PING interval on idle connections, so a dead peer is noticed.
+    #[serde(default = "defaults::http2_keepalive", with = "humantime_serde")]
+    pub http2_keepalive: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

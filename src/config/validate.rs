@@ -24,6 +24,18 @@ impl Config {
         {
             return Err(invalid("database.url", Problem::UnsupportedDatabaseUrl));
         }
+        if self.server.max_concurrent_checks == 0 {
+            return Err(invalid(
+                "server.max_concurrent_checks",
+                Problem::NotPositive,
+            ));
+        }
+        if self.server.http2_keepalive < Duration::from_secs(1) {
+            return Err(invalid(
+                "server.http2_keepalive",
+                Problem::KeepaliveTooShort,
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", Problem::NotPositive));
         }
@@ -62,10 +74,7 @@ impl Config {
                 Problem::UnusableTokenHeader(header.clone()),
             ));
         }
-        if self.api_tokens.cache_ttl.is_zero()
-            || self.api_tokens.negative_cache_ttl.is_zero()
-            || self.api_tokens.last_used_flush.is_zero()
-        {
+        if self.api_tokens.cache_ttl.is_zero() || self.api_tokens.last_used_flush.is_zero() {
             return Err(invalid(
                 "api_tokens.cache_ttl",
                 Problem::CacheTtlsNotPositive,
@@ -135,7 +144,7 @@ mod tests {
             ("api_tokens: {header: authorization}\n", "api_tokens.header"),
             ("api_tokens: {header: x-auth-user}\n", "api_tokens.header"),
             (
-                "api_tokens: {negative_cache_ttl: 0s}\n",
+                "api_tokens: {last_used_flush: 0s}\n",
                 "api_tokens.cache_ttl",
             ),
             ("jwt: {cache_capacity: 0}\n", "jwt.cache_ttl"),

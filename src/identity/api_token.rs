@@ -5,8 +5,6 @@
 //! token from a JWT and lets secret scanners find leaked ones; the checksum rejects a mistyped
 //! or made-up token without a store lookup. At rest only the SHA-256 digest is kept.
 
-use std::sync::Arc;
-
 use rand::distr::{Alphanumeric, SampleString};
 use subtle::ConstantTimeEq;
 
@@ -113,17 +111,28 @@ impl TokenRecord {
     }
 }
 
-/// The store behind token lookups, seen from the identity layer.
-#[async_trait::async_trait]
-pub trait TokenLookup: Send + Sync {
-    /// The token with this digest, if any. An `Err` means the store could not answer.
-    async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, LookupError>;
+/// Checks a stored token's record: revoked, expired (at `now`, unix seconds) or a disabled
+/// owner is refused; otherwise the record becomes a principal.
+pub fn resolve_record(
+    record: TokenRecord,
+    now: i64,
+) -> Result<super::Principal, super::TokenError> {
+    use super::TokenError;
+    let disabled = match &record.owner {
+        TokenOwner::User { disabled, .. } | TokenOwner::ServiceAccount { disabled, .. } => {
+            *disabled
+        }
+    };
+    if record.revoked_at.is_some() {
+        Err(TokenError::RevokedApiToken)
+    } else if record.expires_at.is_some_and(|e| e <= now) {
+        Err(TokenError::ExpiredApiToken)
+    } else if disabled {
+        Err(TokenError::DisabledOwner)
+    } else {
+        Ok(super::Principal::from_token(record))
+    }
 }
-
-/// The store could not answer; the cause is kept for the log.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("token store unavailable: {0}")]
-pub struct LookupError(pub Arc<str>);
 
 #[cfg(test)]
 mod tests {

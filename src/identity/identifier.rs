@@ -1,17 +1,15 @@
 //! The `Identifier`: turns a request's credential into a `Principal`, with caches keyed by the
 //! SHA-256 digest of the token (never the token). A cached JWT identity expires no later than
-//! its token; an API-token resolution (valid, or known to be no good) is kept for a bounded
-//! time, a store failure never. `ApiTokenCache` is the handle the reloader clears when the
-//! policy changes; a lookup in flight across a clear does not cache what it found.
+//! its token. API tokens are resolved from the snapshot the request is decided against (never
+//! a store); their identities are cached per snapshot version.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use moka::sync::Cache;
 use tokio::sync::mpsc;
 
-use super::api_token::{self, TokenLookup, TokenOwner, TokenRecord};
+use super::api_token::{self, TokenRecord};
 use super::credential::{self, Presented};
 use super::keys::KeySet;
 use super::principal::{Principal, UnixTime};
@@ -47,38 +45,27 @@ impl moka::Expiry<TokenDigest, Arc<Principal>> for UntilTokenExpiry {
     }
 }
 
-/// What the API-token cache remembers: a resolved principal, or that the token is no good.
-#[derive(Debug, Clone)]
-enum Resolved {
-    Valid(Arc<Principal>),
-    Invalid(TokenError),
-}
-
+/// Expires each cached API-token identity when its token expires, or after the cache TTL.
 struct ApiTokenExpiry {
     ttl: Duration,
-    negative_ttl: Duration,
 }
 
-impl moka::Expiry<TokenDigest, Resolved> for ApiTokenExpiry {
+impl moka::Expiry<TokenDigest, (i64, Arc<Principal>)> for ApiTokenExpiry {
     fn expire_after_create(
         &self,
         _: &TokenDigest,
-        r: &Resolved,
+        (_, p): &(i64, Arc<Principal>),
         _: std::time::Instant,
     ) -> Option<Duration> {
-        Some(match r {
-            Resolved::Valid(p) => lifetime(self.ttl, p.expires_at(), Duration::ZERO),
-            Resolved::Invalid(_) => self.negative_ttl,
-        })
+        Some(lifetime(self.ttl, p.expires_at(), Duration::ZERO))
     }
 }
 
-/// Cached API-token resolutions, and how often the store had to be asked.
+/// API-token identities resolved from a snapshot, each tagged with the snapshot version it was
+/// resolved in and served only to requests decided against that same version: a revocation,
+/// a disabled owner or a role change (each a new version) is never answered from here.
 pub struct ApiTokenCache {
-    entries: Cache<TokenDigest, Resolved>,
-    /// Bumped by `forget_all`; a lookup that straddles a bump is not cached.
-    generation: AtomicU64,
-    store_lookups: AtomicU64,
+    entries: Cache<TokenDigest, (i64, Arc<Principal>)>,
 }
 
 impl ApiTokenCache {
@@ -88,27 +75,27 @@ impl ApiTokenCache {
                 .max_capacity(capacity)
                 .expire_after(ApiTokenExpiry {
                     ttl: settings.cache_ttl,
-                    negative_ttl: settings.negative_cache_ttl,
                 })
                 .build(),
-            generation: AtomicU64::new(0),
-            store_lookups: AtomicU64::new(0),
         }
     }
 
-    /// Drops every cached resolution: the policy changed (a revocation, a disabled owner,
-    /// changed roles), so the next use asks the store.
+    /// Drops every entry: they belong to an older snapshot (frees memory; correctness does
+    /// not depend on it).
     pub fn forget_all(&self) {
-        // Bump first: a lookup already in flight read the old generation and will not cache
-        // what it found (it may predate the revocation that caused this).
-        self.generation.fetch_add(1, Ordering::SeqCst);
         self.entries.invalidate_all();
     }
+}
 
-    /// How many API-token lookups reached the store since start.
-    pub fn store_lookups(&self) -> u64 {
-        self.store_lookups.load(Ordering::Relaxed)
-    }
+/// What a request presented, once checked.
+#[derive(Debug, Clone)]
+pub enum Identified {
+    /// No credential: anonymous.
+    Nobody,
+    /// A verified JWT.
+    Caller(Arc<Principal>),
+    /// A well-formed API token, by digest, to be found in the snapshot.
+    ApiToken(TokenDigest),
 }
 
 /// Verifies credentials into principals, with caches of verified tokens.
@@ -119,7 +106,6 @@ pub struct Identifier {
     token_header: String,
     pub(super) cache: Cache<TokenDigest, Arc<Principal>>,
     api_tokens: Arc<ApiTokenCache>,
-    lookup: Option<Arc<dyn TokenLookup>>,
     usage: Option<mpsc::Sender<(String, i64)>>,
 }
 
@@ -135,15 +121,14 @@ impl std::fmt::Debug for Identifier {
 impl Identifier {
     /// An identifier for JWTs; API tokens (in the default header) are refused as unknown.
     pub fn new(keys: KeySet, jwt: impl Into<JwtSettings>) -> Self {
-        Self::with_api_tokens(keys, jwt, ApiTokenSettings::default(), None)
+        Self::with_api_tokens(keys, jwt, ApiTokenSettings::default())
     }
 
-    /// An identifier that also resolves API tokens through `lookup`.
+    /// An identifier with API-token settings (the header they may come in, the cache).
     pub fn with_api_tokens(
         keys: KeySet,
         jwt: impl Into<JwtSettings>,
         api: impl Into<ApiTokenSettings>,
-        lookup: Option<Arc<dyn TokenLookup>>,
     ) -> Self {
         let JwtSettings {
             rules,
@@ -166,7 +151,6 @@ impl Identifier {
             token_header: api.header.clone(),
             cache,
             api_tokens: Arc::new(ApiTokenCache::new(cache_capacity, &api)),
-            lookup,
             usage: None,
         }
     }
@@ -205,71 +189,53 @@ impl Identifier {
         Ok(principal)
     }
 
-    /// Resolves an API token: format first (no store), then the cache, then the store.
-    pub async fn resolve_api_token(&self, token: &str) -> Result<Arc<Principal>, IdentityError> {
-        api_token::check_format(token).map_err(TokenError::MalformedApiToken)?;
-        let key = digest(token);
+    /// The identity of a well-formed API token in the snapshot at `version`: from the cache
+    /// when this token was resolved in the same version, else through `lookup` (the
+    /// snapshot's record for the digest). Revoked, expired and disabled are refused; a use is
+    /// reported for last-used bookkeeping.
+    pub fn resolve_api_token(
+        &self,
+        digest: &TokenDigest,
+        version: i64,
+        lookup: impl FnOnce(&TokenDigest) -> Option<TokenRecord>,
+    ) -> Result<Arc<Principal>, TokenError> {
         let now = UnixTime::now().ok_or(TokenError::ClockUnavailable)?;
-        let cache = &self.api_tokens;
-        let resolved = match cache.entries.get(&key) {
-            Some(r) => r,
-            None => {
-                let lookup = self.lookup.as_ref().ok_or(TokenError::UnknownApiToken)?;
-                cache.store_lookups.fetch_add(1, Ordering::Relaxed);
-                let generation = cache.generation.load(Ordering::SeqCst);
-                let record = lookup.find_token(&key).await?;
-                let resolved = match record {
-                    Some(r) if r.digest_matches(&key) => check_record(r, now),
-                    _ => Resolved::Invalid(TokenError::UnknownApiToken),
-                };
-                if cache.generation.load(Ordering::SeqCst) == generation {
-                    cache.entries.insert(key, resolved.clone());
-                }
-                resolved
+        let principal = match self.api_tokens.entries.get(digest) {
+            Some((at, p)) if at == version => p,
+            _ => {
+                let record = lookup(digest)
+                    .filter(|r| r.digest_matches(digest))
+                    .ok_or(TokenError::UnknownApiToken)?;
+                let p = Arc::new(api_token::resolve_record(record, now.as_secs())?);
+                self.api_tokens
+                    .entries
+                    .insert(*digest, (version, p.clone()));
+                p
             }
         };
-        match resolved {
-            Resolved::Valid(p) if p.expires_at().is_none_or(|e| now < e) => {
-                if let (Some(sink), Some(id)) = (&self.usage, p.token_id()) {
-                    // Dropped when the writer is behind: last-used is advisory.
-                    let _ = sink.try_send((id.to_owned(), now.as_secs()));
-                }
-                Ok(p)
-            }
-            Resolved::Valid(_) => Err(TokenError::ExpiredApiToken.into()),
-            Resolved::Invalid(e) => Err(e.into()),
+        if principal.expires_at().is_some_and(|e| now >= e) {
+            return Err(TokenError::ExpiredApiToken);
         }
+        if let (Some(sink), Some(id)) = (&self.usage, principal.token_id()) {
+            // Dropped when the writer is behind: last-used is advisory.
+            let _ = sink.try_send((id.to_owned(), now.as_secs()));
+        }
+        Ok(principal)
     }
 
-    /// Identifies the caller of a request from its headers: `Ok(None)` when it presents nothing.
-    pub async fn identify<'a>(
+    /// Identifies the caller of a request from its headers: a verified JWT, a well-formed
+    /// API token to look up, or nobody. Never asks a store.
+    pub fn identify<'a>(
         &self,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Option<Arc<Principal>>, IdentityError> {
+    ) -> Result<Identified, IdentityError> {
         match credential::extract(headers, &self.cookie_name, &self.token_header)? {
-            Presented::Nothing => Ok(None),
-            Presented::Jwt { token, .. } => Ok(Some(self.verify_jwt(token)?)),
-            Presented::ApiToken { token, .. } => Ok(Some(self.resolve_api_token(token).await?)),
+            Presented::Nothing => Ok(Identified::Nobody),
+            Presented::Jwt { token, .. } => Ok(Identified::Caller(self.verify_jwt(token)?)),
+            Presented::ApiToken { token, .. } => {
+                api_token::check_format(token).map_err(TokenError::MalformedApiToken)?;
+                Ok(Identified::ApiToken(digest(token)))
+            }
         }
-    }
-}
-
-fn check_record(record: TokenRecord, now: UnixTime) -> Resolved {
-    let disabled = match &record.owner {
-        TokenOwner::User { disabled, .. } | TokenOwner::ServiceAccount { disabled, .. } => {
-            *disabled
-        }
-    };
-    if record.revoked_at.is_some() {
-        Resolved::Invalid(TokenError::RevokedApiToken)
-    } else if record
-        .expires_at
-        .is_some_and(|e| UnixTime::from_secs(e) <= now)
-    {
-        Resolved::Invalid(TokenError::ExpiredApiToken)
-    } else if disabled {
-        Resolved::Invalid(TokenError::DisabledOwner)
-    } else {
-        Resolved::Valid(Arc::new(Principal::from_token(record)))
     }
 }

@@ -19,9 +19,9 @@ pub mod verify;
 
 use sha2::{Digest, Sha256};
 
-pub use api_token::{FormatError, LookupError, TokenLookup, TokenOwner, TokenRecord};
+pub use api_token::{FormatError, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
-pub use identifier::{ApiTokenCache, Identifier};
+pub use identifier::{ApiTokenCache, Identified, Identifier};
 pub use jwk::{JwkError, JwkSetError};
 pub use keys::{KeyError, KeySet, SigningKey, VerifyingKey};
 pub use principal::{
@@ -37,9 +37,6 @@ pub enum IdentityError {
     Credential(#[from] CredentialError),
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// Could not decide: the token store did not answer.
-    #[error(transparent)]
-    Unavailable(#[from] LookupError),
 }
 
 pub type TokenDigest = [u8; 32];

@@ -16,12 +16,11 @@ pub struct JwtSettings {
     pub cache_capacity: u64,
 }
 
-/// Where API tokens are found and how long a store answer is remembered.
+/// Where API tokens are found and how long a resolved identity is remembered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiTokenSettings {
     pub header: String,
     pub cache_ttl: Duration,
-    pub negative_cache_ttl: Duration,
 }
 
 /// The header an API token may be sent in by default (besides `Authorization: Bearer`).
@@ -33,7 +32,6 @@ impl Default for ApiTokenSettings {
         ApiTokenSettings {
             header: DEFAULT_API_TOKEN_HEADER.to_owned(),
             cache_ttl: Duration::from_secs(30),
-            negative_cache_ttl: Duration::from_secs(5),
         }
     }
 }

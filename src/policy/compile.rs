@@ -3,13 +3,13 @@
 //! of permissions granting it; grants and `evaluate`. Evaluation is pure, synchronous and
 //! compiles nothing; a document that does not compile produces no snapshot.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
 use regex::RegexSet;
 
-use super::document::{Activity, Method, PolicyDocument, AUTHENTICATED, PUBLIC};
+use super::document::{Activity, Method, PermissionSpec, PolicyDocument, AUTHENTICATED, PUBLIC};
 use super::pattern::{self, literal_prefix};
 use super::{PolicyError, Subjects};
 
@@ -66,10 +66,12 @@ fn table_index(method: &str) -> usize {
     }
 }
 
-/// The immutable, compiled policy that every request is decided against.
+/// The compiled rules (permissions, activities, roles): expensive to build, shared between
+/// snapshots until the rules themselves change.
 #[derive(Debug)]
-pub struct PolicySnapshot {
-    version: i64,
+struct Rules {
+    /// What the rules were compiled from, to tell whether a newer document changes them.
+    source: RulesSource,
     permissions: Vec<Arc<str>>,
     permission_ids: HashMap<Arc<str>, PermissionId>,
     role_grants: HashMap<String, FixedBitSet>,
@@ -77,6 +79,23 @@ pub struct PolicySnapshot {
     tables: Vec<MethodTable>,
     public: PermissionId,
     authenticated: PermissionId,
+}
+
+/// The part of a document the compiled rules depend on.
+#[derive(Debug, PartialEq)]
+struct RulesSource {
+    permissions: BTreeMap<String, PermissionSpec>,
+    roles: BTreeMap<String, Vec<String>>,
+}
+
+/// The immutable policy every request is decided against: compiled rules and the subjects
+/// (users, accounts, tokens, revocations). `version` is the store's version of the whole. A
+/// change to subjects alone (a revocation, a new user or token) swaps the subjects and reuses
+/// the compiled rules.
+#[derive(Debug)]
+pub struct PolicySnapshot {
+    version: i64,
+    rules: Arc<Rules>,
     subjects: Subjects,
 }
 
@@ -90,7 +109,7 @@ pub struct Match<'a> {
 impl PolicySnapshot {
     /// Compiles a validated document. `version` is the store's policy version it came from.
     pub fn compile(doc: &PolicyDocument, version: i64) -> Result<Self, PolicyError> {
-        doc.validate_as(&format!("policy version {version}"))?;
+        doc.validate_for_compile(&format!("policy version {version}"))?;
         // Reserved permissions always exist, so every snapshot can answer for them.
         let mut names: Vec<Arc<str>> = doc
             .permissions
@@ -168,8 +187,11 @@ impl PolicySnapshot {
             })
             .collect();
 
-        Ok(PolicySnapshot {
-            version,
+        let rules = Rules {
+            source: RulesSource {
+                permissions: doc.permissions.clone(),
+                roles: doc.roles.clone(),
+            },
             public: permission_ids[PUBLIC],
             authenticated: permission_ids[AUTHENTICATED],
             permissions: names,
@@ -177,14 +199,28 @@ impl PolicySnapshot {
             role_grants,
             activities,
             tables,
+        };
+        Ok(PolicySnapshot {
+            version,
+            rules: Arc::new(rules),
             subjects: Subjects::default(),
         })
     }
 
-    /// Attaches the store's users and revocations.
+    /// Attaches the store's users, accounts, tokens and revocations.
     pub fn with_subjects(mut self, subjects: Subjects) -> Self {
         self.subjects = subjects;
         self
+    }
+
+    /// A snapshot at `version` with these subjects and this snapshot's compiled rules: for a
+    /// change that touched no rule. Compiles nothing.
+    pub fn with_new_subjects(&self, subjects: Subjects, version: i64) -> Self {
+        PolicySnapshot {
+            version,
+            rules: self.rules.clone(),
+            subjects,
+        }
     }
 
     pub fn subjects(&self) -> &Subjects {
@@ -195,8 +231,14 @@ impl PolicySnapshot {
         self.version
     }
 
+    /// Whether `doc` has exactly the rules (permissions, activities, roles) this snapshot
+    /// was compiled from, so its subjects can be swapped in without compiling anything.
+    pub fn has_rules_of(&self, doc: &PolicyDocument) -> bool {
+        self.rules.source.permissions == doc.permissions && self.rules.source.roles == doc.roles
+    }
+
     pub fn activity_count(&self) -> usize {
-        self.activities.len()
+        self.rules.activities.len()
     }
 
     /// The grants of a caller: the reserved `public`, plus `authenticated` and the named
@@ -219,26 +261,26 @@ impl PolicySnapshot {
         roles: impl IntoIterator<Item = &'a str>,
         limit: Option<&[String]>,
     ) -> Grants {
-        let mut set = FixedBitSet::with_capacity(self.permissions.len());
-        set.insert(self.public);
+        let mut set = FixedBitSet::with_capacity(self.rules.permissions.len());
+        set.insert(self.rules.public);
         if identified {
-            set.insert(self.authenticated);
+            set.insert(self.rules.authenticated);
             for p in permissions {
-                if let Some(&id) = self.permission_ids.get(p) {
+                if let Some(&id) = self.rules.permission_ids.get(p) {
                     set.insert(id);
                 }
             }
             for r in roles {
-                if let Some(role) = self.role_grants.get(r) {
+                if let Some(role) = self.rules.role_grants.get(r) {
                     set.union_with(role);
                 }
             }
             if let Some(limit) = limit {
-                let mut allowed = FixedBitSet::with_capacity(self.permissions.len());
-                allowed.insert(self.public);
-                allowed.insert(self.authenticated);
+                let mut allowed = FixedBitSet::with_capacity(self.rules.permissions.len());
+                allowed.insert(self.rules.public);
+                allowed.insert(self.rules.authenticated);
                 for p in limit {
-                    if let Some(&id) = self.permission_ids.get(p.as_str()) {
+                    if let Some(&id) = self.rules.permission_ids.get(p.as_str()) {
                         allowed.insert(id);
                     }
                 }
@@ -250,7 +292,7 @@ impl PolicySnapshot {
 
     /// The name of a permission id.
     pub fn permission_name(&self, id: PermissionId) -> &str {
-        &self.permissions[id]
+        &self.rules.permissions[id]
     }
 
     /// Finds an activity matching the request that one of `grants` grants. `path` is the
@@ -262,7 +304,7 @@ impl PolicySnapshot {
         path: &str,
         grants: &Grants,
     ) -> Option<Match<'s>> {
-        let table = &self.tables[table_index(method)];
+        let table = &self.rules.tables[table_index(method)];
         if table.buckets.is_empty() {
             return None;
         }
@@ -282,13 +324,13 @@ impl PolicySnapshot {
                 continue;
             }
             for pattern in bucket.set.matches(path).iter() {
-                let compiled = &self.activities[bucket.activities[pattern]];
+                let compiled = &self.rules.activities[bucket.activities[pattern]];
                 if compiled.activity.host.as_deref().is_some_and(|h| h != host) {
                     continue;
                 }
                 if let Some(pid) = compiled.granted_by.ones().find(|&p| grants.contains(p)) {
                     return Some(Match {
-                        permission: &self.permissions[pid],
+                        permission: &self.rules.permissions[pid],
                         activity: &compiled.activity,
                     });
                 }

@@ -22,6 +22,8 @@ pub enum PatternError {
     TooLong,
     #[error("path regex does not compile")]
     DoesNotCompile(#[source] regex::Error),
+    #[error("path regex does not compile")]
+    Syntax(#[source] Box<regex_syntax::Error>),
     #[error("path regex compiles to more than {} bytes", REGEX_SIZE_LIMIT)]
     TooLarge,
 }
@@ -59,6 +61,24 @@ pub fn compile_activity_regex(path: &str) -> Result<Regex, PatternError> {
         .size_limit(REGEX_SIZE_LIMIT)
         .nest_limit(REGEX_NEST_LIMIT)
         .build()?)
+}
+
+/// Checks one activity path without compiling it: length, and that it parses on its own (so an
+/// unbalanced `)` cannot close the anchoring group) within the nesting limit. Size limits are
+/// enforced when its method's set is compiled.
+pub fn check_activity_syntax(path: &str) -> Result<(), PatternError> {
+    if path.is_empty() {
+        return Err(PatternError::Empty);
+    }
+    if path.len() > MAX_PATH_PATTERN_LEN {
+        return Err(PatternError::TooLong);
+    }
+    regex_syntax::ParserBuilder::new()
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .parse(path)
+        .map(drop)
+        .map_err(|e| PatternError::Syntax(Box::new(e)))
 }
 
 /// Compiles the anchored set of already validated activity paths, within the set size limit.

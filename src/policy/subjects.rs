@@ -1,21 +1,54 @@
-//! Who exists right now: users by id (disabled or not, current roles, JWTs revoked up to a
-//! time), the ids of deleted users (never reused) and revoked JWT ids. Carried in the snapshot, so checking a JWT against the store's
-//! current state never asks the store on the request path.
+//! Who exists right now, as the request path needs it: users by id (email, name, disabled,
+//! current roles, JWTs revoked up to a time), service accounts, API tokens by the SHA-256
+//! digest of the token (never the token), the ids of deleted users (never reused) and revoked
+//! JWT ids. Carried in the snapshot beside the compiled rules and replaced on its own when only
+//! subjects change, so no request ever asks the store who someone is.
 
 use std::collections::{HashMap, HashSet};
 
-/// A stored user as the request path needs it.
+/// A stored user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserState {
+    pub email: String,
+    pub name: Option<String>,
     pub disabled: bool,
     pub roles: Vec<String>,
     /// JWTs of this user issued at or before this time (unix seconds) are revoked.
     pub tokens_valid_after: Option<i64>,
 }
 
+/// A stored service account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountState {
+    pub disabled: bool,
+    pub roles: Vec<String>,
+}
+
+/// Whom a stored API token acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenHolder {
+    /// A user, by id.
+    User(i64),
+    /// A service account, by name.
+    ServiceAccount(String),
+}
+
+/// A stored API token (its digest is the key it is found by).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenState {
+    pub id: String,
+    pub holder: TokenHolder,
+    /// The subset of the holder's permissions the token is limited to, if any.
+    pub limit: Option<Vec<String>>,
+    pub expires_at: Option<i64>,
+    pub revoked: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Subjects {
     users: HashMap<String, UserState>,
+    accounts: HashMap<String, AccountState>,
+    tokens: HashMap<[u8; 32], TokenState>,
     deleted_users: HashSet<String>,
     revoked_jtis: HashSet<String>,
 }
@@ -27,6 +60,18 @@ impl Subjects {
 
     pub fn user_mut(&mut self, id: &str) -> Option<&mut UserState> {
         self.users.get_mut(id)
+    }
+
+    pub fn insert_account(&mut self, name: String, state: AccountState) {
+        self.accounts.insert(name, state);
+    }
+
+    pub fn account_mut(&mut self, name: &str) -> Option<&mut AccountState> {
+        self.accounts.get_mut(name)
+    }
+
+    pub fn insert_token(&mut self, digest: [u8; 32], state: TokenState) {
+        self.tokens.insert(digest, state);
     }
 
     /// Records that the user with this id was deleted; the id is never given to anyone else.
@@ -48,12 +93,25 @@ impl Subjects {
         self.users.get(id)
     }
 
+    pub fn account(&self, name: &str) -> Option<&AccountState> {
+        self.accounts.get(name)
+    }
+
+    /// The stored API token with this digest.
+    pub fn token(&self, digest: &[u8; 32]) -> Option<&TokenState> {
+        self.tokens.get(digest)
+    }
+
     pub fn is_revoked(&self, jti: &str) -> bool {
         self.revoked_jtis.contains(jti)
     }
 
     pub fn user_count(&self) -> usize {
         self.users.len()
+    }
+
+    pub fn token_count(&self) -> usize {
+        self.tokens.len()
     }
 }
 
@@ -62,7 +120,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn users_and_revocations_are_found_by_id() {
+    fn users_accounts_tokens_and_revocations_are_found_by_key() {
         let mut s = Subjects::default();
         s.insert_user(
             "1".to_owned(),
@@ -71,12 +129,26 @@ mod tests {
                 ..UserState::default()
             },
         );
+        s.insert_account("bot".to_owned(), AccountState::default());
+        s.insert_token(
+            [7; 32],
+            TokenState {
+                id: "tok_1".to_owned(),
+                holder: TokenHolder::ServiceAccount("bot".to_owned()),
+                limit: None,
+                expires_at: None,
+                revoked: false,
+            },
+        );
         s.revoke_jti("j1".to_owned());
         s.mark_deleted("3".to_owned());
         assert!(s.user("1").is_some_and(|u| u.disabled));
-        assert!(s.is_deleted("3") && !s.is_deleted("1"));
         assert!(s.user("2").is_none());
+        assert!(s.account("bot").is_some() && s.account("other").is_none());
+        assert!(s.token(&[7; 32]).is_some_and(|t| t.id == "tok_1"));
+        assert!(s.token(&[8; 32]).is_none());
+        assert!(s.is_deleted("3") && !s.is_deleted("1"));
         assert!(s.is_revoked("j1") && !s.is_revoked("j2"));
-        assert_eq!(s.user_count(), 1);
+        assert_eq!((s.user_count(), s.token_count()), (1, 1));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use super::document::{Activity, PolicyDocument};
-use super::pattern::{compile_activity_regex, PatternError};
+use super::pattern::{check_activity_syntax, compile_activity_regex, PatternError};
 use super::PolicyError;
 
 /// The kind of entry a problem is found in, as the file names it.
@@ -84,15 +84,21 @@ impl PolicyDocument {
     /// Checks every entry on its own (names, methods, regexes, emails) but not references, so
     /// a partial file may name permissions and roles that are already stored.
     pub fn validate_entries(&self) -> Result<(), Problem> {
+        self.check_entries(|path| compile_activity_regex(path).map(drop))
+    }
+
+    /// The entry checks, with `pattern` deciding whether an activity's path regex is usable.
+    fn check_entries(
+        &self,
+        pattern: impl Fn(&str) -> Result<(), PatternError>,
+    ) -> Result<(), Problem> {
         for (name, spec) in &self.permissions {
             check_name(EntryKind::Permission, name)?;
             for activity in &spec.activities {
-                compile_activity_regex(&activity.path).map_err(|source| {
-                    Problem::InvalidPathRegex {
-                        permission: name.clone(),
-                        activity: activity.clone(),
-                        source,
-                    }
+                pattern(&activity.path).map_err(|source| Problem::InvalidPathRegex {
+                    permission: name.clone(),
+                    activity: activity.clone(),
+                    source,
                 })?;
             }
         }
@@ -125,6 +131,18 @@ impl PolicyDocument {
     /// Checks every entry and every reference: what a whole policy must satisfy to compile.
     pub fn validate(&self) -> Result<(), Problem> {
         self.validate_entries()?;
+        self.check_references()
+    }
+
+    /// `validate`, but path regexes are only parsed, not compiled: for a snapshot, whose one
+    /// compilation of each regex (in its method's set) follows at once.
+    pub(super) fn validate_for_compile(&self, origin: &str) -> Result<(), PolicyError> {
+        self.check_entries(check_activity_syntax)
+            .and_then(|()| self.check_references())
+            .map_err(|problem| PolicyError::invalid(origin, problem))
+    }
+
+    fn check_references(&self) -> Result<(), Problem> {
         for (role, permissions) in &self.roles {
             if let Some(p) = permissions
                 .iter()

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
-use crate::policy::{PolicyDocument, Subjects, UserState};
+use crate::policy::{AccountState, PolicyDocument, Subjects, TokenHolder, TokenState, UserState};
 
 #[derive(Debug, Clone)]
 enum Owner {
@@ -118,6 +118,57 @@ impl MemoryStore {
     }
 }
 
+impl State {
+    fn subjects(&self) -> Subjects {
+        let mut subjects = Subjects::default();
+        for user in &self.document.users {
+            if let Some(id) = self.user_ids.get(&user.email) {
+                subjects.insert_user(
+                    id.to_string(),
+                    UserState {
+                        email: user.email.clone(),
+                        name: user.name.clone(),
+                        disabled: user.disabled,
+                        roles: user.roles.clone(),
+                        tokens_valid_after: self.tokens_valid_after.get(id).copied(),
+                    },
+                );
+            }
+        }
+        for account in &self.document.service_accounts {
+            let state = AccountState {
+                disabled: account.disabled,
+                roles: account.roles.clone(),
+            };
+            subjects.insert_account(account.name.clone(), state);
+        }
+        for t in &self.tokens {
+            let holder = match &t.owner {
+                Owner::User(email) => match self.user_ids.get(email) {
+                    Some(id) => TokenHolder::User(*id),
+                    None => continue,
+                },
+                Owner::ServiceAccount(name) => TokenHolder::ServiceAccount(name.clone()),
+            };
+            let state = TokenState {
+                id: t.id.clone(),
+                holder,
+                limit: t.permissions.clone(),
+                expires_at: t.expires_at,
+                revoked: t.revoked_at.is_some(),
+            };
+            subjects.insert_token(t.digest, state);
+        }
+        for id in &self.deleted_users {
+            subjects.mark_deleted(id.to_string());
+        }
+        for jti in &self.revoked_jtis {
+            subjects.revoke_jti(jti.clone());
+        }
+        subjects
+    }
+}
+
 struct MemoryChanges(watch::Receiver<i64>);
 
 #[async_trait::async_trait]
@@ -158,28 +209,9 @@ impl PolicyStore for MemoryStore {
 
     async fn load_state(&self) -> Result<StoredState, StoreError> {
         let s = self.state()?;
-        let mut subjects = Subjects::default();
-        for user in &s.document.users {
-            if let Some(id) = s.user_ids.get(&user.email) {
-                subjects.insert_user(
-                    id.to_string(),
-                    UserState {
-                        disabled: user.disabled,
-                        roles: user.roles.clone(),
-                        tokens_valid_after: s.tokens_valid_after.get(id).copied(),
-                    },
-                );
-            }
-        }
-        for id in &s.deleted_users {
-            subjects.mark_deleted(id.to_string());
-        }
-        for jti in &s.revoked_jtis {
-            subjects.revoke_jti(jti.clone());
-        }
         Ok(StoredState {
             document: s.document.clone(),
-            subjects,
+            subjects: s.subjects(),
             version: s.version,
         })
     }
@@ -290,6 +322,7 @@ impl PolicyStore for MemoryStore {
             revoked_at: None,
             last_used_at: None,
         });
+        self.bump(&mut s);
         Ok(())
     }
 

@@ -7,9 +7,7 @@
 mod memory;
 mod sql;
 
-use std::sync::Arc;
-
-use crate::identity::api_token::{LookupError, TokenLookup, TokenRecord};
+use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
 use crate::policy::{PolicyDocument, PolicyError, Subjects};
 
@@ -115,7 +113,8 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn policy_version(&self) -> Result<i64, StoreError>;
     /// The whole policy and its version.
     async fn load_policy(&self) -> Result<(PolicyDocument, i64), StoreError>;
-    /// The policy, the subjects (users, deleted ids, revoked JWT ids) and the version.
+    /// The policy, the subjects (users, accounts, tokens, deleted ids, revoked JWT ids) and
+    /// the version.
     async fn load_state(&self) -> Result<StoredState, StoreError>;
     /// A feed of announced changes, where the store has one (`None`: poll).
     async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError>;
@@ -136,22 +135,6 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn record_token_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError>;
     /// The token with this digest, with its owner as stored now.
     async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError>;
-}
-
-/// How long a request-path token lookup may wait for the store before it is a 503.
-pub const TOKEN_LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// The identity layer's view of a store: token lookups bounded by `TOKEN_LOOKUP_TIMEOUT`.
-pub struct StoreTokenLookup(pub Arc<dyn PolicyStore>);
-
-#[async_trait::async_trait]
-impl TokenLookup for StoreTokenLookup {
-    async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, LookupError> {
-        match tokio::time::timeout(TOKEN_LOOKUP_TIMEOUT, self.0.find_token(digest)).await {
-            Ok(found) => found.map_err(|e| LookupError(crate::error_chain(&e).into())),
-            Err(_) => Err(LookupError("token lookup timed out".into())),
-        }
-    }
 }
 
 /// Hex of a token digest, as stored.

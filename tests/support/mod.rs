@@ -518,8 +518,9 @@ impl Stack {
         }
     }
 
-    /// Issues an API token with `portcullis token issue ARGS`; returns (id, token).
-    pub fn api_token(&self, args: &[&str]) -> (String, String) {
+    /// Issues an API token with `portcullis token issue ARGS` and waits until portcullis has
+    /// loaded it (tokens are resolved from the snapshot); returns (id, token).
+    pub async fn api_token(&self, args: &[&str]) -> (String, String) {
         let mut full = vec!["token", "issue"];
         full.extend_from_slice(args);
         let (code, out, err) = cli(&self.config, &full);
@@ -529,22 +530,20 @@ impl Stack {
             .find(|w| w.starts_with("tok_"))
             .unwrap_or_else(|| panic!("no token id in {err:?}"))
             .to_owned();
-        (id, out.trim().to_owned())
-    }
-
-    /// How many times portcullis has asked the store for an API token so far: its own
-    /// counter, read from the admin endpoint's `/status`.
-    pub async fn token_lookups(&self) -> u64 {
-        let line = self.portcullis.proc.wait_for_log("serving admin endpoint");
-        let addr: SocketAddr = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("admin_addr="))
-            .and_then(|a| a.parse().ok())
-            .expect("admin address in the log");
-        let status = portcullis::cli::fetch_status(addr).await.expect("status");
-        status["api_token_store_lookups"]
-            .as_u64()
-            .expect("a lookup counter")
+        let token = out.trim().to_owned();
+        // Any identified caller may GET /api/v1/me: 401 only until the token is loaded.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while self
+            .envoy
+            .get("/api/v1/me", &[("x-api-token", &token)])
+            .await
+            .status
+            == 401
+        {
+            assert!(Instant::now() < deadline, "token {id} never loaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (id, token)
     }
 
     /// A token for a stored user, minted by `portcullis jwt mint`.

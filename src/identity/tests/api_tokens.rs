@@ -1,143 +1,135 @@
-//! API-token resolution against the in-memory store: format before any lookup, the negative
-//! cache, errors never cached, a revocation racing a lookup in flight, and the lookup counter.
+//! API-token resolution: format before anything else, then a lookup in the snapshot the
+//! request is decided against, cached per snapshot version; refusals are never cached.
 
-use std::sync::Arc;
+use std::cell::Cell;
 
 use super::*;
-use crate::manage;
-use crate::policy::PolicyDocument;
-use crate::store::{MemoryStore, OwnerRef, PolicyStore, StoreTokenLookup};
+use crate::identity::api_token::{self, TokenOwner, TokenRecord};
 
-const POLICY: &str = "permissions:\n  read:\n    activities: [GET /r]\nroles:\n  viewer: [read]\n\
-                      users:\n  - {email: v@x.com, roles: [viewer]}\n";
-
-async fn setup() -> (MemoryStore, Identifier, String) {
-    let store = MemoryStore::new();
-    let doc = PolicyDocument::from_yaml("test", POLICY).expect("policy");
-    manage::apply(&store, &doc, false, false)
-        .await
-        .expect("applies");
-    let issued = manage::issue_token(&store, OwnerRef::User("v@x.com"), "", 0, None, None)
-        .await
-        .expect("issued");
-    let lookup = Arc::new(StoreTokenLookup(Arc::new(store.clone())));
-    let keys = KeySet::new([hmac_key("hs")], None).expect("keys");
-    let id =
-        Identifier::with_api_tokens(keys, settings(), ApiTokenSettings::default(), Some(lookup));
-    (store, id, issued.token)
-}
-
-#[tokio::test]
-async fn a_valid_token_is_looked_up_once_then_served_from_the_cache() {
-    let (store, id, token) = setup().await;
-    for _ in 0..3 {
-        let p = id.resolve_api_token(&token).await.expect("valid");
-        assert_eq!(p.email(), Some("v@x.com"));
-        assert_eq!(p.credential(), CredentialKind::ApiToken);
+fn record(token: &str, revoked: bool, expires_at: Option<i64>, disabled: bool) -> TokenRecord {
+    TokenRecord {
+        id: "tok_1".to_owned(),
+        digest: digest(token),
+        owner: TokenOwner::User {
+            id: 7,
+            email: "v@x.com".to_owned(),
+            name: None,
+            disabled,
+            roles: vec!["viewer".to_owned()],
+        },
+        expires_at,
+        revoked_at: revoked.then_some(1),
+        permissions: None,
     }
-    assert_eq!(store.token_lookups(), 1);
-    assert_eq!(id.api_token_cache().store_lookups(), 1);
 }
 
-#[tokio::test]
-async fn malformed_tokens_never_reach_the_store_and_unknown_ones_are_remembered() {
-    let (store, id, token) = setup().await;
+fn identifier() -> Identifier {
+    let keys = KeySet::new([hmac_key("hs")], None).expect("keys");
+    Identifier::with_api_tokens(keys, settings(), ApiTokenSettings::default())
+}
+
+fn presented(id: &Identifier, token: &str) -> Result<TokenDigest, IdentityError> {
+    match id.identify([("x-api-token", token)])? {
+        Identified::ApiToken(d) => Ok(d),
+        other => panic!("not an API token: {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_tokens_are_refused_before_any_lookup() {
+    let id = identifier();
+    let token = api_token::generate();
     let mut typo = token.clone().into_bytes();
     let last = typo.len() - 1;
     typo[last] = if typo[last] == b'A' { b'B' } else { b'A' };
     let typo = String::from_utf8(typo).expect("ascii");
     for bad in [typo.as_str(), "pcs_short", &token[..token.len() - 1]] {
-        let err = id.resolve_api_token(bad).await.expect_err(bad);
+        let err = presented(&id, bad).expect_err(bad);
         assert!(
             matches!(err, IdentityError::Token(TokenError::MalformedApiToken(_))),
             "{err}"
         );
     }
-    assert_eq!(store.token_lookups(), 0);
-    let unknown = api_token::generate();
-    for _ in 0..3 {
-        let err = id.resolve_api_token(&unknown).await.expect_err("unknown");
-        assert!(
-            matches!(err, IdentityError::Token(TokenError::UnknownApiToken)),
-            "{err}"
-        );
-    }
-    assert_eq!(
-        store.token_lookups(),
-        1,
-        "negatively cached after one lookup"
-    );
+    assert_eq!(presented(&id, &token).expect("well-formed"), digest(&token));
 }
 
-#[tokio::test]
-async fn a_store_failure_is_never_cached() {
-    let (store, id, token) = setup().await;
-    store.set_unreachable(true);
-    for _ in 0..2 {
-        let err = id.resolve_api_token(&token).await.expect_err("store down");
-        assert!(matches!(err, IdentityError::Unavailable(_)), "{err}");
-    }
-    assert_eq!(store.token_lookups(), 2, "each attempt asked again");
-    store.set_unreachable(false);
-    id.resolve_api_token(&token).await.expect("store back");
-}
-
-#[tokio::test]
-async fn a_revocation_during_a_lookup_is_not_undone_by_caching_the_old_answer() {
-    let (store, id, token) = setup().await;
-    let id = Arc::new(id);
-    // A lookup is held in flight; meanwhile the token is revoked and the cache cleared.
-    let release = store.hold_next_lookup();
-    let in_flight = {
-        let (id, token) = (id.clone(), token.clone());
-        tokio::spawn(async move { id.resolve_api_token(&token).await })
+#[test]
+fn a_token_is_looked_up_once_per_snapshot_version() {
+    let id = identifier();
+    let token = api_token::generate();
+    let lookups = Cell::new(0);
+    let lookup = |_: &TokenDigest| {
+        lookups.set(lookups.get() + 1);
+        Some(record(&token, false, None, false))
     };
-    while store.token_lookups() == 0 {
-        tokio::task::yield_now().await;
+    for _ in 0..3 {
+        let p = id
+            .resolve_api_token(&digest(&token), 1, lookup)
+            .expect("valid");
+        assert_eq!(p.email(), Some("v@x.com"));
+        assert_eq!(p.credential(), CredentialKind::ApiToken);
     }
-    let tokens = store.list_tokens(None).await.expect("list");
-    store.revoke_token(&tokens[0].id).await.expect("revoke");
-    id.api_token_cache().forget_all();
-    drop(release);
-    // The lookup that started before the revocation may answer with what it read...
-    let _ = in_flight.await.expect("joined");
-    // ...but it was not cached: the next use asks again and sees the revocation.
-    let err = id.resolve_api_token(&token).await.expect_err("revoked");
-    assert!(
-        matches!(err, IdentityError::Token(TokenError::RevokedApiToken)),
-        "{err}"
+    assert_eq!(lookups.get(), 1);
+    id.resolve_api_token(&digest(&token), 2, lookup)
+        .expect("valid");
+    assert_eq!(
+        lookups.get(),
+        2,
+        "a new snapshot version is looked up again"
     );
-    assert_eq!(store.token_lookups(), 2);
 }
 
-#[tokio::test]
-async fn disabled_owners_and_expired_tokens_are_refused() {
-    let (store, id, _) = setup().await;
-    let expired = manage::issue_token(&store, OwnerRef::User("v@x.com"), "", 0, Some(1), None)
-        .await
-        .expect("issued");
+#[test]
+fn a_revocation_in_a_new_version_is_never_answered_from_the_cache() {
+    let id = identifier();
+    let token = api_token::generate();
+    id.resolve_api_token(&digest(&token), 1, |_| {
+        Some(record(&token, false, None, false))
+    })
+    .expect("valid in version 1");
     let err = id
-        .resolve_api_token(&expired.token)
-        .await
-        .expect_err("expired");
-    assert!(
-        matches!(err, IdentityError::Token(TokenError::ExpiredApiToken)),
-        "{err}"
+        .resolve_api_token(&digest(&token), 2, |_| {
+            Some(record(&token, true, None, false))
+        })
+        .expect_err("revoked in version 2");
+    assert_eq!(err, TokenError::RevokedApiToken);
+    // A request still deciding against version 1 may use what version 1 said.
+    id.resolve_api_token(&digest(&token), 1, |_| None)
+        .expect("version 1's answer");
+}
+
+#[test]
+fn refusals_are_not_cached_and_unknown_or_mismatched_digests_are_unknown() {
+    let id = identifier();
+    let token = api_token::generate();
+    let d = digest(&token);
+    let cases = [
+        (
+            record(&token, true, None, false),
+            TokenError::RevokedApiToken,
+        ),
+        (
+            record(&token, false, Some(1), false),
+            TokenError::ExpiredApiToken,
+        ),
+        (record(&token, false, None, true), TokenError::DisabledOwner),
+    ];
+    for (stored, expected) in cases {
+        assert_eq!(id.resolve_api_token(&d, 1, |_| Some(stored)), Err(expected));
+    }
+    // Nothing was cached: a valid answer in the same version is taken.
+    id.resolve_api_token(&d, 1, |_| Some(record(&token, false, None, false)))
+        .expect("valid");
+    let other = api_token::generate();
+    assert_eq!(
+        id.resolve_api_token(&digest(&other), 1, |_| None),
+        Err(TokenError::UnknownApiToken)
     );
-    let fresh = manage::issue_token(&store, OwnerRef::User("v@x.com"), "", 0, None, None)
-        .await
-        .expect("issued");
-    let disabled = POLICY.replace("{email: v@x.com,", "{email: v@x.com, disabled: true,");
-    let doc = PolicyDocument::from_yaml("test", &disabled).expect("policy");
-    manage::apply(&store, &doc, false, false)
-        .await
-        .expect("applies");
-    let err = id
-        .resolve_api_token(&fresh.token)
-        .await
-        .expect_err("disabled");
-    assert!(
-        matches!(err, IdentityError::Token(TokenError::DisabledOwner)),
-        "{err}"
+    assert_eq!(
+        id.resolve_api_token(&digest(&other), 1, |_| Some(record(
+            &token, false, None, false
+        ))),
+        Err(TokenError::UnknownApiToken),
+        "a record whose digest differs is not this token's"
     );
 }

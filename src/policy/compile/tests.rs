@@ -226,6 +226,16 @@ fn unbalanced_groups_cannot_break_out_of_the_anchor() {
             PolicyDocument::from_yaml("t", &doc).is_err(),
             "{pattern} accepted"
         );
+        // A row written to the store by hand skips the file checks: compiling refuses it too
+        // (the snapshot parses each pattern on its own before its one compilation).
+        let mut stored =
+            PolicyDocument::from_yaml("t", "permissions:\n  p:\n    activities: [GET /a]\n")
+                .expect("valid");
+        stored.permissions.get_mut("p").expect("p").activities[0].path = pattern.to_owned();
+        assert!(
+            PolicySnapshot::compile(&stored, 1).is_err(),
+            "{pattern} compiled from the store"
+        );
     }
 }
 
@@ -237,4 +247,38 @@ fn alternation_cannot_escape_the_anchor() {
     assert!(s.evaluate("GET", "h", "/b/x", &grants).is_some());
     assert!(s.evaluate("GET", "h", "/a/x", &grants).is_none());
     assert!(s.evaluate("GET", "h", "/x/a", &grants).is_none());
+}
+
+#[test]
+fn subjects_can_be_swapped_without_recompiling_the_rules() {
+    let doc = PolicyDocument::from_yaml("test", POLICY).expect("valid policy");
+    let first = PolicySnapshot::compile(&doc, 1).expect("compiles");
+    // Users and service accounts are subjects: they do not change the rules.
+    let mut with_user = doc.clone();
+    with_user.users.push(crate::policy::document::UserSpec {
+        email: "new@x.com".to_owned(),
+        name: None,
+        disabled: false,
+        roles: vec![],
+    });
+    assert!(first.has_rules_of(&with_user));
+    let second = first.with_new_subjects(Subjects::default(), 2);
+    assert_eq!(second.version(), 2);
+    assert!(Arc::ptr_eq(&first.rules, &second.rules), "compiled once");
+    let grants = second.grants(true, ["roles:read"], []);
+    assert!(second
+        .evaluate("GET", "h", "/api/v1/roles", &grants)
+        .is_some());
+    // Any change to a permission, an activity or a role is a change of rules.
+    let mut changed = doc.clone();
+    changed
+        .permissions
+        .get_mut("roles:read")
+        .expect("exists")
+        .activities
+        .pop();
+    assert!(!first.has_rules_of(&changed));
+    let mut regranted = doc.clone();
+    regranted.roles.insert("extra".to_owned(), vec![]);
+    assert!(!first.has_rules_of(&regranted));
 }

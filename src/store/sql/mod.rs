@@ -55,6 +55,16 @@ fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
+/// A stored comma-separated list (token limits).
+fn split_list(s: Option<String>) -> Option<Vec<String>> {
+    s.map(|s| {
+        s.split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
 fn text(row: &sqlx::any::AnyRow, i: usize) -> Result<String, StoreError> {
     Ok(row.try_get::<String, _>(i)?)
 }
@@ -149,7 +159,8 @@ impl ChangeFeed for PgChanges {
     }
 }
 
-/// Announces a change: every sidecar rebuilds its snapshot and forgets cached API tokens.
+/// Announces a change: every sidecar rebuilds its snapshot and forgets cached API-token
+/// identities.
 async fn bump_version(conn: &mut AnyConnection, dialect: Dialect) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
         .bind(now_unix())
@@ -237,7 +248,7 @@ impl PolicyStore for SqlStore {
     }
 
     async fn insert_token(&self, token: NewToken<'_>) -> Result<(), StoreError> {
-        tokens::insert(&self.pool, token).await
+        tokens::insert(self, token).await
     }
 
     async fn list_tokens(&self, owner: Option<&str>) -> Result<Vec<TokenInfo>, StoreError> {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::text;
+use super::{split_list, text};
 use crate::policy::document::{Activity, Method, PermissionSpec, ServiceAccountSpec, UserSpec};
-use crate::policy::{PolicyDocument, Subjects, UserState};
-use crate::store::{StoreError, UserRecord};
+use crate::policy::{AccountState, PolicyDocument, Subjects, TokenHolder, TokenState, UserState};
+use crate::store::{unhex, StoreError, UserRecord};
 
 /// The whole policy and its version, normalized.
 pub(super) async fn document(
@@ -128,18 +128,21 @@ pub(super) async fn document(
     Ok((doc, version))
 }
 
-/// Users by id (the JWT `sub`) with their current roles, deleted user ids, and revoked JWT ids.
+/// Everything the request path checks callers against: users by id (the JWT `sub`) with their
+/// current roles, service accounts, API tokens by digest, deleted user ids, revoked JWT ids.
 pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, StoreError> {
     let mut subjects = Subjects::default();
-    for row in sqlx::query("SELECT id, disabled, tokens_valid_after FROM users")
+    for row in sqlx::query("SELECT id, email, name, disabled, tokens_valid_after FROM users")
         .fetch_all(&mut *conn)
         .await?
     {
         let id: i64 = row.try_get(0)?;
         let state = UserState {
-            disabled: row.try_get::<i64, _>(1)? != 0,
+            email: text(&row, 1)?,
+            name: row.try_get(2)?,
+            disabled: row.try_get::<i64, _>(3)? != 0,
             roles: Vec::new(),
-            tokens_valid_after: row.try_get(2)?,
+            tokens_valid_after: row.try_get(4)?,
         };
         subjects.insert_user(id.to_string(), state);
     }
@@ -153,6 +156,52 @@ pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, Store
         if let Some(user) = subjects.user_mut(&id.to_string()) {
             user.roles.push(text(&row, 1)?);
         }
+    }
+    for row in sqlx::query("SELECT name, disabled FROM service_accounts")
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let state = AccountState {
+            disabled: row.try_get::<i64, _>(1)? != 0,
+            roles: Vec::new(),
+        };
+        subjects.insert_account(text(&row, 0)?, state);
+    }
+    let rows = sqlx::query(
+        "SELECT s.name, r.name FROM service_account_roles x \
+         JOIN service_accounts s ON s.id = x.service_account_id JOIN roles r ON r.id = x.role_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        if let Some(account) = subjects.account_mut(&text(&row, 0)?) {
+            account.roles.push(text(&row, 1)?);
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT t.id, t.digest, t.user_id, s.name, t.expires_at, t.revoked_at, t.permissions \
+         FROM api_tokens t LEFT JOIN service_accounts s ON s.id = t.service_account_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in rows {
+        let id = text(&row, 0)?;
+        let Some(digest) = unhex(&text(&row, 1)?) else {
+            return Err(StoreError::MalformedDigest { id });
+        };
+        let holder = match (row.try_get::<Option<i64>, _>(2)?, row.try_get(3)?) {
+            (Some(user), None) => TokenHolder::User(user),
+            (None, Some(account)) => TokenHolder::ServiceAccount(account),
+            _ => return Err(StoreError::TokenWithoutOwner { id }),
+        };
+        let state = TokenState {
+            id,
+            holder,
+            expires_at: row.try_get(4)?,
+            revoked: row.try_get::<Option<i64>, _>(5)?.is_some(),
+            limit: split_list(row.try_get(6)?),
+        };
+        subjects.insert_token(digest, state);
     }
     for row in sqlx::query("SELECT id FROM deleted_users")
         .fetch_all(&mut *conn)

@@ -3,20 +3,10 @@
 
 use sqlx::{AnyPool, Row};
 
-use super::{bump_version, now_unix, text, SqlStore};
+use super::{bump_version, now_unix, split_list, text, SqlStore};
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
 use crate::store::{hex, unhex, NewToken, OwnerRef, StoreError, TokenInfo};
-
-/// A stored comma-separated list (token limits).
-fn split_list(s: Option<String>) -> Option<Vec<String>> {
-    s.map(|s| {
-        s.split(',')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect()
-    })
-}
 
 pub(super) async fn revoke_jti(store: &SqlStore, jti: &str) -> Result<(), StoreError> {
     let mut tx = store.pool.begin().await?;
@@ -54,13 +44,15 @@ pub(super) async fn revoke_user_tokens(
     Ok(())
 }
 
-pub(super) async fn insert(pool: &AnyPool, token: NewToken<'_>) -> Result<(), StoreError> {
+/// Inserts a token and bumps the version (subjects only), so every sidecar loads it.
+pub(super) async fn insert(store: &SqlStore, token: NewToken<'_>) -> Result<(), StoreError> {
+    let mut tx = store.pool.begin().await?;
     let (user_id, account_id) = match token.owner {
         OwnerRef::User(email) => {
             let email = email.to_ascii_lowercase();
             let row = sqlx::query("SELECT id FROM users WHERE email = $1")
                 .bind(&email)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *tx)
                 .await?
                 .ok_or(StoreError::UnknownUser { email })?;
             (Some(row.try_get::<i64, _>(0)?), None)
@@ -68,7 +60,7 @@ pub(super) async fn insert(pool: &AnyPool, token: NewToken<'_>) -> Result<(), St
         OwnerRef::ServiceAccount(name) => {
             let row = sqlx::query("SELECT id FROM service_accounts WHERE name = $1")
                 .bind(name)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *tx)
                 .await?
                 .ok_or_else(|| StoreError::UnknownServiceAccount {
                     name: name.to_owned(),
@@ -88,8 +80,10 @@ pub(super) async fn insert(pool: &AnyPool, token: NewToken<'_>) -> Result<(), St
     .bind(token.permissions.map(|p| p.join(",")))
     .bind(token.created_at)
     .bind(token.expires_at)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    bump_version(&mut tx, store.dialect).await?;
+    tx.commit().await?;
     Ok(())
 }
 
