@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use portcullis::app::LogDrops;
 use portcullis::cli::{self, exit, Cli};
 use portcullis::config::{Config, LogFormat};
 
@@ -24,10 +25,14 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CONFIG);
         }
     };
-    if let Err(e) = init_tracing(&config) {
-        eprintln!("error: log.level: {e}");
-        return ExitCode::from(exit::CONFIG);
-    }
+    // Held to the end: dropping it flushes the lines still buffered.
+    let (_flush_on_exit, log_drops) = match init_tracing(&config) {
+        Ok(logging) => logging,
+        Err(e) => {
+            eprintln!("error: log.level: {e}");
+            return ExitCode::from(exit::CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,7 +43,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::FAILURE);
         }
     };
-    match runtime.block_on(cli::run(cli, config)) {
+    match runtime.block_on(cli::run(cli, config, log_drops)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = if is_config_error(&e) {
@@ -59,16 +64,30 @@ fn is_config_error(e: &anyhow::Error) -> bool {
         .any(|c| c.is::<KeyError>() || c.is::<KeyringError>())
 }
 
-fn init_tracing(config: &Config) -> Result<(), String> {
+/// Lines the log writer holds while stderr is slow; beyond this, lines are dropped and
+/// counted rather than blocking the thread that logs (a Check, possibly).
+const LOG_BUFFER_LINES: usize = 16_384;
+
+/// Logs go to stderr through a non-blocking, bounded, lossy writer: a full pipe or a slow log
+/// collector never stalls a request. Returns the guard that flushes on exit and the counter of
+/// dropped lines.
+fn init_tracing(
+    config: &Config,
+) -> Result<(tracing_appender::non_blocking::WorkerGuard, LogDrops), String> {
     let filter =
         tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|e| e.to_string())?;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .finish(std::io::stderr());
+    let drops = LogDrops::new(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    Ok(())
+    Ok((guard, drops))
 }

@@ -507,3 +507,63 @@ async fn tonic_client_against_a_served_port() {
             .is_err()
     );
 }
+
+/// A stuck log reader never stalls a decision. portcullis serves with stderr into a pipe that
+/// nobody reads, so the pipe fills after some 64 KiB; thousands of denied checks, each logged
+/// at info, must all still be answered (a blocking log writer would hang on the full pipe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_stderr_never_blocks_a_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let config = support::prepared_config(dir.path(), &url, "1s", "token");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("admin_listen: 127.0.0.1:0", "admin_listen: null")
+        .replace(
+            "  listen: 127.0.0.1:0",
+            &format!("  listen: 127.0.0.1:{port}"),
+        );
+    std::fs::write(&config, text).unwrap();
+    let mut child = std::process::Command::new(support::portcullis_bin())
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Held open and never read.
+    let _stuck = child.stderr.take();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let channel = loop {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).unwrap();
+        if let Ok(channel) = endpoint.connect().await {
+            if health(&channel).await == 1 {
+                break channel;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never SERVING");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut client = AuthorizationClient::new(channel);
+    for i in 0..3000 {
+        let path = format!("/api/v1/roles?attempt={i}&padding={}", "x".repeat(100));
+        let answered = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.check(request("GET", &path, &[])),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("check {i} stalled behind the log writer"))
+        .unwrap()
+        .into_inner();
+        assert_eq!(denied(&answered).0, 401, "check {i}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,5 +1,6 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
-//! age, store reachability, last error), `/ready` (200 once a snapshot is loaded) and `/live`.
+//! age, store reachability, last error, log lines dropped), `/ready` (200 once a snapshot is
+//! loaded) and `/live`.
 //! Plain HTTP, bound to loopback by default.
 
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::reload::ReloadStatus;
+use super::LogDrops;
 
 impl ReloadStatus {
     fn to_json(&self) -> serde_json::Value {
@@ -32,6 +34,7 @@ impl ReloadStatus {
 pub(super) async fn serve_admin(
     listener: TcpListener,
     status: Arc<Mutex<ReloadStatus>>,
+    log_drops: LogDrops,
     mut stop: watch::Receiver<bool>,
 ) {
     use axum::http::StatusCode;
@@ -41,7 +44,8 @@ pub(super) async fn serve_admin(
         .route(
             "/status",
             get(move || {
-                let body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
+                let mut body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
+                body["log_lines_dropped"] = log_drops.count().into();
                 async move { axum::Json(body) }
             }),
         )

@@ -66,6 +66,21 @@ pub struct Server {
     shutdown_grace: Duration,
     max_concurrent_checks: usize,
     http2_keepalive: Duration,
+    log_drops: LogDrops,
+}
+
+/// How many log lines the non-blocking writer has dropped because stderr was too slow.
+#[derive(Clone, Default)]
+pub struct LogDrops(Option<tracing_appender::non_blocking::ErrorCounter>);
+
+impl LogDrops {
+    pub fn new(counter: tracing_appender::non_blocking::ErrorCounter) -> Self {
+        LogDrops(Some(counter))
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.as_ref().map_or(0, |c| c.dropped_lines())
+    }
 }
 
 /// Token uses waiting to be written; beyond this, uses are dropped (last-used is advisory).
@@ -113,11 +128,18 @@ impl Server {
             shutdown_grace: config.server.shutdown_grace,
             max_concurrent_checks: config.server.max_concurrent_checks,
             http2_keepalive: config.server.http2_keepalive,
+            log_drops: LogDrops::default(),
         })
     }
 
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
         Ok(self.listener.local_addr()?)
+    }
+
+    /// Reports the log writer's dropped lines on `/status` and at shutdown.
+    pub fn with_log_drops(mut self, drops: LogDrops) -> Self {
+        self.log_drops = drops;
+        self
     }
 
     /// Where the admin endpoint listens, when it is enabled (tests bind port 0).
@@ -156,6 +178,7 @@ impl Server {
                 Some(tokio::spawn(admin::serve_admin(
                     listener,
                     status,
+                    self.log_drops.clone(),
                     stop_rx.clone(),
                 )))
             }
@@ -211,6 +234,10 @@ impl Server {
             let _ = admin.await;
         }
         self.store.close().await;
+        let dropped = self.log_drops.count();
+        if dropped > 0 {
+            tracing::warn!(dropped, "log lines dropped because stderr was too slow");
+        }
         Ok(())
     }
 }

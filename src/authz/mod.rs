@@ -2,7 +2,6 @@
 //! `Reason`; "could not decide" is a deny too (503), never an error, so callers always answer.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -310,29 +309,18 @@ pub fn decide_with(
     })
 }
 
-/// Unique, unguessable-enough decision ids without a syscall per request: a random
-/// per-process prefix and a counter.
-pub struct DecisionIds {
-    prefix: u64,
-    next: AtomicU64,
-}
+/// Decision ids: UUIDv7, so they are unique, not guessable from one another (74 random bits),
+/// and sort by time across sidecars.
+#[derive(Debug, Default)]
+pub struct DecisionIds;
 
 impl DecisionIds {
     pub fn new() -> Self {
-        DecisionIds {
-            prefix: rand::random(),
-            next: AtomicU64::new(1),
-        }
+        DecisionIds
     }
-    pub fn next(&self) -> String {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{:08x}", self.prefix, n)
-    }
-}
 
-impl Default for DecisionIds {
-    fn default() -> Self {
-        Self::new()
+    pub fn next(&self) -> String {
+        uuid::Uuid::now_v7().hyphenated().to_string()
     }
 }
 

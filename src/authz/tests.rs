@@ -417,3 +417,18 @@ async fn api_tokens_are_resolved_from_the_snapshot_never_the_store() {
     );
     assert_eq!(store.token_lookups(), 0);
 }
+
+#[test]
+fn decision_ids_are_random_uuid_v7_in_time_order() {
+    let ids = DecisionIds::new();
+    let (a, b) = (ids.next(), ids.next());
+    assert_ne!(a, b);
+    for id in [&a, &b] {
+        let parsed = uuid::Uuid::parse_str(id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 7, "{id}");
+    }
+    assert!(a < b, "later ids sort after earlier ones: {a} {b}");
+    // Not a counter: the random part differs in more than the last digits.
+    let tail = |id: &str| id.rsplit('-').next().map(str::to_owned);
+    assert_ne!(tail(&a), tail(&b));
+}

@@ -179,10 +179,10 @@ pub mod exit {
 }
 
 /// Runs a parsed command; the `u8` is the exit code.
-pub async fn run(cli: Cli, config: Config) -> anyhow::Result<u8> {
+pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve => {
-            let server = app::Server::bind(&config).await?;
+            let server = app::Server::bind(&config).await?.with_log_drops(log_drops);
             server.run(app::shutdown_signal()).await?;
             Ok(exit::OK)
         }
