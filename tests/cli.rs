@@ -313,3 +313,33 @@ fn a_deleted_users_token_never_gains_a_new_users_permissions() {
         assert_eq!(code, 0, "{mode}: {out}");
     }
 }
+
+/// Issue 8, hole 9: keys without an issuer or audience accept any token those keys signed,
+/// for any service; `config check` warns, and `--strict` refuses.
+#[test]
+fn config_check_warns_without_issuer_or_audience_and_strict_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "");
+    let (code, _, err) = cli(&good, &["config", "check", "--strict"]);
+    assert_eq!(code, 0, "issuer and audience set: {err}");
+    assert!(!err.contains("warning"), "{err}");
+
+    let text = std::fs::read_to_string(&good).unwrap();
+    let open: String = text
+        .lines()
+        .filter(|l| {
+            !l.trim_start().starts_with("issuer:") && !l.trim_start().starts_with("audience:")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let path = dir.path().join("open.yaml");
+    std::fs::write(&path, open).unwrap();
+    let (code, out, err) = cli(&path, &["config", "check"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: jwt: neither issuer nor audience"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&path, &["config", "check", "--strict"]);
+    assert_eq!(code, 64, "{err}");
+}

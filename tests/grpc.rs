@@ -567,3 +567,60 @@ async fn a_stuck_stderr_never_blocks_a_check() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 8, hole 5: a header value that is not UTF-8 is refused as such (400 invalid_header),
+/// before any credential parsing, never decoded lossily; valid headers beside it change nothing.
+#[tokio::test]
+async fn header_values_that_are_not_utf8_are_refused_explicitly() {
+    let svc = service(true);
+    let bearer = format!("Bearer {}", viewer());
+    for (name, bytes) in [
+        ("authorization", b"Bearer \xff\xfe".to_vec()),
+        ("cookie", b"jwt-token=\xc3\x28".to_vec()),
+        ("x-api-token", b"pcs_\x80".to_vec()),
+    ] {
+        let mut req = raw_request("GET", "/api/v1/roles", &[("authorization", &bearer)]);
+        let map = http_mut(&mut req).header_map.as_mut().unwrap();
+        map.headers.push(HeaderValue {
+            key: name.to_owned(),
+            raw_value: bytes,
+            ..Default::default()
+        });
+        let (code, body, _) = denied(&check(&svc, req).await);
+        assert_eq!(
+            (code, body["reason"].as_str(), body["error"].as_str()),
+            (400, Some("invalid_header"), Some("bad_request")),
+            "{name}"
+        );
+    }
+    // The same request with valid UTF-8 (including non-ASCII) is decided as usual.
+    let req = raw_request(
+        "GET",
+        "/api/v1/roles",
+        &[("authorization", &bearer), ("x-auth-note", "café")],
+    );
+    assert_eq!(ok_headers(&check(&svc, req).await)["x-auth-user-id"].0, "7");
+}
+
+/// Issue 8, hole 1, through the adapter: a signed token whose roles include names that an
+/// upstream would split or misread; the upstream sees only valid names, from the
+/// Authorization header and from the cookie alike.
+#[tokio::test]
+async fn invalid_role_names_are_dropped_for_header_and_cookie() {
+    let svc = service(true);
+    let t = token(serde_json::json!({
+        "sub": "7", "roles": ["viewer", "viewer,admin", "ad min", "x;y", "a=b"],
+        "iss": "grpc-test", "exp": now() + 300
+    }));
+    let bearer = format!("Bearer {t}");
+    let cookie = format!("jwt-token={t}");
+    for headers in [
+        [("authorization", bearer.as_str())],
+        [("cookie", cookie.as_str())],
+    ] {
+        let res = check(&svc, request("GET", "/api/v1/roles", &headers)).await;
+        let h = ok_headers(&res);
+        assert_eq!(h["x-auth-roles"].0, "viewer", "{:?}", headers[0].0);
+        assert!(!h["x-auth-permissions"].0.contains("roles:write"));
+    }
+}

@@ -96,6 +96,9 @@ impl Server {
         if identifier.keys().is_empty() {
             tracing::warn!("no jwt keys configured: every JWT will be refused");
         }
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         let (usage_tx, usage_rx) = tokio::sync::mpsc::channel(USAGE_QUEUE);
         identifier.report_usage_to(usage_tx);
         let identifier = Arc::new(identifier);

@@ -17,6 +17,7 @@ pub enum Reason {
     InvalidPath,
     NoMatchingActivity,
     PolicyUnavailable,
+    InvalidHeader,
 }
 
 impl Reason {
@@ -28,6 +29,7 @@ impl Reason {
             Reason::InvalidPath => "invalid_path",
             Reason::NoMatchingActivity => "no_matching_activity",
             Reason::PolicyUnavailable => "policy_unavailable",
+            Reason::InvalidHeader => "invalid_header",
         }
     }
 
@@ -38,12 +40,15 @@ impl Reason {
             }
             Reason::InvalidPath | Reason::NoMatchingActivity => DenyStatus::Forbidden,
             Reason::PolicyUnavailable => DenyStatus::Unavailable,
+            Reason::InvalidHeader => DenyStatus::BadRequest,
         }
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyStatus {
+    /// 400
+    BadRequest,
     /// 401
     Unauthenticated,
     /// 403
@@ -55,6 +60,7 @@ pub enum DenyStatus {
 impl DenyStatus {
     pub fn http_code(self) -> u16 {
         match self {
+            DenyStatus::BadRequest => 400,
             DenyStatus::Unauthenticated => 401,
             DenyStatus::Forbidden => 403,
             DenyStatus::Unavailable => 503,
@@ -62,6 +68,7 @@ impl DenyStatus {
     }
     pub fn error(self) -> &'static str {
         match self {
+            DenyStatus::BadRequest => "bad_request",
             DenyStatus::Unauthenticated => "unauthenticated",
             DenyStatus::Forbidden => "forbidden",
             DenyStatus::Unavailable => "unavailable",
@@ -89,6 +96,10 @@ pub enum Revocation {
 pub enum DenyCause {
     #[error("no policy snapshot loaded")]
     NoSnapshot,
+    /// A header the decision reads (Envoy sends only those) is not UTF-8: never decoded
+    /// lossily and then parsed.
+    #[error("the value of header {name:?} is not UTF-8")]
+    HeaderNotUtf8 { name: String },
     #[error(transparent)]
     Path(#[from] PathError),
     #[error(transparent)]
@@ -113,6 +124,7 @@ impl Deny {
     pub fn new(principal: Option<Arc<Principal>>, cause: DenyCause) -> Self {
         let reason = match &cause {
             DenyCause::NoSnapshot => Reason::PolicyUnavailable,
+            DenyCause::HeaderNotUtf8 { .. } => Reason::InvalidHeader,
             DenyCause::Path(_) => Reason::InvalidPath,
             DenyCause::Credential(e) if e.is_ambiguous() => Reason::AmbiguousCredential,
             DenyCause::Credential(_) | DenyCause::Token(_) | DenyCause::Revoked(_) => {

@@ -14,6 +14,7 @@ use crate::identity::{
     Identified, Identifier, IdentityError, JwtCaller, Principal, TokenDigest, TokenOwner,
     TokenRecord, UnixTime,
 };
+use crate::policy::validate::valid_name;
 use crate::policy::{path, PolicySnapshot, Subjects, TokenHolder};
 
 /// A request to decide, borrowed from whatever carried it (Envoy's CheckRequest, the CLI).
@@ -27,6 +28,8 @@ pub struct AccessRequest<'a> {
     pub path: &'a str,
     /// Header (lower-case name, value) pairs; repeated headers appear repeatedly.
     pub headers: Vec<(&'a str, Cow<'a, str>)>,
+    /// The first header whose value was not UTF-8, if any: the request is refused.
+    pub not_utf8: Option<&'a str>,
 }
 
 impl std::fmt::Debug for AccessRequest<'_> {
@@ -170,6 +173,10 @@ fn prepare<'s, 'r>(
     let Some(snapshot) = snapshot else {
         return Err(Decision::deny(None, DenyCause::NoSnapshot));
     };
+    if let Some(name) = req.not_utf8 {
+        let name = name.to_owned();
+        return Err(Decision::deny(None, DenyCause::HeaderNotUtf8 { name }));
+    }
     match path::canonicalize(req.path) {
         Ok(p) => Ok((snapshot, p)),
         Err(e) => Err(Decision::deny(None, e.into())),
@@ -290,7 +297,11 @@ pub fn decide_with(
     permissions.sort_unstable();
     let mut roles: Vec<String> = match (stored_roles, principal.as_deref()) {
         (Some(roles), _) => roles.to_vec(),
-        (None, Some(Principal::Jwt(j))) => j.roles.clone(),
+        // Roles named in a token reach the upstream only when they are valid names (letters,
+        // digits, `_ . : -`): `viewer,admin` would read as two roles to an upstream.
+        (None, Some(Principal::Jwt(j))) => {
+            j.roles.iter().filter(|r| valid_name(r)).cloned().collect()
+        }
         // A limited token must not present its owner's roles: an upstream deciding on
         // x-auth-roles would ignore the limit.
         (None, Some(Principal::ApiToken(t))) if t.limit.is_some() => Vec::new(),

@@ -380,6 +380,7 @@ async fn api_tokens_are_resolved_from_the_snapshot_never_the_store() {
         host: "",
         path: "/r",
         headers: vec![("x-api-token", Cow::Borrowed(issued.token.as_str()))],
+        not_utf8: None,
     };
 
     // The store is down: a token never used before is still known (it is in the snapshot).
@@ -431,4 +432,70 @@ fn decision_ids_are_random_uuid_v7_in_time_order() {
     // Not a counter: the random part differs in more than the last digits.
     let tail = |id: &str| id.rsplit('-').next().map(str::to_owned);
     assert_ne!(tail(&a), tail(&b));
+}
+
+/// Issue 8, hole 2: the host a permission is scoped to is compared exactly, after lower-casing
+/// and dropping the port; a trailing dot is a different host (Envoy routes it apart).
+#[test]
+fn host_scoped_permissions_match_case_and_port_but_not_a_trailing_dot() {
+    let doc = PolicyDocument::from_yaml(
+        "test",
+        "permissions:\n  w:\n    activities: [{method: PUT, path: \"/r/[^/]+\", host: allocations.example.com}]\n",
+    )
+    .expect("policy");
+    let snapshot = PolicySnapshot::compile(&doc, 1).expect("compiles");
+    let caller = Some(Arc::new(Principal::Assumed {
+        permissions: vec!["w".to_owned()],
+    }));
+    for (host, allowed) in [
+        ("allocations.example.com", true),
+        ("Allocations.Example.COM", true),
+        ("allocations.example.com:443", true),
+        ("allocations.example.com.", false),
+        ("allocations.example.com.:443", false),
+        ("allocations.example.com..", false),
+        ("evil.allocations.example.com", false),
+        ("allocations.example.com.evil", false),
+    ] {
+        let d = decide_with(
+            &snapshot,
+            "PUT",
+            host,
+            "/r/7",
+            caller.clone(),
+            PermissionSource::Token,
+        );
+        assert_eq!(matches!(d, Decision::Allow(_)), allowed, "{host}");
+    }
+}
+
+/// Issue 8, hole 1: role names from a token are held to the same rule as stored names; an
+/// entry that is not a valid name is dropped (it could never name a stored role anyway), so
+/// `viewer,admin` or `a=b` never reaches the upstream's `x-auth-roles`.
+#[test]
+fn invalid_role_names_in_a_token_never_reach_the_upstream() {
+    let roles = [
+        "viewer",
+        "viewer,admin",
+        "ad min",
+        "x;y",
+        "a=b",
+        "ok.role:1-x_y",
+        "",
+    ];
+    let d = decide(
+        "GET",
+        "/r",
+        Some(jwt("1", &roles, None, None)),
+        PermissionSource::Token,
+    );
+    assert_eq!(
+        outcome(&d),
+        Ok(vec!["ok.role:1-x_y".to_owned(), "viewer".to_owned()])
+    );
+    // The dropped entries granted nothing either: only viewer's read is held.
+    let Decision::Allow(a) = d else {
+        panic!("denied")
+    };
+    assert_eq!(a.permissions, ["authenticated", "public", "read"]);
 }

@@ -66,6 +66,7 @@ async fn decide(
             .iter()
             .map(|b| ("authorization", b.as_str().into()))
             .collect(),
+        not_utf8: None,
     };
     let decision = match &args.permissions {
         Some(held) => {

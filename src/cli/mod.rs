@@ -130,7 +130,11 @@ pub enum PolicyCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration (keys included) without serving.
-    Check,
+    Check {
+        /// Treat warnings as errors (exit 64).
+        #[arg(long)]
+        strict: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -193,8 +197,15 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
             Ok(exit::OK)
         }
         Command::Policy(cmd) => policy::policy_command(cmd, &config).await,
-        Command::Config(ConfigCommand::Check) => {
+        Command::Config(ConfigCommand::Check { strict }) => {
             let identifier = app::identifier(&config)?;
+            let warnings = config.warnings();
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            if strict && !warnings.is_empty() {
+                return Ok(exit::CONFIG);
+            }
             println!(
                 "config ok: listen {}, {} jwt key(s), database {}",
                 config.server.listen,

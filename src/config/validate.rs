@@ -11,6 +11,21 @@ use super::{Config, ConfigError, Problem};
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 impl Config {
+    /// What is allowed but probably a mistake: printed by `config check` (refused with
+    /// `--strict`) and logged by `serve`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let has_keys = !self.jwt.keys.is_empty() || self.jwt.jwks_file.is_some();
+        if has_keys && self.jwt.issuer.is_none() && self.jwt.audience.is_empty() {
+            out.push(
+                "jwt: neither issuer nor audience is set, so a token minted by the same keys \
+                 for another service is accepted here; set jwt.issuer and jwt.audience"
+                    .to_owned(),
+            );
+        }
+        out
+    }
+
     /// Checks what serde cannot; key material is checked by `keyring::load`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, problem: Problem| ConfigError::Invalid {

@@ -31,17 +31,22 @@ pub fn access_request(request: &CheckRequest) -> AccessRequest<'_> {
     else {
         return AccessRequest::default();
     };
+    let mut not_utf8 = None;
     let headers: Vec<(&str, Cow<'_, str>)> = match &http.header_map {
         Some(map) if !map.headers.is_empty() => map
             .headers
             .iter()
             .map(|h| {
                 let value = if h.raw_value.is_empty() {
-                    Cow::Borrowed(h.value.as_str())
+                    h.value.as_str()
                 } else {
-                    String::from_utf8_lossy(&h.raw_value)
+                    // Never decoded lossily: a value that is not UTF-8 is refused as such.
+                    std::str::from_utf8(&h.raw_value).unwrap_or_else(|_| {
+                        not_utf8.get_or_insert(h.key.as_str());
+                        ""
+                    })
                 };
-                (h.key.as_str(), value)
+                (h.key.as_str(), Cow::Borrowed(value))
             })
             .collect(),
         _ => http
@@ -56,6 +61,7 @@ pub fn access_request(request: &CheckRequest) -> AccessRequest<'_> {
         host: http.host.as_str(),
         path: http.path.as_str(),
         headers,
+        not_utf8,
     }
 }
 
@@ -193,6 +199,7 @@ fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str)
 fn deny_response(deny: &Deny, decision_id: &str) -> CheckResponse {
     let status = deny.reason.status();
     let grpc_code = match status {
+        DenyStatus::BadRequest => tonic::Code::InvalidArgument,
         DenyStatus::Unauthenticated => tonic::Code::Unauthenticated,
         DenyStatus::Forbidden => tonic::Code::PermissionDenied,
         DenyStatus::Unavailable => tonic::Code::Unavailable,

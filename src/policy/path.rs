@@ -130,7 +130,9 @@ fn hex(c: u8) -> Option<u8> {
 }
 
 /// Lower-cases a `Host`/`:authority` value and strips its port, so `API.example.com:443`
-/// and `api.example.com` compare equal. IPv6 literals keep their brackets.
+/// and `api.example.com` compare equal. IPv6 literals keep their brackets. A trailing dot is
+/// kept: Envoy routes `api.example.com.` apart from `api.example.com`, so the host authorized
+/// must be the host routed, and a dotted host matches no host-scoped activity.
 pub fn normalize_host(host: &str) -> Cow<'_, str> {
     let without_port = if let Some(rest) = host.strip_prefix('[') {
         // Only `:digits` may follow the `]`; anything else is kept, so it matches no host.
@@ -154,11 +156,10 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
             _ => host,
         }
     };
-    let without_dot = without_port.strip_suffix('.').unwrap_or(without_port);
-    if without_dot.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(without_dot.to_ascii_lowercase())
+    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(without_port.to_ascii_lowercase())
     } else {
-        Cow::Borrowed(without_dot)
+        Cow::Borrowed(without_port)
     }
 }
 
@@ -260,7 +261,8 @@ mod tests {
             ("API.Example.COM", "api.example.com"),
             ("api.example.com:8443", "api.example.com"),
             ("API.example.com:443", "api.example.com"),
-            ("api.example.com.", "api.example.com"),
+            ("api.example.com.", "api.example.com."),
+            ("API.example.com.:443", "api.example.com."),
             ("[::1]:9000", "[::1]"),
             ("[::1]", "[::1]"),
             ("[::1]evil", "[::1]evil"),
