@@ -343,3 +343,56 @@ fn config_check_warns_without_issuer_or_audience_and_strict_refuses() {
     let (code, _, err) = cli(&path, &["config", "check", "--strict"]);
     assert_eq!(code, 64, "{err}");
 }
+
+/// Issue 8, hole 3: a token from an outside identity provider (its own `sub`, a verified
+/// `email`) is matched to the stored user by email when `jwt.subject_claim: email`, so
+/// `jwt revoke --user EMAIL` refuses it.
+#[test]
+fn revoking_a_user_by_email_refuses_an_outside_providers_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let config = support::write_config_for(dir.path(), &url, "200ms", "token", "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "  permissions_from: token\n",
+        "  permissions_from: token\n  subject_claim: email\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        "permissions:\n  read:\n    activities: [GET /r]\nroles:\n  viewer: [read]\n\
+         users:\n  - {email: nobody@example.com, roles: [viewer]}\n",
+    )
+    .unwrap();
+    cli_ok(&config, &["policy", "apply", policy.to_str().unwrap()]);
+    let now = support::unix_now();
+    let sign = |claims: serde_json::Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("test-hs256".to_owned());
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(support::SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    };
+    let claims = |verified: bool| {
+        serde_json::json!({
+            "sub": "u-nob", "email": "nobody@example.com", "email_verified": verified,
+            "roles": ["viewer"], "iss": "portcullis-test", "aud": "portcullis",
+            "iat": now - 5, "exp": now + 300,
+        })
+    };
+    let token = sign(claims(true));
+    let (code, out, _) = cli(&config, &["check", "--token", &token, "GET", "/r"]);
+    assert_eq!(code, 0, "matched by its verified email: {out}");
+    let unverified = sign(claims(false));
+    let (code, out, _) = cli(&config, &["check", "--token", &unverified, "GET", "/r"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not verified"), "{out}");
+
+    cli_ok(&config, &["jwt", "revoke", "--user", "nobody@example.com"]);
+    let (code, out, _) = cli(&config, &["check", "--token", &token, "GET", "/r"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("deny 401 invalid_token"), "{out}");
+}

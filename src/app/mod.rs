@@ -105,7 +105,8 @@ impl Server {
         let snapshot: SnapshotHandle = Arc::new(ArcSwapOption::empty());
         let authorizer = Arc::new(
             Authorizer::new(snapshot.clone(), identifier.clone())
-                .with_permission_source(config.jwt.permissions_from),
+                .with_permission_source(config.jwt.permissions_from)
+                .with_subject_claim(config.jwt.subject_claim),
         );
         let listener = TcpListener::bind(config.server.listen)
             .await

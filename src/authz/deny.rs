@@ -89,6 +89,9 @@ pub enum Revocation {
     UserDeleted,
     #[error("no such user in the store")]
     NotInStore,
+    /// `jwt.subject_claim: email`, and the token has no email its issuer verified.
+    #[error("the token's email is missing or not verified")]
+    EmailNotVerified,
 }
 
 /// What made a deny, for the log; never sent to the client.

@@ -90,12 +90,40 @@ pub enum PermissionSource {
     Store,
 }
 
+/// Which claim of a JWT names the stored user (`jwt.subject_claim`): `sub`, the stored user
+/// id (tokens portcullis mints), or a verified `email` (tokens from an outside identity
+/// provider, whose `sub` the store does not know).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectClaim {
+    #[default]
+    Sub,
+    Email,
+}
+
+/// How JWT callers meet the store: which claim names them, and where their permissions come
+/// from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JwtSubjects {
+    pub permissions_from: PermissionSource,
+    pub subject_claim: SubjectClaim,
+}
+
+impl From<PermissionSource> for JwtSubjects {
+    fn from(permissions_from: PermissionSource) -> Self {
+        JwtSubjects {
+            permissions_from,
+            subject_claim: SubjectClaim::Sub,
+        }
+    }
+}
+
 /// Decides requests against the current snapshot.
 #[derive(Debug)]
 pub struct Authorizer {
     snapshot: SnapshotHandle,
     identifier: Arc<Identifier>,
-    source: PermissionSource,
+    jwt: JwtSubjects,
 }
 
 impl Authorizer {
@@ -103,13 +131,19 @@ impl Authorizer {
         Authorizer {
             snapshot,
             identifier,
-            source: PermissionSource::Token,
+            jwt: JwtSubjects::default(),
         }
     }
 
     /// Where JWT callers' permissions come from (`jwt.permissions_from`).
     pub fn with_permission_source(mut self, source: PermissionSource) -> Self {
-        self.source = source;
+        self.jwt.permissions_from = source;
+        self
+    }
+
+    /// Which JWT claim names the stored user (`jwt.subject_claim`).
+    pub fn with_subject_claim(mut self, claim: SubjectClaim) -> Self {
+        self.jwt.subject_claim = claim;
         self
     }
 
@@ -138,12 +172,7 @@ impl Authorizer {
             Err(IdentityError::Token(e)) => return Decision::deny(None, e.into()),
         };
         decide_with(
-            snapshot,
-            req.method,
-            req.host,
-            &canonical,
-            principal,
-            self.source,
+            snapshot, req.method, req.host, &canonical, principal, self.jwt,
         )
     }
 
@@ -158,7 +187,7 @@ impl Authorizer {
                 req.host,
                 &canonical,
                 Some(principal),
-                self.source,
+                self.jwt,
             ),
             Err(deny) => deny,
         }
@@ -223,9 +252,10 @@ fn token_record(subjects: &Subjects, digest: &TokenDigest) -> Option<TokenRecord
 fn check_jwt_subject<'s>(
     snapshot: &'s PolicySnapshot,
     jwt: &JwtCaller,
-    source: PermissionSource,
+    rules: JwtSubjects,
 ) -> Result<Option<&'s [String]>, Revocation> {
     let subjects = snapshot.subjects();
+    let source = rules.permissions_from;
     if jwt
         .jti
         .as_deref()
@@ -233,10 +263,19 @@ fn check_jwt_subject<'s>(
     {
         return Err(Revocation::TokenRevoked);
     }
-    if subjects.is_deleted(&jwt.subject) {
-        return Err(Revocation::UserDeleted);
-    }
-    match subjects.user(&jwt.subject) {
+    let user = match rules.subject_claim {
+        SubjectClaim::Sub => {
+            if subjects.is_deleted(&jwt.subject) {
+                return Err(Revocation::UserDeleted);
+            }
+            subjects.user(&jwt.subject)
+        }
+        SubjectClaim::Email => match jwt.email.as_deref() {
+            Some(email) if jwt.email_verified => subjects.user_by_email(email),
+            _ => return Err(Revocation::EmailNotVerified),
+        },
+    };
+    match user {
         Some(u) if u.disabled => Err(Revocation::UserDisabled),
         Some(u)
             if u.tokens_valid_after.is_some_and(|t| {
@@ -259,11 +298,12 @@ pub fn decide_with(
     host: &str,
     canonical_path: &str,
     principal: Option<Arc<Principal>>,
-    source: PermissionSource,
+    jwt_subjects: impl Into<JwtSubjects>,
 ) -> Decision {
+    let jwt_subjects = jwt_subjects.into();
     let host = path::normalize_host(host);
     let stored_roles = match principal.as_deref() {
-        Some(Principal::Jwt(jwt)) => match check_jwt_subject(snapshot, jwt, source) {
+        Some(Principal::Jwt(jwt)) => match check_jwt_subject(snapshot, jwt, jwt_subjects) {
             Ok(roles) => roles,
             Err(why) => return Decision::deny(principal, why.into()),
         },

@@ -15,16 +15,16 @@ const POLICY: &str = "permissions:\n  read:\n    activities: [GET /r]\n  write:\
 fn snapshot() -> PolicySnapshot {
     let doc = PolicyDocument::from_yaml("test", POLICY).expect("policy");
     let mut subjects = Subjects::default();
-    let user = |roles: &[&str], disabled, after| UserState {
-        email: "u@x.com".to_owned(),
+    let user = |id: &str, roles: &[&str], disabled, after| UserState {
+        email: format!("u{id}@x.com"),
         name: None,
         disabled,
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         tokens_valid_after: after,
     };
-    subjects.insert_user("1".to_owned(), user(&["viewer"], false, None));
-    subjects.insert_user("2".to_owned(), user(&["admin"], true, None));
-    subjects.insert_user("3".to_owned(), user(&["admin"], false, Some(1000)));
+    subjects.insert_user("1".to_owned(), user("1", &["viewer"], false, None));
+    subjects.insert_user("2".to_owned(), user("2", &["admin"], true, None));
+    subjects.insert_user("3".to_owned(), user("3", &["admin"], false, Some(1000)));
     subjects.mark_deleted("9".to_owned());
     subjects.revoke_jti("gone".to_owned());
     PolicySnapshot::compile(&doc, 1)
@@ -36,6 +36,7 @@ fn jwt(sub: &str, roles: &[&str], iat: Option<i64>, jti: Option<&str>) -> Arc<Pr
     Arc::new(Principal::Jwt(JwtCaller {
         subject: sub.to_owned(),
         email: None,
+        email_verified: false,
         name: None,
         roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         permissions: Vec::new(),
@@ -498,4 +499,112 @@ fn invalid_role_names_in_a_token_never_reach_the_upstream() {
         panic!("denied")
     };
     assert_eq!(a.permissions, ["authenticated", "public", "read"]);
+}
+
+/// Issue 8, hole 3: tokens from an outside identity provider name the stored user by a
+/// verified `email` (`jwt.subject_claim: email`), so revocation, disabling and store mode
+/// apply to them; an unverified or missing email is refused in that mode.
+#[test]
+fn an_outside_providers_token_is_matched_by_its_verified_email() {
+    let external = |email: Option<&str>, verified: bool, iat: Option<i64>| {
+        Arc::new(Principal::Jwt(JwtCaller {
+            subject: "idp|a81bc81b".to_owned(),
+            email: email.map(str::to_owned),
+            email_verified: verified,
+            name: None,
+            roles: vec!["admin".to_owned()],
+            permissions: Vec::new(),
+            expires_at: UnixTime::from_secs(i64::MAX / 2),
+            issued_at: iat.map(UnixTime::from_secs),
+            jti: None,
+        }))
+    };
+    let by_email = |source| JwtSubjects {
+        permissions_from: source,
+        subject_claim: SubjectClaim::Email,
+    };
+    use PermissionSource::{Store, Token};
+    let cases: Vec<(&str, Arc<Principal>, JwtSubjects, &str, Result<(), Reason>)> = vec![
+        (
+            "store roles by email",
+            external(Some("u1@x.com"), true, None),
+            by_email(Store),
+            "GET",
+            Ok(()),
+        ),
+        (
+            "stored viewer cannot write",
+            external(Some("u1@x.com"), true, None),
+            by_email(Store),
+            "POST",
+            Err(Reason::NoMatchingActivity),
+        ),
+        (
+            "email case",
+            external(Some("U1@X.com"), true, None),
+            by_email(Store),
+            "GET",
+            Ok(()),
+        ),
+        (
+            "unverified email",
+            external(Some("u1@x.com"), false, None),
+            by_email(Token),
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "no email",
+            external(None, true, None),
+            by_email(Token),
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "disabled by email",
+            external(Some("u2@x.com"), true, None),
+            by_email(Token),
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "revoked by email",
+            external(Some("u3@x.com"), true, Some(999)),
+            by_email(Token),
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "issued after revoke",
+            external(Some("u3@x.com"), true, Some(1001)),
+            by_email(Token),
+            "POST",
+            Ok(()),
+        ),
+        (
+            "unknown, token mode",
+            external(Some("n@x.com"), true, None),
+            by_email(Token),
+            "POST",
+            Ok(()),
+        ),
+        (
+            "unknown, store mode",
+            external(Some("n@x.com"), true, None),
+            by_email(Store),
+            "GET",
+            Err(Reason::InvalidToken),
+        ),
+        (
+            "sub mode ignores email",
+            external(Some("u2@x.com"), true, None),
+            Token.into(),
+            "GET",
+            Ok(()),
+        ),
+    ];
+    for (name, principal, rules, method, expected) in cases {
+        let d = decide_with(&snapshot(), method, "", "/r", Some(principal), rules);
+        assert_eq!(outcome(&d).map(|_| ()), expected, "{name}");
+    }
 }

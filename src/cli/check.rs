@@ -56,7 +56,8 @@ async fn decide(
     let handle = Arc::new(arc_swap::ArcSwapOption::from(Some(snapshot.clone())));
     let identifier = app::identifier(config)?;
     let authorizer = Authorizer::new(handle, Arc::new(identifier))
-        .with_permission_source(config.jwt.permissions_from);
+        .with_permission_source(config.jwt.permissions_from)
+        .with_subject_claim(config.jwt.subject_claim);
     let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
     let request = AccessRequest {
         method: &args.method,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{
     ApiTokenConfig, DatabaseConfig, JwtConfig, LogConfig, LogFormat, PermissionSource, Secret,
-    ServerConfig,
+    ServerConfig, SubjectClaim,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -119,6 +119,7 @@ impl Default for JwtConfig {
             jwks_file: None,
             signing_key: None,
             permissions_from: PermissionSource::Token,
+            subject_claim: SubjectClaim::Sub,
             cache_ttl: DEFAULT_TOKEN_CACHE_TTL,
             cache_capacity: DEFAULT_TOKEN_CACHE_CAPACITY,
         }

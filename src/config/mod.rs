@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::authz::PermissionSource;
+pub use crate::authz::{PermissionSource, SubjectClaim};
 use serde::Deserialize;
 
 mod defaults;
@@ -163,6 +163,10 @@ pub struct JwtConfig {
     /// reload bound instead of at token expiry.
     #[serde(default)]
     pub permissions_from: PermissionSource,
+    /// Which claim names the stored user: `sub` (the stored user id, as `jwt mint` issues) or
+    /// `email` (a verified `email`, for tokens from an outside identity provider).
+    #[serde(default)]
+    pub subject_claim: SubjectClaim,
     #[serde(default = "defaults::token_cache_ttl", with = "humantime_serde")]
     pub cache_ttl: Duration,
     #[serde(default = "defaults::token_cache_capacity")]

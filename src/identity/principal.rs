@@ -94,6 +94,8 @@ pub struct JwtCaller {
     /// The `sub` claim: never empty.
     pub subject: String,
     pub email: Option<String>,
+    /// Whether the token says its `email` was verified by the issuer (`email_verified: true`).
+    pub email_verified: bool,
     pub name: Option<String>,
     /// The `roles` and `permissions` claims as issued.
     pub roles: Vec<String>,
@@ -152,6 +154,7 @@ impl Principal {
         Ok(Principal::Jwt(JwtCaller {
             subject,
             email: claims.email,
+            email_verified: claims.email_verified == Some(true),
             name: claims.name,
             roles: claims.roles,
             permissions: claims.permissions,

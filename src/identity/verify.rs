@@ -176,6 +176,9 @@ pub struct Claims {
     pub sub: Option<String>,
     #[serde(default)]
     pub email: Option<String>,
+    /// OpenID Connect's `email_verified`: a JSON boolean (a string is a malformed claim).
+    #[serde(default)]
+    pub email_verified: Option<bool>,
     #[serde(default)]
     pub name: Option<String>,
     #[serde(default)]

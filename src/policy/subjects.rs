@@ -47,6 +47,8 @@ pub struct TokenState {
 #[derive(Debug, Clone, Default)]
 pub struct Subjects {
     users: HashMap<String, UserState>,
+    /// Lower-cased email -> user id.
+    emails: HashMap<String, String>,
     accounts: HashMap<String, AccountState>,
     tokens: HashMap<[u8; 32], TokenState>,
     deleted_users: HashSet<String>,
@@ -55,6 +57,8 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn insert_user(&mut self, id: String, state: UserState) {
+        self.emails
+            .insert(state.email.to_ascii_lowercase(), id.clone());
         self.users.insert(id, state);
     }
 
@@ -90,6 +94,13 @@ impl Subjects {
 
     /// The stored user with this id (the JWT `sub`).
     pub fn user(&self, id: &str) -> Option<&UserState> {
+        self.users.get(id)
+    }
+
+    /// The stored user with this email (case-insensitive), for tokens from an identity provider
+    /// whose `sub` the store does not know.
+    pub fn user_by_email(&self, email: &str) -> Option<&UserState> {
+        let id = self.emails.get(&email.to_ascii_lowercase())?;
         self.users.get(id)
     }
 
