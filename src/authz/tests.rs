@@ -524,7 +524,7 @@ fn an_outside_providers_token_is_matched_by_its_verified_email() {
         subject_claim: SubjectClaim::Email,
     };
     use PermissionSource::{Store, Token};
-    let cases: Vec<(&str, Arc<Principal>, JwtSubjects, &str, Result<(), Reason>)> = vec![
+    let cases: Vec<Case<JwtSubjects>> = vec![
         (
             "store roles by email",
             external(Some("u1@x.com"), true, None),
