@@ -63,11 +63,11 @@ fn outcome(d: &Decision) -> Result<Vec<String>, Reason> {
     }
 }
 
-/// (name, caller, permission source, method, expected outcome)
-type Case = (
+/// (name, caller, how JWT callers meet the store, method, expected outcome)
+type Case<R = PermissionSource> = (
     &'static str,
     Arc<Principal>,
-    PermissionSource,
+    R,
     &'static str,
     Result<(), Reason>,
 );
