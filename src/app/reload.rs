@@ -95,7 +95,13 @@ impl Reloader {
             }
             if feed.is_none() && failing.is_none() {
                 match self.store.listen().await {
-                    Ok(f) => feed = f,
+                    Ok(Some(f)) => {
+                        // A change announced before the listener existed was missed: check
+                        // once more now that no announcement can be.
+                        feed = Some(f);
+                        continue;
+                    }
+                    Ok(None) => {}
                     Err(e) => {
                         tracing::debug!(error = %crate::error_chain(&e), "cannot listen for policy changes; polling")
                     }
@@ -141,5 +147,105 @@ async fn next_change(feed: &mut Option<Box<dyn ChangeFeed>>) -> Result<(), ()> {
     match feed {
         Some(f) => f.next().await.map(|_| ()).map_err(|_| ()),
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{ApiTokenSettings, ClaimRules, Identifier, JwtSettings, KeySet};
+    use crate::manage;
+    use crate::policy::PolicyDocument;
+    use crate::store::MemoryStore;
+    use arc_swap::ArcSwapOption;
+
+    const POLICY: &str =
+        "permissions:\n  read:\n    activities: [GET /r]\nroles:\n  viewer: [read]\n\
+                          users:\n  - {email: v@x.com, roles: [viewer]}\n";
+
+    fn identifier() -> Identifier {
+        let settings = JwtSettings {
+            rules: ClaimRules {
+                issuer: None,
+                audience: Vec::new(),
+                leeway: Duration::from_secs(30),
+            },
+            cookie_name: "jwt-token".to_owned(),
+            cache_ttl: Duration::from_secs(60),
+            cache_capacity: 100,
+        };
+        let keys = KeySet::new([], None).expect("no keys");
+        Identifier::with_api_tokens(keys, settings, ApiTokenSettings::default())
+    }
+
+    /// Polls the handle until `until` holds for the serving snapshot, failing after a bound.
+    async fn serving(
+        handle: &SnapshotHandle,
+        until: impl Fn(&crate::policy::PolicySnapshot) -> bool,
+    ) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !handle.load().as_deref().is_some_and(&until) {
+            assert!(tokio::time::Instant::now() < deadline, "never reloaded");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn announced_changes_reload_and_a_broken_policy_keeps_the_last_good_one() {
+        let store = MemoryStore::new();
+        let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
+        manage::apply(&store, &doc, false, false)
+            .await
+            .expect("applies");
+        let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
+        let status = Arc::new(Mutex::new(ReloadStatus::default()));
+        let (health, _service) = tonic_health::server::health_reporter();
+        let reloader = Reloader {
+            store: Arc::new(store.clone()),
+            snapshot: handle.clone(),
+            api_tokens: identifier().api_token_cache(),
+            health,
+            status: status.clone(),
+            // Polling never fires here: only announcements can reload.
+            interval: Duration::from_secs(3600),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(reloader.run(stop_rx));
+        serving(&handle, |s| s.version() == 1).await;
+
+        // A revocation is announced and loaded.
+        store.revoke_jti("j-1").await.expect("revoke");
+        serving(&handle, |s| {
+            s.version() == 2 && s.subjects().is_revoked("j-1")
+        })
+        .await;
+
+        // A policy that does not compile (written past the checks) is reported, and the
+        // last good snapshot keeps serving.
+        store
+            .update_policy(Box::new(|current, _| {
+                let mut broken = current.clone();
+                if let Some(p) = broken.permissions.get_mut("read") {
+                    p.activities[0].path = "/r(".to_owned();
+                }
+                Ok(Some(broken))
+            }))
+            .await
+            .expect("written");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let error = status.lock().ok().and_then(|s| s.last_error.clone());
+            if error.is_some_and(|e| e.contains("does not compile")) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "failure never reported"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(handle.load().as_deref().map(|s| s.version()), Some(2));
+        stop_tx.send(true).expect("stop");
+        task.await.expect("reloader stops");
     }
 }
