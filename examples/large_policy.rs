@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use portcullis::policy::document::{Activity, Method, PermissionSpec, PolicyDocument, UserSpec};
-use portcullis::store::SqlStore;
+use portcullis::store::{PolicyStore as _, SqlStore};
 
 pub const PERMISSIONS: usize = 1_000;
 pub const ACTIVITIES_PER_PERMISSION: usize = 10;
@@ -121,16 +121,50 @@ async fn main() -> anyhow::Result<()> {
         outcome.changes.len(),
         started.elapsed().as_secs_f64()
     );
+    // 100,000 API tokens, owned by the first user: they are part of every snapshot.
+    let tokens = match store.dialect() {
+        portcullis::store::Dialect::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+             INSERT INTO api_tokens (id, digest, user_id, created_at) \
+             SELECT 'tok_' || i, printf('%064x', i), (SELECT min(id) FROM users), 0 FROM n"
+        }
+        portcullis::store::Dialect::Postgres => {
+            "INSERT INTO api_tokens (id, digest, user_id, created_at) \
+             SELECT 'tok_' || i, lpad(to_hex(i), 64, '0'), (SELECT min(id) FROM users), 0 \
+             FROM generate_series(1, 100000) AS i"
+        }
+    };
+    store.execute_raw(tokens).await?;
     let before = peak_rss_mib();
     let started = Instant::now();
     let snapshot = portcullis::manage::load_snapshot(&store).await?;
     println!(
-        "snapshot load + compile: {:.2} s ({} activities, {} users); peak RSS {:.0} MiB (before load {:.0} MiB)",
+        "snapshot load + compile: {:.2} s ({} activities, {} users, {} api tokens); peak RSS {:.0} MiB (before load {:.0} MiB)",
         started.elapsed().as_secs_f64(),
         snapshot.activity_count(),
         snapshot.subjects().user_count(),
+        snapshot.subjects().token_count(),
         peak_rss_mib(),
         before
+    );
+    // A revocation: what a sidecar does on the announcement (read, compare rules, swap the
+    // subjects), without recompiling a regex.
+    store.revoke_jti("large-policy-revoked").await?;
+    let started = Instant::now();
+    let state = store.load_state().await?;
+    let unchanged = snapshot.has_rules_of(&state.document);
+    let revoked = snapshot.with_new_subjects(state.subjects, state.version);
+    println!(
+        "revocation reload (rules unchanged: {unchanged}): {:.0} ms; enforced: {}",
+        started.elapsed().as_secs_f64() * 1e3,
+        revoked.subjects().is_revoked("large-policy-revoked")
+    );
+    let started = Instant::now();
+    let recompiled = portcullis::manage::load_snapshot(&store).await?;
+    println!(
+        "full reload with compile, for comparison: {:.0} ms (version {})",
+        started.elapsed().as_secs_f64() * 1e3,
+        recompiled.version()
     );
     let grants = snapshot.grants(true, [], ["role7"]);
     let started = Instant::now();

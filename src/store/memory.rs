@@ -211,8 +211,13 @@ impl PolicyStore for MemoryStore {
 
     async fn load_state(&self) -> Result<StoredState, StoreError> {
         let s = self.state()?;
+        let rules = PolicyDocument {
+            permissions: s.document.permissions.clone(),
+            roles: s.document.roles.clone(),
+            ..PolicyDocument::default()
+        };
         Ok(StoredState {
-            document: s.document.clone(),
+            document: rules,
             subjects: s.subjects(),
             version: s.version,
         })

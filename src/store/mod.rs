@@ -83,7 +83,8 @@ pub struct UserRecord {
     pub roles: Vec<String>,
 }
 
-/// Everything a snapshot is built from, read in one consistent view.
+/// Everything a snapshot is built from, read in one consistent view: the rules (a document of
+/// permissions and roles only; users and service accounts are in `subjects`) and the subjects.
 #[derive(Debug, Clone)]
 pub struct StoredState {
     pub document: PolicyDocument,

@@ -196,7 +196,7 @@ impl PolicyStore for SqlStore {
 
     async fn load_state(&self) -> Result<StoredState, StoreError> {
         let mut tx = self.begin_read().await?;
-        let (document, version) = read::document(&mut tx).await?;
+        let (document, version) = read::rules(&mut tx).await?;
         let subjects = read::subjects(&mut tx).await?;
         tx.commit().await?;
         Ok(StoredState {

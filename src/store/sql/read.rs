@@ -15,6 +15,15 @@ use crate::store::{unhex, StoreError, UserRecord};
 pub(super) async fn document(
     conn: &mut AnyConnection,
 ) -> Result<(PolicyDocument, i64), StoreError> {
+    let (mut doc, version) = rules(conn).await?;
+    users_and_accounts(conn, &mut doc).await?;
+    doc.normalize();
+    Ok((doc, version))
+}
+
+/// The rules alone (permissions, their activities, roles) and the version: what a snapshot
+/// compiles. Users and service accounts come with the subjects.
+pub(super) async fn rules(conn: &mut AnyConnection) -> Result<(PolicyDocument, i64), StoreError> {
     let version: i64 = sqlx::query("SELECT version FROM policy_meta WHERE id = 1")
         .fetch_one(&mut *conn)
         .await?
@@ -74,6 +83,15 @@ pub(super) async fn document(
             list.push(text(&row, 1)?);
         }
     }
+    doc.normalize();
+    Ok((doc, version))
+}
+
+/// Adds the stored users and service accounts, with their roles, to `doc`.
+async fn users_and_accounts(
+    conn: &mut AnyConnection,
+    doc: &mut PolicyDocument,
+) -> Result<(), StoreError> {
     let mut users: BTreeMap<String, UserSpec> = BTreeMap::new();
     for row in sqlx::query("SELECT email, name, disabled FROM users")
         .fetch_all(&mut *conn)
@@ -124,8 +142,7 @@ pub(super) async fn document(
         }
     }
     doc.service_accounts = accounts.into_values().collect();
-    doc.normalize();
-    Ok((doc, version))
+    Ok(())
 }
 
 /// Everything the request path checks callers against: users by id (the JWT `sub`) with their
