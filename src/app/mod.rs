@@ -6,7 +6,7 @@ mod admin;
 mod reload;
 mod usage;
 
-pub use reload::{ReloadStatus, CHECK_SERVICE_NAME};
+pub use reload::{next_snapshot, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,7 +1,9 @@
 //! Keeps the serving snapshot fresh, off the request path: loads it at start and whenever the
-//! store's version changes (announced, or found by polling), compiles it on a blocking thread,
-//! swaps it in atomically and clears the API-token cache it was handed. A snapshot that fails
-//! to load or compile leaves the previous one serving; an outage is logged once.
+//! store's version changes (announced, or found by polling) and swaps it in atomically. A
+//! change the store's log names entry by entry (a revocation, a token) is patched into the
+//! subjects; a change that leaves the rules as stored swaps the subjects; only a change of
+//! rules compiles, on a blocking thread. A snapshot that fails to load or compile leaves the
+//! previous one serving; an outage is logged once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -12,7 +14,8 @@ use tonic_health::ServingStatus;
 
 use crate::authz::SnapshotHandle;
 use crate::identity::ApiTokenCache;
-use crate::store::{ChangeFeed, PolicyStore};
+use crate::policy::{PolicySnapshot, Subjects};
+use crate::store::{Change, ChangeFeed, PolicyStore, StoreError};
 
 /// Longest pause between attempts while the store is unreachable.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -119,27 +122,77 @@ impl Reloader {
         }
     }
 
-    /// Rebuilds the snapshot if the stored version differs from the one serving; compiling
-    /// runs on a blocking thread, never on the workers that answer Check.
-    async fn refresh(&self) -> Result<Option<i64>, Box<dyn std::error::Error + Send + Sync>> {
-        let version = self.store.policy_version().await?;
+    /// Swaps in a newer snapshot when the stored version differs from the one serving.
+    async fn refresh(&self) -> Result<Option<i64>, RefreshError> {
         let serving = self.snapshot.load_full();
-        if serving.as_ref().is_some_and(|s| s.version() == version) {
+        let Some(next) = next_snapshot(&*self.store, serving.as_deref()).await? else {
             return Ok(None);
-        }
-        let state = self.store.load_state().await?;
-        // Only subjects changed (a revocation, a user, a token): keep the compiled rules. The
-        // rules are compared as stored, so a change written by hand is never missed.
-        if let Some(serving) = serving.filter(|s| s.has_rules_of(&state.document)) {
-            let next = serving.with_new_subjects(state.subjects, state.version);
-            self.snapshot.store(Some(Arc::new(next)));
-            return Ok(Some(state.version));
-        }
-        let fresh = tokio::task::spawn_blocking(move || crate::manage::compile(state)).await??;
-        let loaded = fresh.version();
-        self.snapshot.store(Some(Arc::new(fresh)));
-        Ok(Some(loaded))
+        };
+        let version = next.version();
+        self.snapshot.store(Some(Arc::new(next)));
+        Ok(Some(version))
     }
+}
+
+/// Why a refresh failed (the store, or a policy that does not compile).
+pub type RefreshError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The snapshot to serve after `serving`, or `None` when the store's version is the one
+/// serving. As cheap as the change allows: a change the store's log names entry by entry (a
+/// revocation, a token) is patched into the subjects, read one entry at a time; a change that
+/// leaves the rules as stored swaps the subjects; only a change of rules compiles, on a
+/// blocking thread, never on the workers that answer Check.
+pub async fn next_snapshot(
+    store: &dyn PolicyStore,
+    serving: Option<&PolicySnapshot>,
+) -> Result<Option<PolicySnapshot>, RefreshError> {
+    let version = store.policy_version().await?;
+    if serving.is_some_and(|s| s.version() == version) {
+        return Ok(None);
+    }
+    if let Some(serving) = serving {
+        if let Some(subjects) = patched_subjects(store, serving, version).await? {
+            return Ok(Some(serving.with_new_subjects(subjects, version)));
+        }
+    }
+    let state = store.load_state().await?;
+    // The rules are compared as stored, so a change written by hand is never missed.
+    if let Some(serving) = serving.filter(|s| s.has_rules_of(&state.document)) {
+        return Ok(Some(
+            serving.with_new_subjects(state.subjects, state.version),
+        ));
+    }
+    let fresh = tokio::task::spawn_blocking(move || crate::manage::compile(state)).await??;
+    Ok(Some(fresh))
+}
+
+/// The serving subjects with every change since the serving version applied; `None` when a
+/// change needs a full load (a policy apply, a version the log does not account for, an entry
+/// that is gone).
+async fn patched_subjects(
+    store: &dyn PolicyStore,
+    serving: &PolicySnapshot,
+    version: i64,
+) -> Result<Option<Subjects>, StoreError> {
+    let Some(changes) = store.changes_since(serving.version(), version).await? else {
+        return Ok(None);
+    };
+    let mut subjects = serving.subjects().clone();
+    for change in changes {
+        match change {
+            Change::Policy => return Ok(None),
+            Change::Jti(jti) => subjects.revoke_jti(jti),
+            Change::UserTokens(id) => match store.load_user(id).await? {
+                Some(user) => subjects.insert_user(id.to_string(), user),
+                None => return Ok(None),
+            },
+            Change::Token(id) => match store.load_token(&id).await? {
+                Some((digest, token)) => subjects.insert_token(digest, token),
+                None => return Ok(None),
+            },
+        }
+    }
+    Ok(Some(subjects))
 }
 
 /// The next announced change, or never without a feed.
@@ -213,12 +266,48 @@ mod tests {
         let task = tokio::spawn(reloader.run(stop_rx));
         serving(&handle, |s| s.version() == 1).await;
 
-        // A revocation is announced and loaded.
+        let full_loads = store.full_loads();
+
+        // A revocation is announced and patched in, without loading everything.
         store.revoke_jti("j-1").await.expect("revoke");
         serving(&handle, |s| {
             s.version() == 2 && s.subjects().is_revoked("j-1")
         })
         .await;
+        // So is a token, its revocation, and a user's revoke-all.
+        let issued = manage::issue_token(
+            &store,
+            crate::store::OwnerRef::User("v@x.com"),
+            "",
+            0,
+            None,
+            None,
+        )
+        .await
+        .expect("issued");
+        let digest = crate::identity::digest(&issued.token);
+        serving(&handle, |s| {
+            s.subjects().token(&digest).is_some_and(|t| !t.revoked)
+        })
+        .await;
+        store.revoke_token(&issued.id).await.expect("revoke");
+        serving(&handle, |s| {
+            s.subjects().token(&digest).is_some_and(|t| t.revoked)
+        })
+        .await;
+        store
+            .revoke_user_tokens("v@x.com", 1234)
+            .await
+            .expect("revoke all");
+        serving(&handle, |s| {
+            s.subjects()
+                .user_by_email("v@x.com")
+                .is_some_and(|u| u.tokens_valid_after == Some(1234))
+        })
+        .await;
+        assert_eq!(store.full_loads(), full_loads, "each change was patched in");
+        let patched = handle.load().as_deref().map(|s| s.version());
+        assert_eq!(patched, Some(5));
 
         // A policy that does not compile (written past the checks) is reported, and the
         // last good snapshot keeps serving.
@@ -244,7 +333,11 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(handle.load().as_deref().map(|s| s.version()), Some(2));
+        assert_eq!(handle.load().as_deref().map(|s| s.version()), Some(5));
+        assert!(
+            store.full_loads() > full_loads,
+            "a policy change loads everything"
+        );
         stop_tx.send(true).expect("stop");
         task.await.expect("reloader stops");
     }

@@ -5,6 +5,7 @@
 //! subjects change, so no request ever asks the store who someone is.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 /// A stored user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,43 +45,51 @@ pub struct TokenState {
     pub revoked: bool,
 }
 
+/// Each part is shared: cloning `Subjects` is cheap, and changing one entry of a clone copies
+/// only the part it is in (a revocation copies the small set of revoked ids, not the users).
 #[derive(Debug, Clone, Default)]
 pub struct Subjects {
-    users: HashMap<String, UserState>,
+    users: Arc<HashMap<String, UserState>>,
     /// Lower-cased email -> user id.
-    emails: HashMap<String, String>,
-    accounts: HashMap<String, AccountState>,
-    tokens: HashMap<[u8; 32], TokenState>,
-    deleted_users: HashSet<String>,
-    revoked_jtis: HashSet<String>,
+    emails: Arc<HashMap<String, String>>,
+    accounts: Arc<HashMap<String, AccountState>>,
+    tokens: Arc<HashMap<[u8; 32], TokenState>>,
+    deleted_users: Arc<HashSet<String>>,
+    revoked_jtis: Arc<HashSet<String>>,
 }
 
 impl Subjects {
+    /// Adds or replaces the user with this id.
     pub fn insert_user(&mut self, id: String, state: UserState) {
-        self.emails
-            .insert(state.email.to_ascii_lowercase(), id.clone());
-        self.users.insert(id, state);
+        let emails = Arc::make_mut(&mut self.emails);
+        let users = Arc::make_mut(&mut self.users);
+        if let Some(old) = users.get(&id) {
+            emails.remove(&old.email.to_ascii_lowercase());
+        }
+        emails.insert(state.email.to_ascii_lowercase(), id.clone());
+        users.insert(id, state);
     }
 
     pub fn user_mut(&mut self, id: &str) -> Option<&mut UserState> {
-        self.users.get_mut(id)
+        Arc::make_mut(&mut self.users).get_mut(id)
     }
 
     pub fn insert_account(&mut self, name: String, state: AccountState) {
-        self.accounts.insert(name, state);
+        Arc::make_mut(&mut self.accounts).insert(name, state);
     }
 
     pub fn account_mut(&mut self, name: &str) -> Option<&mut AccountState> {
-        self.accounts.get_mut(name)
+        Arc::make_mut(&mut self.accounts).get_mut(name)
     }
 
+    /// Adds or replaces the API token with this digest.
     pub fn insert_token(&mut self, digest: [u8; 32], state: TokenState) {
-        self.tokens.insert(digest, state);
+        Arc::make_mut(&mut self.tokens).insert(digest, state);
     }
 
     /// Records that the user with this id was deleted; the id is never given to anyone else.
     pub fn mark_deleted(&mut self, id: String) {
-        self.deleted_users.insert(id);
+        Arc::make_mut(&mut self.deleted_users).insert(id);
     }
 
     /// Whether this id (the JWT `sub`) belonged to a user who has been deleted.
@@ -89,7 +98,7 @@ impl Subjects {
     }
 
     pub fn revoke_jti(&mut self, jti: String) {
-        self.revoked_jtis.insert(jti);
+        Arc::make_mut(&mut self.revoked_jtis).insert(jti);
     }
 
     /// The stored user with this id (the JWT `sub`).
@@ -161,5 +170,36 @@ mod tests {
         assert!(s.is_deleted("3") && !s.is_deleted("1"));
         assert!(s.is_revoked("j1") && !s.is_revoked("j2"));
         assert_eq!((s.user_count(), s.token_count()), (1, 1));
+    }
+
+    #[test]
+    fn a_clone_shares_every_part_until_one_changes() {
+        let mut a = Subjects::default();
+        a.insert_user(
+            "1".to_owned(),
+            UserState {
+                email: "A@x.com".to_owned(),
+                ..UserState::default()
+            },
+        );
+        let mut b = a.clone();
+        b.revoke_jti("j".to_owned());
+        assert!(
+            Arc::ptr_eq(&a.users, &b.users),
+            "users not copied for a revocation"
+        );
+        assert!(!a.is_revoked("j") && b.is_revoked("j"));
+        // Replacing a user moves its email in the index.
+        b.insert_user(
+            "1".to_owned(),
+            UserState {
+                email: "new@x.com".to_owned(),
+                disabled: true,
+                ..UserState::default()
+            },
+        );
+        assert!(b.user_by_email("a@x.com").is_none());
+        assert!(b.user_by_email("NEW@x.com").is_some_and(|u| u.disabled));
+        assert!(a.user_by_email("a@x.com").is_some_and(|u| !u.disabled));
     }
 }

@@ -2,8 +2,8 @@
 //! token resolution and the management service run against it. It keeps the rules that matter
 //! to decisions the way `SqlStore` does (user ids never reused, tombstones, version bumps,
 //! announcements) and lets a test cut it off, count its lookups and hold a lookup in flight.
-//! A little over 400 lines on purpose: one in-memory state behind the whole `PolicyStore`
-//! surface, which the SQL store spreads over four files by statement kind.
+//! Over 400 lines on purpose: one in-memory state behind the whole `PolicyStore` surface,
+//! which the SQL store spreads over four files by statement kind.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    ChangeFeed, NewToken, OwnerRef, PolicyPlan, PolicyStore, StoreError, StoredState, TokenInfo,
-    UserRecord,
+    Change, ChangeFeed, ChangesSince, NewToken, OwnerRef, PolicyPlan, PolicyStore, StoreError,
+    StoredState, TokenInfo, UserRecord,
 };
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
@@ -48,6 +48,7 @@ struct State {
     tokens_valid_after: BTreeMap<i64, i64>,
     revoked_jtis: BTreeSet<String>,
     tokens: Vec<TokenRow>,
+    changes: BTreeMap<i64, Change>,
     unreachable: bool,
 }
 
@@ -57,6 +58,7 @@ pub struct MemoryStore {
     state: Arc<Mutex<State>>,
     changes: Arc<watch::Sender<i64>>,
     lookups: Arc<AtomicUsize>,
+    full_loads: Arc<AtomicUsize>,
     held_lookup: Arc<Mutex<Option<oneshot::Receiver<()>>>>,
 }
 
@@ -66,6 +68,7 @@ impl Default for MemoryStore {
             state: Arc::default(),
             changes: Arc::new(watch::channel(0).0),
             lookups: Arc::default(),
+            full_loads: Arc::default(),
             held_lookup: Arc::default(),
         }
     }
@@ -112,9 +115,15 @@ impl MemoryStore {
         Ok(state)
     }
 
-    /// Bumps the version and announces it.
-    fn bump(&self, state: &mut State) -> i64 {
+    /// How many times the whole state was loaded (`load_state`).
+    pub fn full_loads(&self) -> usize {
+        self.full_loads.load(Ordering::SeqCst)
+    }
+
+    /// Bumps the version, logs what changed and announces it.
+    fn bump(&self, state: &mut State, change: Change) -> i64 {
         state.version += 1;
+        state.changes.insert(state.version, change);
         self.changes.send_replace(state.version);
         state.version
     }
@@ -210,6 +219,7 @@ impl PolicyStore for MemoryStore {
     }
 
     async fn load_state(&self) -> Result<StoredState, StoreError> {
+        self.full_loads.fetch_add(1, Ordering::SeqCst);
         let s = self.state()?;
         let rules = PolicyDocument {
             permissions: s.document.permissions.clone(),
@@ -221,6 +231,28 @@ impl PolicyStore for MemoryStore {
             subjects: s.subjects(),
             version: s.version,
         })
+    }
+
+    async fn changes_since(&self, version: i64, until: i64) -> Result<ChangesSince, StoreError> {
+        let s = self.state()?;
+        Ok(((version + 1)..=until)
+            .map(|v| s.changes.get(&v).cloned())
+            .collect())
+    }
+
+    async fn load_user(&self, id: i64) -> Result<Option<UserState>, StoreError> {
+        Ok(self.state()?.subjects().user(&id.to_string()).cloned())
+    }
+
+    async fn load_token(&self, id: &str) -> Result<Option<([u8; 32], TokenState)>, StoreError> {
+        let s = self.state()?;
+        let Some(row) = s.tokens.iter().find(|t| t.id == id) else {
+            return Ok(None);
+        };
+        Ok(s.subjects()
+            .token(&row.digest)
+            .cloned()
+            .map(|t| (row.digest, t)))
     }
 
     async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
@@ -263,7 +295,7 @@ impl PolicyStore for MemoryStore {
             Owner::ServiceAccount(name) => accounts.contains(name.as_str()),
         });
         s.document = next;
-        Ok(self.bump(&mut s))
+        Ok(self.bump(&mut s, Change::Policy))
     }
 
     async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -284,7 +316,7 @@ impl PolicyStore for MemoryStore {
     async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError> {
         let mut s = self.state()?;
         s.revoked_jtis.insert(jti.to_owned());
-        self.bump(&mut s);
+        self.bump(&mut s, Change::Jti(jti.to_owned()));
         Ok(())
     }
 
@@ -295,7 +327,7 @@ impl PolicyStore for MemoryStore {
             return Err(StoreError::UnknownUser { email });
         };
         s.tokens_valid_after.insert(id, now);
-        self.bump(&mut s);
+        self.bump(&mut s, Change::UserTokens(id));
         Ok(())
     }
 
@@ -329,7 +361,7 @@ impl PolicyStore for MemoryStore {
             revoked_at: None,
             last_used_at: None,
         });
-        self.bump(&mut s);
+        self.bump(&mut s, Change::Token(token.id.to_owned()));
         Ok(())
     }
 
@@ -363,7 +395,7 @@ impl PolicyStore for MemoryStore {
         };
         if token.revoked_at.is_none() {
             token.revoked_at = Some(unix_now());
-            self.bump(&mut s);
+            self.bump(&mut s, Change::Token(id.to_owned()));
         }
         Ok(())
     }

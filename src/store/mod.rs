@@ -9,7 +9,7 @@ mod sql;
 
 use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
-use crate::policy::{PolicyDocument, PolicyError, Subjects};
+use crate::policy::{PolicyDocument, PolicyError, Subjects, TokenState, UserState};
 
 pub use memory::MemoryStore;
 pub use sql::{Dialect, SqlStore, CHANGE_CHANNEL};
@@ -83,6 +83,23 @@ pub struct UserRecord {
     pub roles: Vec<String>,
 }
 
+/// What one version changed, as far as a sidecar's snapshot is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Anything (a policy apply): reload everything.
+    Policy,
+    /// A JWT id was revoked.
+    Jti(String),
+    /// A user's tokens were revoked up to a time (by user id).
+    UserTokens(i64),
+    /// An API token was issued or revoked (by token id).
+    Token(String),
+}
+
+/// Versions newer than the last sidecar snapshot, and what each changed: `None` when the log
+/// cannot account for every one of them (reload everything).
+pub type ChangesSince = Option<Vec<Change>>;
+
 /// Everything a snapshot is built from, read in one consistent view: the rules (a document of
 /// permissions and roles only; users and service accounts are in `subjects`) and the subjects.
 #[derive(Debug, Clone)]
@@ -117,6 +134,12 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// The policy, the subjects (users, accounts, tokens, deleted ids, revoked JWT ids) and
     /// the version.
     async fn load_state(&self) -> Result<StoredState, StoreError>;
+    /// What every version after `version` changed, up to `until` (the current version).
+    async fn changes_since(&self, version: i64, until: i64) -> Result<ChangesSince, StoreError>;
+    /// A stored user's current state, by id (`None`: no longer stored).
+    async fn load_user(&self, id: i64) -> Result<Option<UserState>, StoreError>;
+    /// A stored API token's current state and digest, by token id (`None`: deleted).
+    async fn load_token(&self, id: &str) -> Result<Option<([u8; 32], TokenState)>, StoreError>;
     /// A feed of announced changes, where the store has one (`None`: poll).
     async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError>;
     /// Locks the policy, runs `plan` over what is stored and writes its result, bumping the

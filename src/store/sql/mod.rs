@@ -15,11 +15,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{
-    ChangeFeed, NewToken, PolicyPlan, PolicyStore, StoreError, StoredState, TokenInfo, UserRecord,
+    Change, ChangeFeed, ChangesSince, NewToken, PolicyPlan, PolicyStore, StoreError, StoredState,
+    TokenInfo, UserRecord,
 };
 use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
 use crate::policy::PolicyDocument;
+use crate::policy::{TokenState, UserState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -159,14 +161,37 @@ impl ChangeFeed for PgChanges {
     }
 }
 
-/// Announces a change: every sidecar rebuilds its snapshot and forgets cached API-token
-/// identities.
-async fn bump_version(conn: &mut AnyConnection, dialect: Dialect) -> Result<i64, StoreError> {
+/// Versions kept in the change log; a sidecar further behind reloads everything.
+const CHANGE_LOG_VERSIONS: i64 = 10_000;
+
+/// Announces a change: logs what it changed under the new version (so sidecars can patch
+/// their snapshot) and, on PostgreSQL, notifies them.
+async fn bump_version(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    change: &Change,
+) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE policy_meta SET version = version + 1, updated_at = $1 WHERE id = 1 RETURNING version")
         .bind(now_unix())
         .fetch_one(&mut *conn)
         .await?;
     let version = row.try_get::<i64, _>(0)?;
+    let (kind, subject) = match change {
+        Change::Policy => ("policy", String::new()),
+        Change::Jti(jti) => ("jti", jti.clone()),
+        Change::UserTokens(id) => ("user", id.to_string()),
+        Change::Token(id) => ("token", id.clone()),
+    };
+    sqlx::query("INSERT INTO policy_changes (version, kind, subject) VALUES ($1, $2, $3)")
+        .bind(version)
+        .bind(kind)
+        .bind(subject)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM policy_changes WHERE version <= $1")
+        .bind(version - CHANGE_LOG_VERSIONS)
+        .execute(&mut *conn)
+        .await?;
     if dialect == Dialect::Postgres {
         // Delivered at commit, to every listening sidecar.
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -206,6 +231,18 @@ impl PolicyStore for SqlStore {
         })
     }
 
+    async fn changes_since(&self, version: i64, until: i64) -> Result<ChangesSince, StoreError> {
+        read::changes(&self.pool, version, until).await
+    }
+
+    async fn load_user(&self, id: i64) -> Result<Option<UserState>, StoreError> {
+        read::user_by_id(&self.pool, id).await
+    }
+
+    async fn load_token(&self, id: &str) -> Result<Option<([u8; 32], TokenState)>, StoreError> {
+        read::token_by_id(&self.pool, id).await
+    }
+
     async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
         if self.dialect != Dialect::Postgres {
             return Ok(None);
@@ -230,7 +267,7 @@ impl PolicyStore for SqlStore {
             return Ok(version);
         };
         write::changes(&mut tx, self.dialect, &current, &next).await?;
-        let version = bump_version(&mut tx, self.dialect).await?;
+        let version = bump_version(&mut tx, self.dialect, &Change::Policy).await?;
         tx.commit().await?;
         Ok(version)
     }

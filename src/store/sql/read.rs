@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, AnyPool, Row};
 use super::{split_list, text};
 use crate::policy::document::{Activity, Method, PermissionSpec, ServiceAccountSpec, UserSpec};
 use crate::policy::{AccountState, PolicyDocument, Subjects, TokenHolder, TokenState, UserState};
-use crate::store::{unhex, StoreError, UserRecord};
+use crate::store::{unhex, Change, StoreError, UserRecord};
 
 /// The whole policy and its version, normalized.
 pub(super) async fn document(
@@ -149,19 +149,12 @@ async fn users_and_accounts(
 /// current roles, service accounts, API tokens by digest, deleted user ids, revoked JWT ids.
 pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, StoreError> {
     let mut subjects = Subjects::default();
-    for row in sqlx::query("SELECT id, email, name, disabled, tokens_valid_after FROM users")
+    for row in sqlx::query(&format!("SELECT id, {USER_COLUMNS} FROM users"))
         .fetch_all(&mut *conn)
         .await?
     {
         let id: i64 = row.try_get(0)?;
-        let state = UserState {
-            email: text(&row, 1)?,
-            name: row.try_get(2)?,
-            disabled: row.try_get::<i64, _>(3)? != 0,
-            roles: Vec::new(),
-            tokens_valid_after: row.try_get(4)?,
-        };
-        subjects.insert_user(id.to_string(), state);
+        subjects.insert_user(id.to_string(), user_state(&row, 1)?);
     }
     let rows = sqlx::query(
         "SELECT ur.user_id, r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id",
@@ -195,29 +188,11 @@ pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, Store
             account.roles.push(text(&row, 1)?);
         }
     }
-    let rows = sqlx::query(
-        "SELECT t.id, t.digest, t.user_id, s.name, t.expires_at, t.revoked_at, t.permissions \
-         FROM api_tokens t LEFT JOIN service_accounts s ON s.id = t.service_account_id",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in rows {
-        let id = text(&row, 0)?;
-        let Some(digest) = unhex(&text(&row, 1)?) else {
-            return Err(StoreError::MalformedDigest { id });
-        };
-        let holder = match (row.try_get::<Option<i64>, _>(2)?, row.try_get(3)?) {
-            (Some(user), None) => TokenHolder::User(user),
-            (None, Some(account)) => TokenHolder::ServiceAccount(account),
-            _ => return Err(StoreError::TokenWithoutOwner { id }),
-        };
-        let state = TokenState {
-            id,
-            holder,
-            expires_at: row.try_get(4)?,
-            revoked: row.try_get::<Option<i64>, _>(5)?.is_some(),
-            limit: split_list(row.try_get(6)?),
-        };
+    for row in sqlx::query(&format!("SELECT {TOKEN_COLUMNS} {TOKEN_FROM}"))
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let (digest, state) = token_state(&row)?;
         subjects.insert_token(digest, state);
     }
     for row in sqlx::query("SELECT id FROM deleted_users")
@@ -233,6 +208,114 @@ pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, Store
         subjects.revoke_jti(text(&row, 0)?);
     }
     Ok(subjects)
+}
+
+/// The user columns `user_state` reads, in its order.
+const USER_COLUMNS: &str = "email, name, disabled, tokens_valid_after";
+
+/// A user's state from `USER_COLUMNS` starting at column `at` (roles are added after).
+fn user_state(row: &sqlx::any::AnyRow, at: usize) -> Result<UserState, StoreError> {
+    Ok(UserState {
+        email: text(row, at)?,
+        name: row.try_get(at + 1)?,
+        disabled: row.try_get::<i64, _>(at + 2)? != 0,
+        roles: Vec::new(),
+        tokens_valid_after: row.try_get(at + 3)?,
+    })
+}
+
+/// The token columns `token_state` reads, in its order, and where they come from.
+const TOKEN_COLUMNS: &str =
+    "t.id, t.digest, t.user_id, s.name, t.expires_at, t.revoked_at, t.permissions";
+const TOKEN_FROM: &str =
+    "FROM api_tokens t LEFT JOIN service_accounts s ON s.id = t.service_account_id";
+
+/// A token's digest and state from `TOKEN_COLUMNS`.
+fn token_state(row: &sqlx::any::AnyRow) -> Result<([u8; 32], TokenState), StoreError> {
+    let id = text(row, 0)?;
+    let Some(digest) = unhex(&text(row, 1)?) else {
+        return Err(StoreError::MalformedDigest { id });
+    };
+    let holder = match (row.try_get::<Option<i64>, _>(2)?, row.try_get(3)?) {
+        (Some(user), None) => TokenHolder::User(user),
+        (None, Some(account)) => TokenHolder::ServiceAccount(account),
+        _ => return Err(StoreError::TokenWithoutOwner { id }),
+    };
+    let state = TokenState {
+        id,
+        holder,
+        expires_at: row.try_get(4)?,
+        revoked: row.try_get::<Option<i64>, _>(5)?.is_some(),
+        limit: split_list(row.try_get(6)?),
+    };
+    Ok((digest, state))
+}
+
+/// One user's current state by id, with roles.
+pub(super) async fn user_by_id(pool: &AnyPool, id: i64) -> Result<Option<UserState>, StoreError> {
+    let Some(row) = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let mut state = user_state(&row, 0)?;
+    for row in sqlx::query(
+        "SELECT r.name FROM user_roles ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = $1",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?
+    {
+        state.roles.push(text(&row, 0)?);
+    }
+    Ok(Some(state))
+}
+
+/// One token's digest and current state by token id.
+pub(super) async fn token_by_id(
+    pool: &AnyPool,
+    id: &str,
+) -> Result<Option<([u8; 32], TokenState)>, StoreError> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} {TOKEN_FROM} WHERE t.id = $1");
+    match sqlx::query(&sql).bind(id).fetch_optional(pool).await? {
+        Some(row) => Ok(Some(token_state(&row)?)),
+        None => Ok(None),
+    }
+}
+
+/// What each version in `(version, until]` changed, or `None` when one is not logged.
+pub(super) async fn changes(
+    pool: &AnyPool,
+    version: i64,
+    until: i64,
+) -> Result<Option<Vec<Change>>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT version, kind, subject FROM policy_changes WHERE version > $1 AND version <= $2 \
+         ORDER BY version",
+    )
+    .bind(version)
+    .bind(until)
+    .fetch_all(pool)
+    .await?;
+    if i64::try_from(rows.len()).ok() != until.checked_sub(version) {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let subject = text(&row, 2)?;
+        out.push(match text(&row, 1)?.as_str() {
+            "jti" => Change::Jti(subject),
+            "token" => Change::Token(subject),
+            "user" => match subject.parse() {
+                Ok(id) => Change::UserTokens(id),
+                Err(_) => Change::Policy,
+            },
+            _ => Change::Policy,
+        });
+    }
+    Ok(Some(out))
 }
 
 /// A stored user by email (case-insensitive), with their roles.

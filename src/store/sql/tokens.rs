@@ -6,7 +6,7 @@ use sqlx::{AnyPool, Row};
 use super::{bump_version, now_unix, split_list, text, SqlStore};
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
-use crate::store::{hex, unhex, NewToken, OwnerRef, StoreError, TokenInfo};
+use crate::store::{hex, unhex, Change, NewToken, OwnerRef, StoreError, TokenInfo};
 
 pub(super) async fn revoke_jti(store: &SqlStore, jti: &str) -> Result<(), StoreError> {
     let mut tx = store.pool.begin().await?;
@@ -17,7 +17,7 @@ pub(super) async fn revoke_jti(store: &SqlStore, jti: &str) -> Result<(), StoreE
     .bind(now_unix())
     .execute(&mut *tx)
     .await?;
-    bump_version(&mut tx, store.dialect).await?;
+    bump_version(&mut tx, store.dialect, &Change::Jti(jti.to_owned())).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -29,17 +29,18 @@ pub(super) async fn revoke_user_tokens(
 ) -> Result<(), StoreError> {
     let mut tx = store.pool.begin().await?;
     let email = email.to_ascii_lowercase();
-    let done = sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE email = $2")
-        .bind(now)
-        .bind(&email)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if done == 0 {
+    let updated =
+        sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE email = $2 RETURNING id")
+            .bind(now)
+            .bind(&email)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(row) = updated else {
         tx.rollback().await?;
         return Err(StoreError::UnknownUser { email });
-    }
-    bump_version(&mut tx, store.dialect).await?;
+    };
+    let id: i64 = row.try_get(0)?;
+    bump_version(&mut tx, store.dialect, &Change::UserTokens(id)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -82,7 +83,7 @@ pub(super) async fn insert(store: &SqlStore, token: NewToken<'_>) -> Result<(), 
     .bind(token.expires_at)
     .execute(&mut *tx)
     .await?;
-    bump_version(&mut tx, store.dialect).await?;
+    bump_version(&mut tx, store.dialect, &Change::Token(token.id.to_owned())).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -136,7 +137,7 @@ pub(super) async fn revoke(store: &SqlStore, id: &str) -> Result<(), StoreError>
             None => Err(StoreError::UnknownToken { id: id.to_owned() }),
         };
     }
-    bump_version(&mut tx, store.dialect).await?;
+    bump_version(&mut tx, store.dialect, &Change::Token(id.to_owned())).await?;
     tx.commit().await?;
     Ok(())
 }
