@@ -4,7 +4,8 @@
 //!
 //! `cargo run --release --example large_policy -- postgres://postgres@127.0.0.1:5432/test`
 //! (a fresh database is created beside the one named, and dropped afterwards), or
-//! `-- sqlite` for a temporary SQLite file.
+//! `-- sqlite` for a temporary SQLite file (`LARGE_POLICY_DB=path` keeps it, to measure a
+//! serving sidecar on it).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -104,11 +105,12 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "sqlite".to_owned());
     let dir = tempfile::tempdir()?;
+    // LARGE_POLICY_DB=path keeps the SQLite database there, to serve it afterwards.
+    let sqlite_path = std::env::var("LARGE_POLICY_DB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| dir.path().join("large.db"));
     let (url, admin) = if target == "sqlite" {
-        (
-            format!("sqlite://{}", dir.path().join("large.db").display()),
-            None,
-        )
+        (format!("sqlite://{}", sqlite_path.display()), None)
     } else {
         let admin = SqlStore::connect(&target, 1).await?;
         admin
