@@ -59,7 +59,7 @@ pub struct Allow {
     /// The caller's roles as decided: from the token, or from the store in `store` mode.
     pub roles: Vec<String>,
     /// Names of every permission the caller holds in this snapshot, sorted.
-    pub permissions: Vec<String>,
+    pub permissions: Vec<Arc<str>>,
     pub matched_permission: String,
     pub matched_activity: String,
     pub policy_version: i64,
@@ -330,11 +330,7 @@ pub fn decide_with(
     let Some(m) = snapshot.evaluate(method, &host, canonical_path, &grants) else {
         return Decision::deny(principal, DenyCause::NoActivity { held: grants });
     };
-    let mut permissions: Vec<String> = grants
-        .ids()
-        .map(|id| snapshot.permission_name(id).to_owned())
-        .collect();
-    permissions.sort_unstable();
+    let permissions = snapshot.permission_names(&grants);
     let mut roles: Vec<String> = match (stored_roles, principal.as_deref()) {
         (Some(roles), _) => roles.to_vec(),
         // Roles named in a token reach the upstream only when they are valid names (letters,

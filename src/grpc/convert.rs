@@ -88,10 +88,10 @@ fn string_value(s: &str) -> Value {
     }
 }
 
-fn list_value(items: &[String]) -> Value {
+fn list_value<S: AsRef<str>>(items: &[S]) -> Value {
     Value {
         kind: Some(Kind::ListValue(ListValue {
-            values: items.iter().map(|s| string_value(s)).collect(),
+            values: items.iter().map(|s| string_value(s.as_ref())).collect(),
         })),
     }
 }

@@ -121,6 +121,8 @@ impl PolicySnapshot {
                 names.push(Arc::from(reserved));
             }
         }
+        // Ids in name order: a caller's permissions come out of a `Grants` already sorted.
+        names.sort_unstable();
         let permission_ids: HashMap<Arc<str>, PermissionId> = names
             .iter()
             .enumerate()
@@ -293,6 +295,15 @@ impl PolicySnapshot {
     /// The name of a permission id.
     pub fn permission_name(&self, id: PermissionId) -> &str {
         &self.rules.permissions[id]
+    }
+
+    /// The names of the permissions in `grants`, sorted, shared with the snapshot (no copy of
+    /// a name is made).
+    pub fn permission_names(&self, grants: &Grants) -> Vec<Arc<str>> {
+        grants
+            .ids()
+            .map(|id| self.rules.permissions[id].clone())
+            .collect()
     }
 
     /// Finds an activity matching the request that one of `grants` grants. `path` is the
