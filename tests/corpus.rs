@@ -365,10 +365,18 @@ struct Credentials {
     api: HashMap<String, String>,
 }
 
-fn issue_api_token(config: &Path, args: &[&str]) -> String {
+/// Issues an API token; returns (id, token).
+fn issue_api_token(config: &Path, args: &[&str]) -> (String, String) {
     let mut full = vec!["token", "issue"];
     full.extend_from_slice(args);
-    support::cli_ok(config, &full).trim().to_owned()
+    let (code, out, err) = support::cli(config, &full);
+    assert_eq!(code, 0, "token issue {args:?}: {out}{err}");
+    let id = err
+        .split_whitespace()
+        .find(|w| w.starts_with("tok_"))
+        .unwrap_or_else(|| panic!("no token id in {err:?}"))
+        .to_owned();
+    (id, out.trim().to_owned())
 }
 
 impl Credentials {
@@ -379,35 +387,58 @@ impl Credentials {
             let token = support::cli_ok(config, &["jwt", "mint", "--user", &email]);
             users.insert(user.to_owned(), token.trim().to_owned());
         }
+        // A token of grace's revoked by its jti.
+        let revoked = support::cli_ok(config, &["jwt", "mint", "--user", "grace@example.com"]);
+        let revoked = revoked.trim().to_owned();
+        users.insert("grace_revoked".to_owned(), revoked);
+        let mut creds = Credentials {
+            users,
+            api: HashMap::new(),
+        };
+        let jti = creds.claim("grace_revoked", "jti");
+        support::cli_ok(config, &["jwt", "revoke", &jti]);
+
         let mut api = HashMap::new();
+        let issue = |args: &[&str]| issue_api_token(config, args);
         api.insert(
             "bot".to_owned(),
-            issue_api_token(config, &["--service-account", "reporting-bot"]),
+            issue(&["--service-account", "reporting-bot"]).1,
         );
-        api.insert(
-            "ada".to_owned(),
-            issue_api_token(config, &["--user", "ada@example.com"]),
-        );
+        api.insert("ada".to_owned(), issue(&["--user", "ada@example.com"]).1);
         api.insert(
             "ada_read".to_owned(),
-            issue_api_token(
-                config,
-                &["--user", "ada@example.com", "--permissions", "roles:read"],
-            ),
+            issue(&["--user", "ada@example.com", "--permissions", "roles:read"]).1,
         );
-        Credentials { users, api }
+        let (id, token) = issue(&["--service-account", "reporting-bot"]);
+        support::cli_ok(config, &["token", "revoke", &id]);
+        api.insert("revoked".to_owned(), token);
+        support::cli_ok(
+            config,
+            &[
+                "service-account",
+                "create",
+                "corpus-bot",
+                "--roles",
+                "viewer",
+            ],
+        );
+        let (_, token) = issue(&["--service-account", "corpus-bot"]);
+        support::cli_ok(config, &["service-account", "disable", "corpus-bot"]);
+        api.insert("disabled_owner".to_owned(), token);
+        creds.api = api;
+        creds
     }
 
     fn user(&self, name: &str) -> &str {
         self.users
             .get(name)
-            .unwrap_or_else(|| panic!("no user {name:?} (ada, grace, alan)"))
+            .unwrap_or_else(|| panic!("no user {name:?} (ada, grace, alan, grace_revoked)"))
     }
 
     fn api(&self, name: &str) -> &str {
-        self.api
-            .get(name)
-            .unwrap_or_else(|| panic!("no api token {name:?} (bot, ada, ada_read)"))
+        self.api.get(name).unwrap_or_else(|| {
+            panic!("no api token {name:?} (bot, ada, ada_read, revoked, disabled_owner)")
+        })
     }
 
     /// A claim of a named user's minted token (`sub`, `jti`, ...).
