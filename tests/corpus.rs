@@ -995,6 +995,13 @@ async fn run_through_envoy(
         let mut ours = set.clone();
         upstream_auth.sort();
         ours.sort();
+        let mut names: Vec<&str> = upstream_auth.iter().map(|(k, _)| k.as_str()).collect();
+        names.dedup();
+        if names.len() != upstream_auth.len() {
+            problems.push(format!(
+                "an x-auth-* header reached the upstream twice: {upstream_auth:?}"
+            ));
+        }
         if upstream_auth != ours {
             problems.push(format!(
                 "upstream x-auth-* headers {upstream_auth:?} are not exactly portcullis' {ours:?}"
