@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load envoy postgres clean
+.PHONY: all build run demo test lint fmt bench load envoy postgres clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -64,13 +64,17 @@ demo: build envoy $(DEV_SECRET)
 # Every target's tests (unit, integration, Envoy end to end, benches in test mode), then one
 # closing line with the totals over all test binaries. PostgreSQL tests run on a private
 # cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
+# The bypass corpus (tests/corpus.rs) and the property tests (tests/properties.rs) are
+# test targets like the others; the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
 test: envoy postgres
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
+	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test-output.log
 
 lint:
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
 	./.ci/layering
 
@@ -86,6 +90,38 @@ load: envoy
 	$(CARGO) build --locked --release --bin portcullis --example echo_upstream
 	./benches/envoy_load.sh
 
+# Fuzzing with cargo-fuzz (libFuzzer): every target for FUZZ_SECONDS each, on its corpus
+# (fuzz/corpus, kept between runs, not committed) and the committed seeds and regression
+# inputs (fuzz/seeds: every input that ever crashed a target stays there). A crash stops the
+# run and leaves the input in fuzz/artifacts/TARGET. Uses the nightly toolchain when it is
+# installed, else the pinned one with RUSTC_BOOTSTRAP=1 (cargo-fuzz passes -Z flags; the
+# sanitizer runtimes ship with every channel). cargo-fuzz is installed from crates.io if missing.
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_MAX_LEN       ?= 4096
+FUZZ_TARGETS       := path_canonicalize credential_extract jwt_verify api_token_format policy_yaml check_request
+FUZZ_CARGO          = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
+
+cargo-fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+
+fuzz: cargo-fuzz
+	@mkdir -p target
+	cd fuzz && $(FUZZ_CARGO) fuzz build
+	@cd fuzz && for t in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$t seeds/$$t; \
+		log=../target/fuzz-$$t.log; \
+		$(FUZZ_CARGO) fuzz run $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
+			>$$log 2>&1 || { tail -n 60 $$log; echo "fuzz: $$t failed (log: target/fuzz-$$t.log, input: fuzz/artifacts/$$t)" >&2; exit 1; }; \
+		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
+		echo "fuzz: $$t ok, $$runs runs in $(FUZZ_SECONDS) s"; \
+	done
+
+# The short run `make test` does (about 2 minutes of fuzzing plus the build).
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) fuzz/target
