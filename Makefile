@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load envoy postgres clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -81,14 +81,34 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# Criterion: the request path in-process (canonicalize, evaluate, verify per algorithm, whole
+# Checks). Figures go to BENCHMARKS.md with the machine they came from.
 bench:
 	$(CARGO) bench --locked --bench decide
 
-# wrk through real Envoy (loopback only, 10 s per case); installs wrk from Debian if missing.
-load: envoy
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
-	$(CARGO) build --locked --release --bin portcullis --example echo_upstream
+# wrk and h2load for the load harnesses, from Debian when missing and possible.
+LOAD_TOOLS_FOUND = command -v wrk >/dev/null 2>&1 && command -v h2load >/dev/null 2>&1
+load-tools:
+	@$(LOAD_TOOLS_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; } || true
+	@$(LOAD_TOOLS_FOUND) || { echo "make load needs wrk and h2load: install the wrk and nghttp2-client packages" >&2; exit 1; }
+
+LOAD_BINARIES = --bin portcullis --example noop_authz --example sql_baseline_authz \
+	--example loadgen --example gen_api_tokens
+
+# Through real Envoy, side by side in one run (Envoy alone, jwt_authn + rbac, a no-op ext_authz
+# server, portcullis allowed and denied, a per-request-SQL baseline), then the in-repo gRPC
+# generator without Envoy, then the API-token flood. Loopback only, private PostgreSQL, every
+# run bounded (DURATION per case, default 10s). Never part of `make test`.
+load: envoy postgres load-tools
+	$(CARGO) build --locked --release $(LOAD_BINARIES)
 	./benches/envoy_load.sh
+	./benches/flood.sh
+
+# The flood alone: random well-formed API tokens and a revocation a second during allowed load.
+flood: envoy postgres load-tools
+	$(CARGO) build --locked --release $(LOAD_BINARIES)
+	./benches/flood.sh
 
 # Fuzzing with cargo-fuzz (libFuzzer): every target for FUZZ_SECONDS each, on its corpus
 # (fuzz/corpus, kept between runs, not committed) and the committed seeds and regression
