@@ -37,7 +37,9 @@ use envoy_types::ext_authz::v3::pb::{
     HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
-use portcullis::identity::{ClaimRules, Identifier, JwtSettings, KeySet, Principal, VerifyingKey};
+use portcullis::identity::{
+    ClaimRules, Identified, Identifier, JwtSettings, KeySet, Principal, VerifyingKey,
+};
 use portcullis::policy::{path, PolicyDocument};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tonic::transport::server::TcpIncoming;
@@ -165,13 +167,14 @@ impl Baseline {
         let Ok(canonical) = path::canonicalize(&http.path) else {
             return denied(rpc::Code::PermissionDenied, 403);
         };
+        // The baseline identifies JWT callers only (the original design had no API tokens).
         let principal = match self
             .identifier
             .identify(headers.iter().map(|(k, v)| (*k, v.as_str())))
-            .await
         {
-            Ok(p) => p,
-            Err(_) => return denied(rpc::Code::Unauthenticated, 401),
+            Ok(Identified::Caller(p)) => Some(p),
+            Ok(Identified::Nobody) => None,
+            Ok(Identified::ApiToken(_)) | Err(_) => return denied(rpc::Code::Unauthenticated, 401),
         };
         let ids = self.permission_ids(principal.as_deref());
         let count: Result<i64, sqlx::Error> = sqlx::query_scalar(QUERY)

@@ -439,7 +439,7 @@ proptest! {
             HttpResponse::DeniedResponse(d) => {
                 prop_assert_ne!(status, 0);
                 let code = d.status.as_ref().unwrap().code;
-                prop_assert!([401, 403, 503].contains(&code), "status {}", code);
+                prop_assert!([400, 401, 403, 503].contains(&code), "status {}", code);
                 let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
                 prop_assert!(body["reason"].is_string());
             }
@@ -660,6 +660,7 @@ proptest! {
             Arc::new(Principal::Jwt(JwtCaller {
                 subject: "s".to_owned(),
                 email: None,
+                email_verified: false,
                 name: None,
                 roles,
                 permissions: vec![],
