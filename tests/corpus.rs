@@ -8,7 +8,7 @@
 //! are exactly those portcullis was asked about and allowed, and its `x-auth-*` headers are
 //! exactly the ones portcullis set, each once, whatever the client sent.
 //!
-//! The format is described in `tests/corpus/README.md`.
+//! The format is described in `tests/corpus/README.md`; `tests/support/corpus_case.rs` reads it.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 #[path = "support/corpus_case.rs"]
