@@ -31,6 +31,16 @@ use portcullis::policy::path::{canonicalize, normalize_host, PathError};
 use portcullis::policy::{Activity, Method, PolicyDocument, PolicySnapshot};
 use proptest::prelude::*;
 
+/// `n` cases, or `PROPTEST_CASES` when set (for a longer hunt: `PROPTEST_CASES=20000
+/// cargo test --release --test properties`).
+fn cases(n: u32) -> ProptestConfig {
+    let n = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n);
+    ProptestConfig::with_cases(n)
+}
+
 const SECRET: &[u8] = b"properties-secret-0123456789abcdef0123456789";
 const ISSUER: &str = "properties";
 const POLICY: &str = include_str!("../examples/policy.yaml");
@@ -85,7 +95,7 @@ fn encode_path(canonical: &str) -> String {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2048))]
+    #![proptest_config(cases(2048))]
 
     #[test]
     fn canonicalization_is_idempotent(t in target()) {
@@ -405,7 +415,7 @@ fn valid_header_value(v: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(cases(512))]
 
     #[test]
     fn check_always_answers_with_a_well_formed_response(req in any_request()) {
@@ -626,7 +636,7 @@ fn permission_set() -> impl Strategy<Value = BTreeSet<String>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(96))]
+    #![proptest_config(cases(96))]
 
     #[test]
     fn adding_a_permission_never_turns_an_allow_into_a_deny(
