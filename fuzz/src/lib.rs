@@ -60,10 +60,9 @@ pub fn check_path(target: &str) {
             "{target:?} -> {path:?} holds {forbidden:?}"
         );
     }
-    // ASCII control bytes. (Encoded C1 controls such as `%C2%85`, U+0085, decode to
-    // characters that are accepted today: reported on issue 8, not asserted here.)
+    // No control character, one byte (C0, DEL) or two (C1, such as an encoded U+0085).
     assert!(
-        !path.bytes().any(|b| b < 0x20 || b == 0x7f),
+        !path.chars().any(char::is_control),
         "{target:?} -> {path:?} holds a control byte"
     );
     let segments: Vec<&str> = path[1..].split('/').collect();

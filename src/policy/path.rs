@@ -117,7 +117,13 @@ fn decode(path: &str) -> Result<String, PathError> {
         }
         i += 3;
     }
-    String::from_utf8(out).map_err(|_| PathError::NotUtf8)
+    let decoded = String::from_utf8(out).map_err(|_| PathError::NotUtf8)?;
+    // C1 controls (U+0080..U+009F, e.g. NEL U+0085) are control characters too, only encoded
+    // in two bytes: refused like their one-byte siblings (found by fuzzing).
+    if decoded.chars().any(char::is_control) {
+        return Err(PathError::ForbiddenByte);
+    }
+    Ok(decoded)
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -212,6 +218,10 @@ mod tests {
             ("/a%00b", Err(ForbiddenByte)),
             ("/a%0a", Err(ForbiddenByte)),
             ("/a%7F", Err(ForbiddenByte)),
+            ("/a%C2%85b", Err(ForbiddenByte)),
+            ("/a%C2%80", Err(ForbiddenByte)),
+            ("/a%C2%9F", Err(ForbiddenByte)),
+            ("/a%C2%A0", Ok("/a\u{a0}")),
             ("/a\tb", Err(ForbiddenByte)),
             ("/a b", Err(ForbiddenByte)),
             ("/a\u{0}b", Err(ForbiddenByte)),
