@@ -1,7 +1,7 @@
 //! `CheckRequest` -> decision, end to end through `CheckService::decide` over the example
 //! policy: any request, with or without a validly signed token carrying fuzzed claims, gets a
 //! well-formed answer. An allow has a canonical path, sets only `x-auth-*` headers, each once,
-//! with overwrite and values Envoy accepts; a deny is 401, 403 or 503 with a JSON reason.
+//! with overwrite and values Envoy accepts; a deny is 400, 401, 403 or 503 with a JSON reason.
 #![no_main]
 
 use arbitrary::Arbitrary;
@@ -185,7 +185,7 @@ fuzz_target!(|input: Input| {
         HttpResponse::DeniedResponse(denied) => {
             assert_ne!(status, 0);
             let code = denied.status.as_ref().expect("http status").code;
-            assert!([401, 403, 503].contains(&code), "status {code}");
+            assert!([400, 401, 403, 503].contains(&code), "status {code}");
             let body: serde_json::Value =
                 serde_json::from_str(&denied.body).expect("deny body is JSON");
             assert!(body["reason"].is_string(), "{}", denied.body);
