@@ -103,6 +103,7 @@ if [ "$GRPC" = 1 ]; then
   loadgen "no-op server, max rate" --target "127.0.0.1:$NOOP_PORT" --rate max --mix jwt-header
   noop_rps=$(tail -1 "$grpc_results" | grep -o 'rps=[0-9]*' | cut -d= -f2)
   loadgen "portcullis, allowed (jwt-header), max rate" --target "127.0.0.1:$P_PORT" --rate max --mix jwt-header
+  loadgen "per-request SQL baseline, allowed, max rate" --target "127.0.0.1:$SQL_PORT" --rate max --mix jwt-header
   loadgen "portcullis, denied (deny-401), max rate" --target "127.0.0.1:$P_PORT" --rate max --mix deny-401
   loadgen "portcullis, mixed (all but api-token), max" --target "127.0.0.1:$P_PORT" --rate max --mix all
   half=$((noop_rps / 2))
@@ -159,4 +160,12 @@ if lines:
     for label, args, result in lines:
         kv = dict(p.split("=") for p in result.split())
         print(f"| {label} | {float(kv['rps']):,.0f} | {kv['p50_ms']} ms | {kv['p90_ms']} ms | {kv['p99_ms']} ms | {kv['p999_ms']} ms | {kv['errors']} / {kv['mismatched']} |")
+    rps = {label.split(",")[0] + "," + label.split(",")[1]: float(dict(p.split("=") for p in r.split())["rps"]) for label, _, r in lines if label.count(",") >= 1}
+    def direct(x, y, what):
+        if x in rps and y in rps and rps[y] > 0:
+            print(f"- {what}: {rps[x] / rps[y]:.2f}x throughput")
+    print()
+    direct("portcullis, allowed (jwt-header)", "no-op server, max rate", "direct allowed vs no-op server")
+    direct("portcullis, denied (deny-401)", "no-op server, max rate", "direct denied vs no-op server")
+    direct("portcullis, allowed (jwt-header)", "per-request SQL baseline, allowed", "direct allowed vs per-request SQL")
 PY

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use envoy_types::ext_authz::v3::pb::{Authorization, HttpResponse};
+use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::authz::Authorizer;
 use portcullis::config::{Config, JwtAlgorithm, JwtConfig, KeyConfig};
-use portcullis::grpc::CheckService;
+use portcullis::grpc::{access_request, check_response, CheckService};
 use portcullis::identity::Identifier;
 use portcullis::keyring;
 use portcullis::policy::{PolicyDocument, PolicySnapshot};
@@ -115,10 +115,7 @@ fn raw_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckReque
 }
 
 async fn check(svc: &CheckService, req: CheckRequest) -> CheckResponse {
-    svc.check(tonic::Request::new(req))
-        .await
-        .expect("check never returns a gRPC error")
-        .into_inner()
+    svc.decide(&req).await
 }
 
 fn ok_headers(res: &CheckResponse) -> HashMap<String, (String, i32)> {
@@ -293,11 +290,7 @@ async fn no_snapshot_is_a_503_and_never_an_error() {
         tonic::Code::Unavailable as i32
     );
     // An empty CheckRequest (no attributes at all) is an answer too.
-    let res = svc
-        .check(tonic::Request::new(CheckRequest::default()))
-        .await
-        .expect("never an error")
-        .into_inner();
+    let res = svc.decide(&CheckRequest::default()).await;
     assert!(matches!(
         res.http_response,
         Some(HttpResponse::DeniedResponse(_))
@@ -623,4 +616,64 @@ async fn invalid_role_names_are_dropped_for_header_and_cookie() {
         assert_eq!(h["x-auth-roles"].0, "viewer", "{:?}", headers[0].0);
         assert!(!h["x-auth-permissions"].0.contains("roles:write"));
     }
+}
+
+/// The server answers an allow in two encoded parts, the caller's identity part from a cache
+/// and the per-request rest; decoded, they must be exactly the one message built from the
+/// decision, on the first request (cache filled) and on a repeat (cache hit), with client
+/// x-auth-* headers that are overwritten, removed, or the decision id.
+#[tokio::test]
+async fn two_part_answer_decodes_to_the_one_message() {
+    let jwt = jwt_config();
+    let keys = keyring::load(&jwt, |_| Some(SECRET.to_owned())).unwrap();
+    let snapshot = Arc::new(ArcSwapOption::empty());
+    let doc = PolicyDocument::from_yaml("policy", POLICY).unwrap();
+    snapshot.store(Some(Arc::new(PolicySnapshot::compile(&doc, 3).unwrap())));
+    let authorizer = Arc::new(Authorizer::new(
+        snapshot.clone(),
+        Arc::new(Identifier::new(keys, &jwt)),
+    ));
+    let svc = CheckService::new(authorizer.clone());
+    let bearer = format!("Bearer {}", viewer());
+    let cases = [
+        raw_request(
+            "GET",
+            "/api/v1/roles",
+            &[
+                ("authorization", bearer.as_str()),
+                ("x-auth-email", "forged@example.com"),
+                ("X-Auth-Admin", "yes"),
+                ("x-auth-decision-id", "forged"),
+            ],
+        ),
+        raw_request("GET", "/healthz", &[("x-auth-user-id", "1")]),
+    ];
+    for (round, req) in [cases.clone(), cases].into_iter().flatten().enumerate() {
+        let answer = svc.answer(&req).await;
+        assert!(
+            !answer.encoded.is_empty(),
+            "round {round}: an allow reuses its identity part"
+        );
+        let decoded = svc.decide(&req).await;
+        let id = ok_headers(&decoded)["x-auth-decision-id"].0.clone();
+        let access = access_request(&req);
+        let decision = authorizer.decide(&access).await;
+        let expected = check_response(&decision, &access, &id);
+        assert_eq!(decoded, expected, "round {round}");
+    }
+    // A new snapshot of the same version renders anew (the key holds its serial, not the
+    // version): a role's permissions changed, and the upstream sees the change at once.
+    let widened = POLICY.replace("viewer: [roles:read]", "viewer: [roles:read, roles:write]");
+    assert_ne!(widened, POLICY, "the example policy's viewer role");
+    let doc = PolicyDocument::from_yaml("policy", &widened).unwrap();
+    snapshot.store(Some(Arc::new(PolicySnapshot::compile(&doc, 3).unwrap())));
+    let req = raw_request("GET", "/healthz", &[("authorization", bearer.as_str())]);
+    let decoded = svc.decide(&req).await;
+    let access = access_request(&req);
+    let decision = authorizer.decide(&access).await;
+    let id = ok_headers(&decoded)["x-auth-decision-id"].0.clone();
+    assert_eq!(decoded, check_response(&decision, &access, &id));
+    assert!(ok_headers(&decoded)["x-auth-permissions"]
+        .0
+        .contains("roles:write"));
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 use jsonwebtoken::Algorithm;
@@ -402,11 +402,7 @@ fn build(req: &AnyRequest, signer: &KeySet) -> CheckRequest {
 }
 
 fn check(service: &CheckService, request: CheckRequest) -> CheckResponse {
-    fixture()
-        .runtime
-        .block_on(service.check(tonic::Request::new(request)))
-        .expect("check never returns a gRPC error")
-        .into_inner()
+    fixture().runtime.block_on(service.decide(&request))
 }
 
 /// Header values Envoy accepts: visible ASCII, space and tab.

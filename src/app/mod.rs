@@ -24,7 +24,7 @@ use tonic_health::ServingStatus;
 
 use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
-use crate::grpc::{AuthorizationServer, CheckService};
+use crate::grpc::{AuthorizationService, CheckService};
 use crate::identity::Identifier;
 use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
@@ -210,7 +210,7 @@ impl Server {
             .http2_keepalive_interval(Some(self.http2_keepalive))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .add_service(health_service)
-            .add_service(AuthorizationServer::new(service))
+            .add_service(AuthorizationService::new(service))
             .serve_with_incoming_shutdown(incoming(self.listener), drained);
         let mut server = tokio::spawn(server);
 

@@ -63,6 +63,9 @@ pub struct Allow {
     pub matched_permission: String,
     pub matched_activity: String,
     pub policy_version: i64,
+    /// The snapshot that decided ([`PolicySnapshot::serial`]): with the principal, it fixes
+    /// the roles and permissions above, so what is rendered from them can be reused.
+    pub snapshot_serial: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -353,6 +356,7 @@ pub fn decide_with(
         roles,
         permissions,
         policy_version: snapshot.version(),
+        snapshot_serial: snapshot.serial(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! knows the shape of `CheckRequest` and `CheckResponse`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use envoy_types::ext_authz::v3::pb::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
@@ -97,8 +97,8 @@ fn list_value<S: AsRef<str>>(items: &[S]) -> Value {
 }
 
 /// The identity facts, as (header, value) pairs; the same facts go to dynamic metadata.
-fn identity_facts(allow: &Allow, decision_id: &str) -> Vec<(&'static str, String)> {
-    let mut facts = Vec::with_capacity(9);
+fn identity_facts(allow: &Allow) -> Vec<(&'static str, String)> {
+    let mut facts = Vec::with_capacity(8);
     if let Some(p) = &allow.principal {
         facts.push(("x-auth-user-id", header_safe(&p.subject_id())));
         if let Some(email) = p.email() {
@@ -117,47 +117,30 @@ fn identity_facts(allow: &Allow, decision_id: &str) -> Vec<(&'static str, String
         facts.push(("x-auth-subject-type", "anonymous".to_owned()));
     }
     facts.push(("x-auth-permissions", allow.permissions.join(",")));
-    facts.push(("x-auth-decision-id", decision_id.to_owned()));
     facts
 }
 
-/// Converts a decision into Envoy's answer.
-pub fn check_response(
-    decision: &Decision,
-    request: &AccessRequest<'_>,
-    decision_id: &str,
-) -> CheckResponse {
-    match decision {
-        Decision::Allow(allow) => allow_response(allow, request, decision_id),
-        Decision::Deny(deny) => deny_response(deny, decision_id),
-    }
+/// The dynamic-metadata key of an identity header: `x-auth-user-id` is `user_id`.
+fn metadata_key(header: &str) -> String {
+    header
+        .trim_start_matches(IDENTITY_HEADER_PREFIX)
+        .replace('-', "_")
 }
 
-fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str) -> CheckResponse {
-    let facts = identity_facts(allow, decision_id);
-    // Every client-sent x-auth-* header we are not overwriting is removed.
-    let mut headers_to_remove: Vec<String> = request
-        .headers
-        .iter()
-        .map(|(k, _)| *k)
-        .filter(|k| {
-            // Bytes, not a str slice: a non-ASCII name must not panic on a char boundary.
-            k.as_bytes()
-                .get(..IDENTITY_HEADER_PREFIX.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX.as_bytes()))
-        })
-        .filter(|k| !facts.iter().any(|(name, _)| name.eq_ignore_ascii_case(k)))
-        .map(str::to_ascii_lowercase)
-        .collect();
-    headers_to_remove.sort_unstable();
-    headers_to_remove.dedup();
-
-    let mut fields = BTreeMap::new();
+/// The part of an allow that depends only on who the caller is in one snapshot: the identity
+/// headers, and the same facts as dynamic metadata (with roles and permissions as lists). With
+/// the names of the headers it sets, which the request part must not remove.
+///
+/// An allow is answered as this part's encoding followed by [`request_part`]'s: protobuf
+/// merges a message encoded twice (repeated fields append, map entries and scalars of the
+/// second win), so the two read as one `CheckResponse`. The server encodes this part once per
+/// caller and snapshot and reuses the bytes.
+pub fn identity_part(allow: &Allow) -> (CheckResponse, Vec<&'static str>) {
+    let facts = identity_facts(allow);
+    let names = facts.iter().map(|(name, _)| *name).collect();
+    let mut fields = HashMap::with_capacity(facts.len() + 4);
     for (name, value) in &facts {
-        let key = name
-            .trim_start_matches(IDENTITY_HEADER_PREFIX)
-            .replace('-', "_");
-        fields.insert(key, string_value(value));
+        fields.insert(metadata_key(name), string_value(value));
     }
     fields.insert("permissions".to_owned(), list_value(&allow.permissions));
     if let Some(p) = &allow.principal {
@@ -169,30 +152,102 @@ fn allow_response(allow: &Allow, request: &AccessRequest<'_>, decision_id: &str)
             fields.insert("name".to_owned(), string_value(name));
         }
     }
-    fields.insert(
-        "matched_permission".to_owned(),
-        string_value(&allow.matched_permission),
-    );
-    fields.insert(
-        "policy_version".to_owned(),
-        Value {
-            kind: Some(Kind::NumberValue(allow.policy_version as f64)),
-        },
-    );
+    let response = CheckResponse {
+        dynamic_metadata: Some(Struct { fields }),
+        http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+            headers: facts.into_iter().map(|(k, v)| header(k, v)).collect(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    (response, names)
+}
 
+/// The part of an allow that differs per request: the status, the decision id, what matched,
+/// the policy version, and the client's own `x-auth-*` headers to remove (every one the
+/// identity part does not overwrite, whose `names` it gave).
+pub fn request_part(
+    allow: &Allow,
+    request: &AccessRequest<'_>,
+    decision_id: &str,
+    names: &[&str],
+) -> CheckResponse {
+    const DECISION_ID: &str = "x-auth-decision-id";
+    let mut headers_to_remove: Vec<String> = request
+        .headers
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| {
+            // Bytes, not a str slice: a non-ASCII name must not panic on a char boundary.
+            k.as_bytes()
+                .get(..IDENTITY_HEADER_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX.as_bytes()))
+        })
+        .filter(|k| {
+            !DECISION_ID.eq_ignore_ascii_case(k)
+                && !names.iter().any(|name| name.eq_ignore_ascii_case(k))
+        })
+        .map(str::to_ascii_lowercase)
+        .collect();
+    headers_to_remove.sort_unstable();
+    headers_to_remove.dedup();
+
+    let fields = HashMap::from([
+        (metadata_key(DECISION_ID), string_value(decision_id)),
+        (
+            "matched_permission".to_owned(),
+            string_value(&allow.matched_permission),
+        ),
+        (
+            "policy_version".to_owned(),
+            Value {
+                kind: Some(Kind::NumberValue(allow.policy_version as f64)),
+            },
+        ),
+    ]);
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::Ok as i32,
             ..Default::default()
         }),
-        dynamic_metadata: Some(Struct {
-            fields: fields.into_iter().collect(),
-        }),
+        dynamic_metadata: Some(Struct { fields }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: facts.into_iter().map(|(k, v)| header(k, v)).collect(),
+            headers: vec![header(DECISION_ID, decision_id.to_owned())],
             headers_to_remove,
             ..Default::default()
         })),
+    }
+}
+
+/// Converts a decision into Envoy's answer, as one message (the CLI, tests). The server sends
+/// the same answer in two encoded parts: see [`identity_part`].
+pub fn check_response(
+    decision: &Decision,
+    request: &AccessRequest<'_>,
+    decision_id: &str,
+) -> CheckResponse {
+    match decision {
+        Decision::Allow(allow) => {
+            let (mut response, names) = identity_part(allow);
+            let rest = request_part(allow, request, decision_id, &names);
+            merge_parts(&mut response, rest);
+            response
+        }
+        Decision::Deny(deny) => deny_response(deny, decision_id),
+    }
+}
+
+/// What decoding the two parts' encodings one after the other gives, built in place.
+fn merge_parts(response: &mut CheckResponse, rest: CheckResponse) {
+    response.status = rest.status;
+    if let (Some(meta), Some(more)) = (&mut response.dynamic_metadata, rest.dynamic_metadata) {
+        meta.fields.extend(more.fields);
+    }
+    if let (Some(HttpResponse::OkResponse(ok)), Some(HttpResponse::OkResponse(more))) =
+        (&mut response.http_response, rest.http_response)
+    {
+        ok.headers.extend(more.headers);
+        ok.headers_to_remove.extend(more.headers_to_remove);
     }
 }
 

@@ -1,26 +1,54 @@
 //! The Envoy edge: `envoy.service.auth.v3.Authorization/Check`. Converts a `CheckRequest` into
-//! an `AccessRequest`, asks the `Authorizer`, and converts the `Decision` back. `check` always
+//! an `AccessRequest`, asks the `Authorizer`, and converts the `Decision` back. Check always
 //! answers with a `CheckResponse`; it never returns a gRPC error (Envoy would then apply its
-//! failure mode instead of our decision).
+//! failure mode instead of our decision). An allow's identity headers and metadata are
+//! encoded once per caller and snapshot and their bytes reused (`server::Answer`).
 
 mod convert;
+mod server;
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::time::Duration;
 
-use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
-use tonic::{Request, Response, Status};
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
+use moka::sync::Cache;
+use prost::bytes::Bytes;
+use prost::Message;
 
-use crate::authz::{Authorizer, Decision, DecisionIds, DenyCause};
+use crate::authz::{Allow, Authorizer, Decision, DecisionIds, DenyCause};
 use crate::identity::Principal;
 
-pub use convert::{access_request, check_response};
-pub use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+pub use convert::{access_request, check_response, identity_part, request_part};
+pub use server::{Answer, AuthorizationService, CHECK_PATH};
+
+/// Most bytes of encoded identity parts kept for reuse (the weigher counts each entry's
+/// encoding): a few thousand callers with a handful of permissions, or a few hundred holding
+/// a thousand.
+const RENDERED_CAPACITY_BYTES: u64 = 8 << 20;
+/// An idle caller's identity part is dropped after this; a new snapshot makes the old parts
+/// unreachable at once (the key holds the snapshot's serial), this frees them.
+const RENDERED_IDLE: Duration = Duration::from_secs(60);
+
+/// A caller's identity part, encoded once per snapshot (see [`identity_part`]).
+#[derive(Clone)]
+struct RenderedIdentity {
+    encoded: Bytes,
+    /// The identity headers it sets, which the request part must not remove.
+    names: Arc<[&'static str]>,
+    /// Keeps the principal alive while the entry lives, so its address, half of the key,
+    /// names no other principal meanwhile.
+    _principal: Option<Arc<Principal>>,
+}
 
 /// Serves Check for Envoy's ext_authz filter.
 pub struct CheckService {
     authorizer: Arc<Authorizer>,
     ids: DecisionIds,
+    /// (principal's address or 0 for anonymous, snapshot serial) -> its identity part. A
+    /// principal is one verified token (the identifier caches it by the token's digest), and
+    /// a snapshot fixes the roles and permissions it holds: the same key, the same part.
+    rendered: Cache<(usize, u64), RenderedIdentity>,
 }
 
 impl CheckService {
@@ -28,16 +56,58 @@ impl CheckService {
         CheckService {
             authorizer,
             ids: DecisionIds::new(),
+            rendered: Cache::builder()
+                .max_capacity(RENDERED_CAPACITY_BYTES)
+                .weigher(|_, v: &RenderedIdentity| {
+                    u32::try_from(v.encoded.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_idle(RENDERED_IDLE)
+                .build(),
         }
     }
 
-    /// Decides one request; the body of `check`, callable without tonic.
-    pub async fn decide(&self, request: &CheckRequest) -> CheckResponse {
+    /// Decides one request, as the server sends it: an allow's identity part comes encoded
+    /// from the cache, the rest is built for this request.
+    pub async fn answer(&self, request: &CheckRequest) -> Answer {
         let decision_id = self.ids.next();
         let access = convert::access_request(request);
         let decision = self.authorizer.decide(&access).await;
         log_decision(&decision, &access, &decision_id);
-        convert::check_response(&decision, &access, &decision_id)
+        match &decision {
+            Decision::Allow(allow) => {
+                let identity = self.identity_of(allow);
+                Answer {
+                    encoded: identity.encoded,
+                    rest: convert::request_part(allow, &access, &decision_id, &identity.names),
+                }
+            }
+            Decision::Deny(_) => convert::check_response(&decision, &access, &decision_id).into(),
+        }
+    }
+
+    /// Decides one request; the answer as the client decodes it (tests, the fuzz target,
+    /// anything without a gRPC client). The bytes are the server's own.
+    pub async fn decide(&self, request: &CheckRequest) -> CheckResponse {
+        let bytes = self.answer(request).await.encode_to_vec();
+        // Our own encoding always decodes; were it ever not to, the empty answer (no status)
+        // would fail every test that reads it, and Envoy denies such an answer.
+        CheckResponse::decode(bytes.as_slice()).unwrap_or_default()
+    }
+
+    fn identity_of(&self, allow: &Allow) -> RenderedIdentity {
+        let address = allow
+            .principal
+            .as_ref()
+            .map_or(0, |p| Arc::as_ptr(p) as usize);
+        self.rendered
+            .get_with((address, allow.snapshot_serial), || {
+                let (part, names) = convert::identity_part(allow);
+                RenderedIdentity {
+                    encoded: part.encode_to_vec().into(),
+                    names: names.into(),
+                    _principal: allow.principal.clone(),
+                }
+            })
     }
 }
 
@@ -75,15 +145,5 @@ fn log_decision(decision: &Decision, access: &crate::authz::AccessRequest<'_>, d
             detail = %d.cause,
             "request denied"
         ),
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for CheckService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        Ok(Response::new(self.decide(request.get_ref()).await))
     }
 }

@@ -4,6 +4,7 @@
 //! compiles nothing; a document that does not compile produces no snapshot.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
@@ -95,6 +96,8 @@ struct RulesSource {
 #[derive(Debug)]
 pub struct PolicySnapshot {
     version: i64,
+    /// This snapshot's content within the process: see [`PolicySnapshot::serial`].
+    serial: u64,
     rules: Arc<Rules>,
     subjects: Subjects,
 }
@@ -104,6 +107,12 @@ pub struct PolicySnapshot {
 pub struct Match<'a> {
     pub permission: &'a str,
     pub activity: &'a Activity,
+}
+
+static SERIALS: AtomicU64 = AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    SERIALS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl PolicySnapshot {
@@ -204,6 +213,7 @@ impl PolicySnapshot {
         };
         Ok(PolicySnapshot {
             version,
+            serial: next_serial(),
             rules: Arc::new(rules),
             subjects: Subjects::default(),
         })
@@ -212,6 +222,7 @@ impl PolicySnapshot {
     /// Attaches the store's users, accounts, tokens and revocations.
     pub fn with_subjects(mut self, subjects: Subjects) -> Self {
         self.subjects = subjects;
+        self.serial = next_serial();
         self
     }
 
@@ -220,6 +231,7 @@ impl PolicySnapshot {
     pub fn with_new_subjects(&self, subjects: Subjects, version: i64) -> Self {
         PolicySnapshot {
             version,
+            serial: next_serial(),
             rules: self.rules.clone(),
             subjects,
         }
@@ -231,6 +243,13 @@ impl PolicySnapshot {
 
     pub fn version(&self) -> i64 {
         self.version
+    }
+
+    /// Names this snapshot's content within the process: every snapshot compiled or given
+    /// other subjects gets a serial no other snapshot had, even at the same policy version
+    /// (tests build several at version 0). Caches of what a snapshot decided key on it.
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// Whether `doc` has exactly the rules (permissions, activities, roles) this snapshot
