@@ -11,7 +11,7 @@ use fixedbitset::FixedBitSet;
 use regex::RegexSet;
 
 use super::document::{Activity, Method, PermissionSpec, PolicyDocument, AUTHENTICATED, PUBLIC};
-use super::pattern::{self, literal_prefix};
+use super::pattern::{self, split_prefix};
 use super::{PolicyError, Subjects};
 
 // Kept at their old paths for callers; they live in `pattern`.
@@ -41,7 +41,10 @@ struct CompiledActivity {
 
 #[derive(Debug)]
 struct Bucket {
-    set: RegexSet,
+    /// The bucket's regexes less its prefix (see [`pattern::split_prefix`]), matched against
+    /// the path less the prefix. Buckets whose rests are the same share one compiled set:
+    /// `/svc1/res1/[^/]+` and `/svc2/res9/[^/]+` both need only `[^/]+`.
+    set: Arc<RegexSet>,
     /// Pattern index in `set` -> index in `PolicySnapshot::activities`.
     activities: Vec<usize>,
 }
@@ -157,24 +160,35 @@ impl PolicySnapshot {
         }
 
         let mut tables = Vec::with_capacity(TABLES);
+        // One compiled set per distinct list of rests, shared by every bucket that has it.
+        let mut sets: HashMap<Vec<&str>, Arc<RegexSet>> = HashMap::new();
         for slot in 0..TABLES {
             let method = Method::CONCRETE.get(slot).copied();
             let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
             for (i, a) in activities.iter().enumerate() {
                 if a.activity.method == Method::Any || Some(a.activity.method) == method {
                     members
-                        .entry(literal_prefix(&a.activity.path))
+                        .entry(split_prefix(&a.activity.path).0)
                         .or_default()
                         .push(i);
                 }
             }
             let mut table = MethodTable::default();
             for (prefix, members) in members {
-                let paths = members
+                let rests: Vec<&str> = members
                     .iter()
-                    .map(|&i| activities[i].activity.path.as_str());
-                let set = pattern::compile_set(paths)
-                    .map_err(|source| PolicyError::Compile { version, source })?;
+                    .map(|&i| split_prefix(&activities[i].activity.path).1)
+                    .collect();
+                let set = match sets.get(&rests) {
+                    Some(set) => set.clone(),
+                    None => {
+                        let set = pattern::compile_set(rests.iter().copied())
+                            .map_err(|source| PolicyError::Compile { version, source })?;
+                        let set = Arc::new(set);
+                        sets.insert(rests, set.clone());
+                        set
+                    }
+                };
                 table.buckets.insert(
                     prefix.into(),
                     Bucket {
@@ -349,11 +363,13 @@ impl PolicySnapshot {
             let Some(bucket) = table.buckets.get(prefix) else {
                 continue;
             };
+            // The bucket's regexes are the rests after its prefix, which the path starts with.
+            let rest = &path[prefix.len()..];
             // `is_match` allocates nothing; `matches` runs only for a bucket that does match.
-            if !bucket.set.is_match(path) {
+            if !bucket.set.is_match(rest) {
                 continue;
             }
-            for pattern in bucket.set.matches(path).iter() {
+            for pattern in bucket.set.matches(rest).iter() {
                 let compiled = &self.rules.activities[bucket.activities[pattern]];
                 if compiled.activity.host.as_deref().is_some_and(|h| h != host) {
                     continue;

@@ -3,6 +3,7 @@
 //! bucketed by. Every path regex the snapshot runs is built here, so none escapes its anchor.
 
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use regex_syntax::hir::Look;
 
 /// Longest activity path regex accepted, in bytes.
 pub const MAX_PATH_PATTERN_LEN: usize = 1024;
@@ -91,6 +92,39 @@ pub(super) fn compile_set<'a>(
         .build()
 }
 
+/// Splits a path regex into the literal directory it must start with (see [`literal_prefix`])
+/// and the regex the rest of the path must match, anchored on its own: `/api/v1/roles/[^/]+`
+/// is `/api/v1/roles/` and `[^/]+`. The rest matches the path after the prefix exactly when the
+/// whole regex matches the whole path: the prefix is plain text without `|`, groups, classes
+/// or escapes, and ends with `/`, a non-word character like the start of text (so `\b` and
+/// word-start assertions read alike). The one difference is an assertion of the start of
+/// text or line in the rest (`^`, `\A`, `(?m)^`), which can never hold after the prefix but
+/// would at the start of the rest; such a regex is not split (prefix `""`).
+pub fn split_prefix(pattern: &str) -> (&str, &str) {
+    let prefix = literal_prefix(pattern);
+    let rest = &pattern[prefix.len()..];
+    if prefix.is_empty() {
+        return ("", pattern);
+    }
+    let asserts_start = regex_syntax::ParserBuilder::new()
+        .nest_limit(REGEX_NEST_LIMIT)
+        .build()
+        .parse(rest)
+        .map(|hir| {
+            let looks = hir.properties().look_set();
+            looks.contains(Look::Start)
+                || looks.contains(Look::StartLF)
+                || looks.contains(Look::StartCRLF)
+        })
+        // What does not parse on its own is compiled whole, as before.
+        .unwrap_or(true);
+    if asserts_start {
+        ("", pattern)
+    } else {
+        (prefix, rest)
+    }
+}
+
 /// The part of an (anchored) path regex every match must start with, cut back to a `/` so it
 /// names a directory; `""` when nothing is certain (alternation, a leading group or class).
 pub fn literal_prefix(pattern: &str) -> &str {
@@ -141,6 +175,66 @@ mod tests {
         ];
         for (pattern, expected) in cases {
             assert_eq!(literal_prefix(pattern), expected, "{pattern}");
+        }
+    }
+
+    #[test]
+    fn split_prefixes_keep_the_meaning_of_the_whole() {
+        let cases = [
+            ("/api/v1/roles/[^/]+", ("/api/v1/roles/", "[^/]+")),
+            ("/api/v1/roles/", ("/api/v1/roles/", "")),
+            ("/api/v1/(a|b)", ("", "/api/v1/(a|b)")),
+            ("/files/\\d+", ("/files/", "\\d+")),
+            ("/a/^b", ("", "/a/^b")),
+            ("/a/\\Ab", ("", "/a/\\Ab")),
+            ("/a/(?m)^b", ("", "/a/(?m)^b")),
+            ("/a/b$", ("/a/", "b$")),
+            ("/a/\\bword", ("/a/", "\\bword")),
+            ("/a/(?i)admin", ("/a/", "(?i)admin")),
+        ];
+        for (pattern, expected) in cases {
+            assert_eq!(split_prefix(pattern), expected, "{pattern}");
+        }
+        // The rest, anchored on its own, matches the path after the prefix exactly when the
+        // whole regex matches the whole path.
+        let paths = [
+            "/a/b",
+            "/a/B",
+            "/a/word",
+            "/a/xword",
+            "/a/admin",
+            "/a/ADMIN",
+            "/a/",
+            "/a/b/c",
+            "/api/v1/roles/7",
+            "/api/v1/roles/",
+            "/api/v1/roles/7/x",
+            "/files/12",
+            "/files/x",
+        ];
+        let patterns = [
+            "/a/b$",
+            "/a/\\bword",
+            "/a/\\Bword",
+            "/a/(?i)admin",
+            "/a/^b",
+            "/a/(?m)^b",
+            "/a/\\<word",
+            "/api/v1/roles/[^/]+",
+            "/api/v1/roles/",
+            "/files/\\d+",
+            "/a/.*",
+            "/a/[^/]*",
+            "/a/b?",
+        ];
+        for pattern in patterns {
+            let whole = compile_activity_regex(pattern).expect("compiles");
+            let (prefix, rest) = split_prefix(pattern);
+            let rest = compile_set([rest]).expect("compiles");
+            for path in paths {
+                let split = path.strip_prefix(prefix).is_some_and(|r| rest.is_match(r));
+                assert_eq!(split, whole.is_match(path), "{pattern} on {path}");
+            }
         }
     }
 
