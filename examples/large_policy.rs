@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         before
     );
     // A revocation: what a sidecar does on the announcement (the reloader's own step).
-    store.revoke_jti("large-policy-revoked").await?;
+    store.revoke_jti("large-policy-revoked", None).await?;
     let (revoked, ms) = next(&store, &snapshot).await?;
     println!(
         "jti revocation reload (patched): {ms:.1} ms; enforced: {}",

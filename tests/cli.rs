@@ -159,16 +159,22 @@ fn apply_is_idempotent_and_dry_run_writes_nothing() {
     assert!(err.contains("unescaped '.'"), "{err}");
 }
 
-#[test]
-fn check_explains_and_exits_by_decision() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "");
+/// A config in `dir`, the example policy applied, and a 5-minute token for grace@example.com.
+fn example_with_token(dir: &std::path::Path) -> (std::path::PathBuf, String) {
+    let config = write_config(dir, "");
     cli_ok(&config, &["policy", "apply", &example()]);
     let token = cli_ok(
         &config,
         &["jwt", "mint", "--user", "grace@example.com", "--ttl", "5m"],
     );
-    let token = token.trim();
+    (config, token.trim().to_owned())
+}
+
+#[test]
+fn check_explains_and_exits_by_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, token) = example_with_token(dir.path());
+    let token = token.as_str();
 
     let (code, out, _) = cli(
         &config,
@@ -392,4 +398,57 @@ fn revoking_a_user_by_email_refuses_an_outside_providers_token() {
     let (code, out, _) = cli(&config, &["check", "--token", &token, "GET", "/r"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("deny 401 invalid_token"), "{out}");
+}
+
+/// `jwt revoke JTI --expires-at EXP`: the revocation is enforced while the token lives; an
+/// expiry already long past is kept by nobody; a malformed one is refused, changing nothing.
+#[test]
+fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, token) = example_with_token(dir.path());
+    let token = token.as_str();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let jti = claims["jti"].as_str().unwrap();
+    let exp = claims["exp"].as_i64().unwrap().to_string();
+    let check = ["check", "--token", token, "GET", "/api/v1/roles"];
+    assert_eq!(cli(&config, &check).0, 0);
+
+    let (code, _, err) = cli(&config, &["jwt", "revoke", jti, "--expires-at", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("neither unix seconds nor an RFC 3339"),
+        "{err}"
+    );
+    assert_eq!(
+        cli(&config, &check).0,
+        0,
+        "a refused revocation changes nothing"
+    );
+
+    cli_ok(&config, &["jwt", "revoke", jti, "--expires-at", &exp]);
+    let (code, out, _) = cli(&config, &check);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("deny 401"), "{out}");
+
+    // An id whose token expired long ago (RFC 3339 form) is not kept.
+    cli_ok(
+        &config,
+        &[
+            "jwt",
+            "revoke",
+            "old-id",
+            "--expires-at",
+            "2020-01-01T00:00:00Z",
+        ],
+    );
+    let (code, _, err) = cli(
+        &config,
+        &["jwt", "revoke", "--user", "a@b", "--expires-at", "1"],
+    );
+    assert_eq!(code, 2, "--expires-at belongs to a jti: {err}");
 }

@@ -8,7 +8,7 @@ use support::pg::{shared_admin_url, PgDatabase};
 
 use portcullis::manage::{self, ApplyOutcome, IssuedToken, ManageError};
 use portcullis::policy::PolicyDocument;
-use portcullis::store::{MemoryStore, OwnerRef, PolicyStore, SqlStore};
+use portcullis::store::{MemoryStore, OwnerRef, PolicyStore, SqlStore, REVOCATION_GRACE_SECS};
 
 const EXAMPLE: &str = include_str!("../examples/policy.yaml");
 
@@ -459,6 +459,81 @@ async fn token_story_on_postgres() {
     let (store, _db) = postgres().await;
     token_story(&store, Some(&store)).await;
     store.close().await;
+}
+
+/// Revoked JWT ids are kept while their token could still be accepted: one whose `exp` is
+/// past by more than the grace is neither loaded nor kept (the next revocation deletes it);
+/// one still live, one just inside the grace, and one of unknown expiry stay enforced.
+async fn revoked_jti_story(store: &dyn PolicyStore) {
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap();
+    let grace = REVOCATION_GRACE_SECS;
+    apply(store, &doc(EXAMPLE), false, false).await.unwrap();
+    store
+        .revoke_jti("long-gone", Some(now - grace - 60))
+        .await
+        .unwrap();
+    let loaded = manage::load_snapshot(store).await.unwrap();
+    assert!(!loaded.subjects().is_revoked("long-gone"), "not loaded");
+    store.revoke_jti("live", Some(now + 3600)).await.unwrap();
+    store.revoke_jti("in-grace", Some(now - 60)).await.unwrap();
+    store.revoke_jti("unknown-expiry", None).await.unwrap();
+    let snapshot = manage::load_snapshot(store).await.unwrap();
+    let subjects = snapshot.subjects();
+    for jti in ["live", "in-grace", "unknown-expiry"] {
+        assert!(subjects.is_revoked(jti), "{jti} is enforced");
+    }
+    assert!(!subjects.is_revoked("long-gone"));
+    // Revoking again keeps the first expiry (it changes nothing).
+    store
+        .revoke_jti("live", Some(now - grace - 60))
+        .await
+        .unwrap();
+    let again = manage::load_snapshot(store).await.unwrap();
+    assert!(again.subjects().is_revoked("live"));
+}
+
+/// Pruned revocations are deleted, not merely filtered: the table holds only what is loaded.
+async fn assert_revocation_rows(store: &SqlStore, expected: u64) {
+    let rows = store
+        .execute_raw("UPDATE revoked_jtis SET revoked_at = revoked_at")
+        .await
+        .unwrap();
+    assert_eq!(rows, expected);
+}
+
+#[tokio::test]
+async fn revoked_jti_story_on_sqlite() {
+    let (store, _dir) = sqlite().await;
+    revoked_jti_story(&store).await;
+    assert_revocation_rows(&store, 3).await;
+}
+
+#[tokio::test]
+async fn revoked_jti_story_in_memory() {
+    revoked_jti_story(&MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn revoked_jti_story_on_postgres() {
+    let (store, _db) = postgres().await;
+    revoked_jti_story(&store).await;
+    assert_revocation_rows(&store, 3).await;
+    store.close().await;
+}
+
+/// A revoked token's revocation outlives every leeway a sidecar may accept it with.
+#[test]
+fn revocation_grace_covers_the_longest_leeway() {
+    assert_eq!(
+        u64::try_from(REVOCATION_GRACE_SECS).unwrap(),
+        portcullis::config::MAX_LEEWAY.as_secs()
+    );
 }
 
 /// The SQLite rebuild that makes user ids AUTOINCREMENT keeps every row that points at a user:

@@ -269,7 +269,7 @@ mod tests {
         let full_loads = store.full_loads();
 
         // A revocation is announced and patched in, without loading everything.
-        store.revoke_jti("j-1").await.expect("revoke");
+        store.revoke_jti("j-1", None).await.expect("revoke");
         serving(&handle, |s| {
             s.version() == 2 && s.subjects().is_revoked("j-1")
         })

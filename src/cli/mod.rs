@@ -168,7 +168,24 @@ pub enum JwtCommand {
         jti: Option<String>,
         #[arg(long)]
         user: Option<String>,
+        /// The token's `exp` (unix seconds, or RFC 3339 such as 2026-12-01T10:00:00Z): the
+        /// revocation is dropped five minutes (the longest leeway) after it, when no sidecar
+        /// could accept the token any more. Without it the revocation is kept for ever.
+        #[arg(long, conflicts_with = "user", value_parser = parse_unix_time)]
+        expires_at: Option<i64>,
     },
+}
+
+/// A time on the command line: unix seconds, or an RFC 3339 date-time.
+fn parse_unix_time(value: &str) -> Result<i64, String> {
+    if let Ok(secs) = value.parse::<i64>() {
+        return Ok(secs);
+    }
+    let time = humantime::parse_rfc3339_weak(value)
+        .map_err(|_| format!("{value:?} is neither unix seconds nor an RFC 3339 date-time"))?;
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("{value:?} is before 1970"))
+        .and_then(|d| i64::try_from(d.as_secs()).map_err(|_| format!("{value:?} is too late")))
 }
 
 /// Process exit codes.
@@ -223,9 +240,11 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
             tokens::mint_command(&user, ttl.unwrap_or(DEFAULT_MINT_TTL), &config).await
         }
         Command::Token(cmd) => tokens::token_command(cmd, &config).await,
-        Command::Jwt(JwtCommand::Revoke { jti, user }) => {
-            tokens::revoke_jwt_command(jti, user, &config).await
-        }
+        Command::Jwt(JwtCommand::Revoke {
+            jti,
+            user,
+            expires_at,
+        }) => tokens::revoke_jwt_command(jti, user, expires_at, &config).await,
         Command::Status { admin } => status::status_command(admin, &config).await,
         Command::ServiceAccount(cmd) => policy::service_account_command(cmd, &config).await,
     }

@@ -142,6 +142,7 @@ async fn token(store: &SqlStore, cmd: TokenCommand) -> anyhow::Result<u8> {
 pub(super) async fn revoke_jwt_command(
     jti: Option<String>,
     user: Option<String>,
+    expires_at: Option<i64>,
     config: &Config,
 ) -> anyhow::Result<u8> {
     let store = app::open_store(config).await?;
@@ -157,7 +158,7 @@ pub(super) async fn revoke_jwt_command(
             }
         },
         (Some(jti), None) => store
-            .revoke_jti(jti)
+            .revoke_jti(jti, expires_at)
             .await
             .map(|()| format!("revoked jti {jti}")),
         (None, None) => {

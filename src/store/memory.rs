@@ -13,7 +13,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::{
     Change, ChangeFeed, ChangesSince, NewToken, OwnerRef, PolicyPlan, PolicyStore, StoreError,
-    StoredState, TokenInfo, UserRecord,
+    StoredState, TokenInfo, UserRecord, REVOCATION_GRACE_SECS,
 };
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
@@ -46,7 +46,8 @@ struct State {
     last_user_id: i64,
     deleted_users: BTreeSet<i64>,
     tokens_valid_after: BTreeMap<i64, i64>,
-    revoked_jtis: BTreeSet<String>,
+    /// Revoked JWT id -> the token's `exp`, when known.
+    revoked_jtis: BTreeMap<String, Option<i64>>,
     tokens: Vec<TokenRow>,
     changes: BTreeMap<i64, Change>,
     unreachable: bool,
@@ -173,8 +174,11 @@ impl State {
         for id in &self.deleted_users {
             subjects.mark_deleted(id.to_string());
         }
-        for jti in &self.revoked_jtis {
-            subjects.revoke_jti(jti.clone());
+        let live_after = unix_now() - REVOCATION_GRACE_SECS;
+        for (jti, expires_at) in &self.revoked_jtis {
+            if expires_at.is_none_or(|exp| exp >= live_after) {
+                subjects.revoke_jti(jti.clone());
+            }
         }
         subjects
     }
@@ -313,9 +317,12 @@ impl PolicyStore for MemoryStore {
         }))
     }
 
-    async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError> {
+    async fn revoke_jti(&self, jti: &str, expires_at: Option<i64>) -> Result<(), StoreError> {
         let mut s = self.state()?;
-        s.revoked_jtis.insert(jti.to_owned());
+        s.revoked_jtis.entry(jti.to_owned()).or_insert(expires_at);
+        let live_after = unix_now() - REVOCATION_GRACE_SECS;
+        s.revoked_jtis
+            .retain(|_, exp| exp.is_none_or(|exp| exp >= live_after));
         self.bump(&mut s, Change::Jti(jti.to_owned()));
         Ok(())
     }

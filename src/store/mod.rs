@@ -14,6 +14,11 @@ use crate::policy::{PolicyDocument, PolicyError, Subjects, TokenState, UserState
 pub use memory::MemoryStore;
 pub use sql::{Dialect, SqlStore, CHANGE_CHANNEL};
 
+/// How long after a revoked token's `exp` its revocation is kept: the longest leeway a sidecar
+/// may be configured with (`config::MAX_LEEWAY`; a test holds the two equal), so no sidecar
+/// accepts the token when its revocation is gone.
+pub const REVOCATION_GRACE_SECS: i64 = 300;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot connect to the database")]
@@ -146,8 +151,11 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// version. Returns the version after (unchanged when nothing was written).
     async fn update_policy(&self, plan: PolicyPlan<'_>) -> Result<i64, StoreError>;
     async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
-    /// Revokes one JWT by its `jti`.
-    async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError>;
+    /// Revokes one JWT by its `jti`. `expires_at` is the token's `exp` when known: once it is
+    /// more than [`REVOCATION_GRACE_SECS`] past, no sidecar could accept the token any more,
+    /// so the revocation is no longer loaded and the next revocation deletes it. `None` keeps
+    /// it for ever. Revoking an id already revoked changes nothing.
+    async fn revoke_jti(&self, jti: &str, expires_at: Option<i64>) -> Result<(), StoreError>;
     /// Revokes every JWT of a user issued up to `now`.
     async fn revoke_user_tokens(&self, email: &str, now: i64) -> Result<(), StoreError>;
     async fn insert_token(&self, token: NewToken<'_>) -> Result<(), StoreError>;

@@ -276,8 +276,8 @@ impl PolicyStore for SqlStore {
         read::user(&self.pool, email).await
     }
 
-    async fn revoke_jti(&self, jti: &str) -> Result<(), StoreError> {
-        tokens::revoke_jti(self, jti).await
+    async fn revoke_jti(&self, jti: &str, expires_at: Option<i64>) -> Result<(), StoreError> {
+        tokens::revoke_jti(self, jti, expires_at).await
     }
 
     async fn revoke_user_tokens(&self, email: &str, now: i64) -> Result<(), StoreError> {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::{split_list, text};
+use super::{now_unix, split_list, text};
 use crate::policy::document::{Activity, Method, PermissionSpec, ServiceAccountSpec, UserSpec};
 use crate::policy::{AccountState, PolicyDocument, Subjects, TokenHolder, TokenState, UserState};
-use crate::store::{unhex, Change, StoreError, UserRecord};
+use crate::store::{unhex, Change, StoreError, UserRecord, REVOCATION_GRACE_SECS};
 
 /// The whole policy and its version, normalized.
 pub(super) async fn document(
@@ -201,9 +201,12 @@ pub(super) async fn subjects(conn: &mut AnyConnection) -> Result<Subjects, Store
     {
         subjects.mark_deleted(row.try_get::<i64, _>(0)?.to_string());
     }
-    for row in sqlx::query("SELECT jti FROM revoked_jtis")
-        .fetch_all(&mut *conn)
-        .await?
+    // Only the revocations of tokens a sidecar could still accept.
+    for row in
+        sqlx::query("SELECT jti FROM revoked_jtis WHERE expires_at IS NULL OR expires_at >= $1")
+            .bind(now_unix() - REVOCATION_GRACE_SECS)
+            .fetch_all(&mut *conn)
+            .await?
     {
         subjects.revoke_jti(text(&row, 0)?);
     }

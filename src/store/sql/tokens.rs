@@ -6,17 +6,31 @@ use sqlx::{AnyPool, Row};
 use super::{bump_version, now_unix, split_list, text, SqlStore};
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
-use crate::store::{hex, unhex, Change, NewToken, OwnerRef, StoreError, TokenInfo};
+use crate::store::{
+    hex, unhex, Change, NewToken, OwnerRef, StoreError, TokenInfo, REVOCATION_GRACE_SECS,
+};
 
-pub(super) async fn revoke_jti(store: &SqlStore, jti: &str) -> Result<(), StoreError> {
+pub(super) async fn revoke_jti(
+    store: &SqlStore,
+    jti: &str,
+    expires_at: Option<i64>,
+) -> Result<(), StoreError> {
+    let now = now_unix();
     let mut tx = store.pool.begin().await?;
     sqlx::query(
-        "INSERT INTO revoked_jtis (jti, revoked_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        "INSERT INTO revoked_jtis (jti, revoked_at, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (jti) DO NOTHING",
     )
     .bind(jti)
-    .bind(now_unix())
+    .bind(now)
+    .bind(expires_at)
     .execute(&mut *tx)
     .await?;
+    // The revocations of tokens no sidecar could accept any more.
+    sqlx::query("DELETE FROM revoked_jtis WHERE expires_at < $1")
+        .bind(now - REVOCATION_GRACE_SECS)
+        .execute(&mut *tx)
+        .await?;
     bump_version(&mut tx, store.dialect, &Change::Jti(jti.to_owned())).await?;
     tx.commit().await?;
     Ok(())
