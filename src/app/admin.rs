@@ -1,6 +1,6 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
 //! age, store reachability, last error, log lines dropped), `/ready` (200 once a snapshot is
-//! loaded) and `/live`.
+//! loaded and, with login configured, the provider's keys fetched) and `/live`.
 //! Plain HTTP, bound to loopback by default.
 
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::reload::ReloadStatus;
 use super::LogDrops;
+use crate::login::LoginService;
 
 impl ReloadStatus {
     fn to_json(&self) -> serde_json::Value {
@@ -34,6 +35,7 @@ impl ReloadStatus {
 pub(super) async fn serve_admin(
     listener: TcpListener,
     status: Arc<Mutex<ReloadStatus>>,
+    login: Option<Arc<LoginService>>,
     log_drops: LogDrops,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -53,11 +55,18 @@ pub(super) async fn serve_admin(
             "/ready",
             get(move || {
                 let ready = status.lock().map(|s| s.version.is_some()).unwrap_or(false);
+                // With login configured, ready also waits for the provider's keys.
+                let login_ready = login.as_ref().is_none_or(|l| l.is_ready());
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
+                    if !ready {
                         (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n")
+                    } else if !login_ready {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "login provider not reached\n",
+                        )
+                    } else {
+                        (StatusCode::OK, "ready\n")
                     }
                 }
             }),

@@ -26,17 +26,21 @@ use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
 use crate::grpc::{AuthorizationServer, CheckService};
 use crate::identity::Identifier;
+use crate::login::LoginService;
 use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
-    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
-    Ok(Identifier::with_api_tokens(
-        keys,
-        &config.jwt,
-        &config.api_tokens,
-    ))
+    // portcullis's own login keys verify too, so Check accepts the tokens it mints.
+    let own = match &config.login {
+        Some(login) => crate::keyring::login_verifying_keys(login).context("login keys")?,
+        None => Vec::new(),
+    };
+    let jwt = config.effective_jwt();
+    let keys =
+        crate::keyring::load_with(&jwt, own, |k| std::env::var(k).ok()).context("jwt keys")?;
+    Ok(Identifier::with_api_tokens(keys, &jwt, &config.api_tokens))
 }
 
 /// Connects to the configured store; the embedded SQLite database is migrated on open.
@@ -56,6 +60,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 pub struct Server {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
+    /// The login endpoints and their listener, when `login` is configured.
+    login: Option<(TcpListener, Arc<LoginService>)>,
     store: SqlStore,
     authorizer: Arc<Authorizer>,
     identifier: Arc<Identifier>,
@@ -119,9 +125,29 @@ impl Server {
             ),
             None => None,
         };
+        let login = match (&config.login, config.server.http_listen) {
+            (Some(login), Some(addr)) => {
+                let material = crate::keyring::load_login(login, |k| std::env::var(k).ok())
+                    .context("login")?;
+                let service = LoginService::new(
+                    config,
+                    material.keys,
+                    material.client_secret,
+                    &material.state_secret,
+                    Arc::new(store.clone()),
+                    snapshot.clone(),
+                )?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.http_listen)"))?;
+                Some((listener, Arc::new(service)))
+            }
+            _ => None,
+        };
         Ok(Server {
             listener,
             admin_listener,
+            login,
             store,
             authorizer,
             identifier,
@@ -144,6 +170,11 @@ impl Server {
     pub fn with_log_drops(mut self, drops: LogDrops) -> Self {
         self.log_drops = drops;
         self
+    }
+
+    /// Where the login endpoints listen, when they are enabled (tests bind port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.login.as_ref()?.0.local_addr().ok()
     }
 
     /// Where the admin endpoint listens, when it is enabled (tests bind port 0).
@@ -174,6 +205,27 @@ impl Server {
             interval: self.reload_interval,
         };
         let reloader = tokio::spawn(reloader.run(stop_rx.clone()));
+        let login_service = self.login.as_ref().map(|(_, s)| s.clone());
+        let login = match self.login {
+            Some((listener, service)) => {
+                if let Ok(http_addr) = listener.local_addr() {
+                    tracing::info!(%http_addr, "serving login endpoints");
+                }
+                let connect = tokio::spawn(service.clone().connect_provider(stop_rx.clone()));
+                let mut stop = stop_rx.clone();
+                let serve = axum::serve(listener, crate::login::router(service))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    });
+                let server = tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "login endpoints failed");
+                    }
+                });
+                Some((connect, server))
+            }
+            None => None,
+        };
         let admin = match self.admin_listener {
             Some(listener) => {
                 if let Ok(admin_addr) = listener.local_addr() {
@@ -182,6 +234,7 @@ impl Server {
                 Some(tokio::spawn(admin::serve_admin(
                     listener,
                     status,
+                    login_service,
                     self.log_drops.clone(),
                     stop_rx.clone(),
                 )))
@@ -236,6 +289,10 @@ impl Server {
         let _ = usage_writer.await;
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        if let Some((connect, server)) = login {
+            let _ = connect.await;
+            let _ = server.await;
         }
         self.store.close().await;
         let dropped = self.log_drops.count();

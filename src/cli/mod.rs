@@ -4,6 +4,7 @@
 
 mod check;
 mod policy;
+mod sessions;
 mod status;
 mod tokens;
 
@@ -51,6 +52,9 @@ pub enum Command {
     /// API tokens for third-party integrations and service accounts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Login sessions (Sign in with Google): list them, revoke one or all of a user's.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Ask a running portcullis for its snapshot version and age (its admin endpoint).
     Status {
         /// The admin address; default `server.admin_listen`.
@@ -171,6 +175,23 @@ pub enum JwtCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List sessions, optionally of one user.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a session by id, or every live session of a user; their tokens are refused by
+    /// every sidecar within the reload bound.
+    Revoke {
+        #[arg(conflicts_with = "user", required_unless_present = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
 /// Process exit codes.
 pub mod exit {
     pub const OK: u8 = 0;
@@ -226,6 +247,7 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
         Command::Jwt(JwtCommand::Revoke { jti, user }) => {
             tokens::revoke_jwt_command(jti, user, &config).await
         }
+        Command::Session(cmd) => sessions::session_command(cmd, &config).await,
         Command::Status { admin } => status::status_command(admin, &config).await,
         Command::ServiceAccount(cmd) => policy::service_account_command(cmd, &config).await,
     }

@@ -91,6 +91,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: listen(),
             admin_listen: admin_listen(),
+            http_listen: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_checks: DEFAULT_MAX_CONCURRENT_CHECKS,
             http2_keepalive: DEFAULT_HTTP2_KEEPALIVE,

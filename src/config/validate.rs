@@ -113,7 +113,46 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", Problem::Empty));
         }
+        match (&self.login, self.server.http_listen) {
+            (Some(login), Some(_)) => {
+                login.validate()?;
+                if let Some(issuer) = &self.jwt.issuer {
+                    if *issuer != login.token.issuer {
+                        return Err(invalid(
+                            "jwt.issuer",
+                            Problem::DiffersFromLogin(issuer.clone(), "issuer"),
+                        ));
+                    }
+                }
+                if !self.jwt.audience.is_empty()
+                    && !self.jwt.audience.contains(&login.token.audience)
+                {
+                    return Err(invalid(
+                        "jwt.audience",
+                        Problem::DiffersFromLogin(self.jwt.audience.join(","), "audience"),
+                    ));
+                }
+            }
+            (Some(_), None) => return Err(invalid("server.http_listen", Problem::Required)),
+            (None, Some(_)) => return Err(invalid("login", Problem::Required)),
+            (None, None) => {}
+        }
         Ok(())
+    }
+
+    /// The claim rules Check applies: the `jwt` section's, with the login issuer and audience
+    /// when `jwt` names none, so the tokens portcullis mints are accepted.
+    pub fn effective_jwt(&self) -> super::JwtConfig {
+        let mut jwt = self.jwt.clone();
+        if let Some(login) = &self.login {
+            if jwt.issuer.is_none() {
+                jwt.issuer = Some(login.token.issuer.clone());
+            }
+            if jwt.audience.is_empty() {
+                jwt.audience = vec![login.token.audience.clone()];
+            }
+        }
+        jwt
     }
 }
 

@@ -64,6 +64,8 @@ pub enum KeyError {
     DuplicateKid { kid: String },
     #[error("signing key {kid:?} is not configured or has no private key")]
     NoSigningKey { kid: String },
+    #[error("key {kid:?}: the private key does not belong to the public key")]
+    KeyPairMismatch { kid: String },
     #[error("key {kid:?}: cannot sign")]
     Sign {
         kid: String,

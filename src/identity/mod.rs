@@ -13,6 +13,7 @@ pub mod keys;
 mod mint;
 mod pem;
 pub mod principal;
+pub mod publish;
 pub mod settings;
 mod strength;
 pub mod verify;
@@ -27,6 +28,7 @@ pub use keys::{KeyError, KeySet, SigningKey, VerifyingKey};
 pub use principal::{
     CredentialKind, JwtCaller, Principal, SubjectType, TokenCaller, TokenSubject, UnixTime,
 };
+pub use publish::{IssuerKeyMaterial, IssuerKeys, PublishedKey};
 pub use settings::{ApiTokenSettings, JwtSettings};
 pub use strength::{Curve, MIN_RSA_BITS};
 pub use verify::{ClaimRules, Claims, TokenError};

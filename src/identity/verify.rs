@@ -197,6 +197,10 @@ pub struct Claims {
     pub aud: Option<Audience>,
     #[serde(default)]
     pub jti: Option<String>,
+    /// The session a token belongs to (portcullis's own tokens): revoking the session revokes
+    /// every token carrying it.
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
 /// What a token must satisfy besides its signature.
