@@ -261,7 +261,10 @@ fn remember_unknown(unknown: &mut HashMap<String, Instant>, kid: &str, now: Inst
             unknown.remove(&oldest);
         }
     }
-    unknown.insert(kid.chars().take(128).collect(), now);
+    // First sighting only: repeated requests must not keep a kid "unknown" forever.
+    unknown
+        .entry(kid.chars().take(128).collect())
+        .or_insert(now);
 }
 
 /// The provider, discovered.
@@ -566,5 +569,14 @@ mod tests {
             remember_unknown(&mut unknown, &format!("kid-{i}"), now);
         }
         assert_eq!(unknown.len(), MAX_UNKNOWN_KIDS);
+    }
+
+    #[test]
+    fn a_remembered_kid_is_not_renewed_by_asking_again() {
+        let mut unknown = HashMap::new();
+        let first = Instant::now();
+        remember_unknown(&mut unknown, "k", first);
+        remember_unknown(&mut unknown, "k", first + Duration::from_secs(5));
+        assert_eq!(unknown["k"], first);
     }
 }

@@ -22,6 +22,10 @@ import http from 'node:http';
 import { generateKeyPair, exportJWK, SignJWT, calculateJwkThumbprint } from 'jose';
 import Provider from 'oidc-provider';
 
+// stdout carries only the issuer line; the provider's own notices go to stderr.
+console.log = console.error;
+console.info = console.error;
+
 const port = Number(process.argv[2] || 0);
 const hits = {};
 let accounts = {};

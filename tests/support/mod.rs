@@ -6,6 +6,7 @@
 
 #[path = "../../examples/echo_upstream.rs"]
 mod echo_upstream;
+pub mod oidc;
 pub mod pg;
 
 use std::io::{BufRead, BufReader};
