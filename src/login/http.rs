@@ -365,7 +365,7 @@ fn server_trouble(e: &LoginError) -> Response {
 }
 
 /// The form parameters, each at most once (RFC 6749 §3.2).
-fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Response> {
+fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Box<Response>> {
     let is_form = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -376,14 +376,14 @@ fn form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, Res
             })
         });
     if !is_form {
-        return Err(invalid_request(
+        return Err(Box::new(invalid_request(
             "the body must be application/x-www-form-urlencoded",
-        ));
+        )));
     }
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(body) {
         if out.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(invalid_request("a parameter is repeated"));
+            return Err(Box::new(invalid_request("a parameter is repeated")));
         }
     }
     Ok(out)
@@ -423,7 +423,7 @@ async fn token(
 ) -> Response {
     let params = match form(&headers, &body) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(grant) = params.get("grant_type") else {
         return invalid_request("grant_type is required");

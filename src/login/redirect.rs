@@ -111,7 +111,7 @@ impl RedirectPolicy {
             return Err(RedirectError::UserInfo);
         }
         let origin = url.origin().ascii_serialization();
-        let exact = self.origins.iter().any(|o| *o == origin) || origin == self.own_origin;
+        let exact = self.origins.contains(&origin) || origin == self.own_origin;
         match url.scheme() {
             "https" => {}
             "http" if exact && is_loopback(&url) => {}
