@@ -1020,3 +1020,35 @@ async fn futures_join(stack: &LoginStack, tokens: Vec<String>) -> Vec<u16> {
     }
     out
 }
+
+#[tokio::test]
+async fn envoy_routes_login_endpoints_to_portcullis_without_ext_authz() {
+    let stack = LoginStack::start("").await;
+    let upstream = support::start_echo().await;
+    let http: std::net::SocketAddr = stack
+        .server
+        .http
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let envoy = support::Envoy::start_with_login(stack.server.grpc, upstream, Some(http)).await;
+    // No token: ext_authz would refuse these (the policy grants nothing anonymous), so an
+    // answer from portcullis's login listener shows ext_authz is off on these routes.
+    let jwks = envoy.get("/.well-known/jwks.json", &[]).await;
+    assert_eq!(jwks.status, 200, "{}", jwks.body);
+    assert!(jwks.json()["keys"][0]["kid"].is_string());
+    let bad = envoy.get("/auth/login?redirect_url=//evil.com", &[]).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("not allowed"), "{}", bad.body);
+    // Everything else is still checked: anonymous is refused, the minted cookie passes.
+    assert_eq!(envoy.get("/r", &[]).await.status, 401);
+    let jwt = login_jwt(&stack, "ada").await;
+    let cookie = format!("jwt-token={jwt}");
+    let allowed = envoy.get("/r", &[("cookie", cookie.as_str())]).await;
+    assert_eq!(allowed.status, 200, "{}", allowed.body);
+    assert_eq!(
+        allowed.upstream_header("x-auth-email"),
+        vec!["ada@example.com".to_owned()]
+    );
+    stack.server.stop().await;
+}
