@@ -220,6 +220,10 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
         Command::Policy(cmd) => policy::policy_command(cmd, &config).await,
         Command::Config(ConfigCommand::Check { strict }) => {
             let identifier = app::identifier(&config)?;
+            if let Some(login) = &config.login {
+                // The login keys and secrets, as `serve` reads them (never printed).
+                crate::keyring::load_login(login, |k| std::env::var(k).ok())?;
+            }
             let warnings = config.warnings();
             for w in &warnings {
                 eprintln!("warning: {w}");
