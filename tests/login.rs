@@ -1052,3 +1052,72 @@ async fn envoy_routes_login_endpoints_to_portcullis_without_ext_authz() {
     );
     stack.server.stop().await;
 }
+
+#[tokio::test]
+async fn session_cli_lists_and_revokes_sessions() {
+    let stack = LoginStack::start("").await;
+    let config = stack.setup.path().join("portcullis.yaml");
+    let jwt = login_jwt(&stack, "ada").await;
+    let sid = claims(&jwt)["sid"].as_str().unwrap().to_owned();
+    let listed = support::cli_ok(&config, &["session", "list", "--user", "ada@example.com"]);
+    let line = listed.lines().find(|l| l.contains(&sid)).expect("listed");
+    assert!(
+        line.contains("ada@example.com") && line.ends_with("live"),
+        "{line}"
+    );
+    assert!(is_allowed(stack.server.grpc, &jwt).await);
+    support::cli_ok(&config, &["session", "revoke", &sid]);
+    assert!(refused_within_reload(stack.server.grpc, &jwt).await);
+    let listed = support::cli_ok(&config, &["session", "list"]);
+    let line = listed.lines().find(|l| l.contains(&sid)).expect("listed");
+    assert!(line.ends_with("revoked (revoked by an operator)"), "{line}");
+
+    let second = login_jwt(&stack, "ada").await;
+    let third = login_jwt(&stack, "ada").await;
+    let out = support::cli_ok(&config, &["session", "revoke", "--user", "ada@example.com"]);
+    assert_eq!(out.trim(), "revoked 2 session(s) of ada@example.com");
+    assert!(refused_within_reload(stack.server.grpc, &second).await);
+    assert!(refused_within_reload(stack.server.grpc, &third).await);
+    let (code, _, err) = support::cli(&config, &["session", "revoke", "no-such-session"]);
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = support::cli(
+        &config,
+        &["session", "revoke", "--user", "nobody@example.com"],
+    );
+    assert_eq!(code, 1, "{err}");
+    stack.server.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_waits_for_the_providers_keys() {
+    let setup = LoginSetup::new();
+    let unreachable = format!("http://127.0.0.1:{}", support::oidc::free_port());
+    let config = setup.config(&setup.sqlite_url(), &unreachable, "");
+    support::oidc::apply_policy(&config).await;
+    let server = support::oidc::LoginServer::start_unready(&config).await;
+    let client = reqwest::Client::new();
+    let mut body = String::new();
+    for _ in 0..200 {
+        let r = client
+            .get(format!("http://{}/ready", server.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        body = r.text().await.unwrap();
+        if body == "login provider not reached\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        body, "login provider not reached\n",
+        "the policy loads, the provider does not"
+    );
+    let page = Browser::new()
+        .get(&format!("{}/auth/login", server.http))
+        .await;
+    assert_eq!(page.status, 503);
+    assert!(page.location.is_none());
+    server.stop().await;
+}

@@ -290,6 +290,13 @@ pub struct LoginServer {
 
 impl LoginServer {
     pub async fn start(config: &Config) -> Self {
+        let started = Self::start_unready(config).await;
+        started.wait_ready().await;
+        started
+    }
+
+    /// Serving, without waiting for readiness.
+    pub async fn start_unready(config: &Config) -> Self {
         let server = Server::bind(config).await.expect("binds");
         let http = format!("http://{}", server.http_addr().expect("http listener"));
         let grpc = server.local_addr().expect("grpc");
@@ -302,15 +309,13 @@ impl LoginServer {
                 })
                 .await;
         });
-        let started = LoginServer {
+        LoginServer {
             http,
             grpc,
             admin,
             stop: Some(tx),
             task: Some(task),
-        };
-        started.wait_ready().await;
-        started
+        }
     }
 
     /// Polls `/ready` (policy loaded and provider keys fetched).
