@@ -111,8 +111,23 @@ fn redirect(status: StatusCode, location: &str) -> Response {
 
 /// The JWT cookie on the parent domain, or its clearing (same Domain and Path).
 fn jwt_cookie(service: &LoginService, value: String, clear: bool) -> Cookie<'static> {
-    let cfg = service.cookie();
-    let mut c = Cookie::build((service.cookie_name.clone(), value))
+    cookie_for(
+        &service.cookie_name,
+        service.cookie(),
+        service.config.token.lifetime,
+        value,
+        clear,
+    )
+}
+
+fn cookie_for(
+    name: &str,
+    cfg: &crate::config::CookieConfig,
+    lifetime: std::time::Duration,
+    value: String,
+    clear: bool,
+) -> Cookie<'static> {
+    let mut c = Cookie::build((name.to_owned(), value))
         .path("/")
         .http_only(true)
         .secure(cfg.secure)
@@ -123,7 +138,7 @@ fn jwt_cookie(service: &LoginService, value: String, clear: bool) -> Cookie<'sta
     let max_age = if clear {
         0
     } else {
-        cfg.max_age(service.config.token.lifetime).as_secs() as i64
+        cfg.max_age(lifetime).as_secs() as i64
     };
     c.max_age(cookie::time::Duration::seconds(max_age)).build()
 }
@@ -755,6 +770,46 @@ async fn openid_configuration(State(service): State<Shared>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_jwt_cookie_is_secure_http_only_lax_on_the_parent_domain_and_cleared_alike() {
+        let cfg = crate::config::CookieConfig {
+            domain: Some("example.com".to_owned()),
+            secure: true,
+            max_age: None,
+        };
+        let lifetime = std::time::Duration::from_secs(3600);
+        let set = cookie_for("jwt-token", &cfg, lifetime, "v".to_owned(), false).to_string();
+        let mut attributes: Vec<&str> = set.split("; ").collect();
+        attributes.sort_unstable();
+        assert_eq!(
+            attributes,
+            [
+                "Domain=example.com",
+                "HttpOnly",
+                "Max-Age=3600",
+                "Path=/",
+                "SameSite=Lax",
+                "Secure",
+                "jwt-token=v"
+            ]
+        );
+        let cleared = cookie_for("jwt-token", &cfg, lifetime, String::new(), true).to_string();
+        let mut attributes: Vec<&str> = cleared.split("; ").collect();
+        attributes.sort_unstable();
+        assert_eq!(
+            attributes,
+            [
+                "Domain=example.com",
+                "HttpOnly",
+                "Max-Age=0",
+                "Path=/",
+                "SameSite=Lax",
+                "Secure",
+                "jwt-token="
+            ]
+        );
+    }
 
     #[test]
     fn state_comparison_is_exact() {

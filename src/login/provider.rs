@@ -571,6 +571,66 @@ mod tests {
         assert_eq!(unknown.len(), MAX_UNKNOWN_KIDS);
     }
 
+    #[tokio::test]
+    async fn fetches_are_https_only_except_loopback_and_bounded_in_size() {
+        let http = http_client(Duration::from_secs(5)).expect("client");
+        for insecure in [
+            "http://accounts.example.com/jwks",
+            "ftp://127.0.0.1/x",
+            "file:///etc/passwd",
+        ] {
+            assert!(
+                matches!(
+                    fetch(&http, insecure, None).await,
+                    Err(ProviderError::InsecureUrl(_))
+                ),
+                "{insecure}"
+            );
+        }
+        // A loopback server answering more than the limit, and one within it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = axum::Router::new()
+            .route(
+                "/big",
+                axum::routing::get(|| async { "x".repeat(MAX_DOCUMENT_BYTES + 1) }),
+            )
+            .route(
+                "/small",
+                axum::routing::get(|| async {
+                    ([("cache-control", "max-age=600")], "{\"keys\":[]}")
+                }),
+            )
+            .route(
+                "/moved",
+                axum::routing::get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [("location", "/small")],
+                        String::new(),
+                    )
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let big = fetch(&http, &format!("http://{addr}/big"), None).await;
+        assert!(
+            matches!(big, Err(ProviderError::TooLarge { .. })),
+            "{big:?}"
+        );
+        let (body, max_age) = fetch(&http, &format!("http://{addr}/small"), None)
+            .await
+            .expect("small");
+        assert_eq!(body, b"{\"keys\":[]}");
+        assert_eq!(max_age, Some(Duration::from_secs(600)));
+        let moved = fetch(&http, &format!("http://{addr}/moved"), None).await;
+        assert!(
+            matches!(moved, Err(ProviderError::Status { status: 302, .. })),
+            "redirects are not followed: {moved:?}"
+        );
+    }
+
     #[test]
     fn a_remembered_kid_is_not_renewed_by_asking_again() {
         let mut unknown = HashMap::new();
