@@ -378,6 +378,23 @@ async fn state_nonce_and_replayed_codes_are_refused() {
     assert!(page.body.contains("could not be verified"), "{}", page.body);
     assert!(cookie_value(&page.set_cookies, "jwt-token").is_none());
 
+    // PKCE: a code issued for another challenge cannot be redeemed with this verifier.
+    let browser = Browser::new();
+    let start = browser.get(&stack.login_url(APP)).await;
+    let authorize = with_param(
+        start.location.as_deref().unwrap(),
+        "code_challenge",
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    );
+    let callback = browser.sign_in_until_callback(&authorize, "ada").await;
+    let page = browser.get(&callback).await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(
+        page.body.contains("refused the sign-in code"),
+        "{}",
+        page.body
+    );
+
     // A replayed authorization code: used once, then presented with a fresh login's state.
     let browser = Browser::new();
     let callback = browser
@@ -651,6 +668,27 @@ async fn token_exchange_accepts_our_clients_tokens_only() {
         );
     }
     assert_eq!(exchange(good, ID_TOKEN).await.0, 200);
+    // azp: one of ours, and required when there are several audiences.
+    let mut base = google_shaped(p, "android", unix_now() + 300, None);
+    base["azp"] = json!("other-app");
+    let foreign_azp = p.sign(base.clone(), json!({})).await;
+    base["aud"] = json!(["android", "web"]);
+    base.as_object_mut().unwrap().remove("azp");
+    let no_azp = p.sign(base.clone(), json!({})).await;
+    base["azp"] = json!("android");
+    let with_azp = p.sign(base, json!({})).await;
+    for (name, t) in [
+        ("foreign azp", foreign_azp),
+        ("several audiences, no azp", no_azp),
+    ] {
+        let (status, body) = exchange(t, ID_TOKEN).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{name}: {body}"
+        );
+    }
+    assert_eq!(exchange(with_azp, ID_TOKEN).await.0, 200);
 
     // Bad input: RFC 6749 §5 errors, never a 500.
     let bad: [(&[(&str, &str)], &str); 6] = [
@@ -1120,4 +1158,62 @@ async fn readiness_waits_for_the_providers_keys() {
     assert_eq!(page.status, 503);
     assert!(page.location.is_none());
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_key_refresh_keeps_the_last_good_set() {
+    let mut stack = LoginStack::start("").await;
+    let p = &stack.provider;
+    let good = p
+        .sign(
+            google_shaped(p, "android", unix_now() + 300, None),
+            json!({}),
+        )
+        .await;
+    let stray = p
+        .sign(
+            google_shaped(p, "android", unix_now() + 300, None),
+            json!({"kid": "stray"}),
+        )
+        .await;
+    let fetches = |v: &Value| {
+        v["login"]["provider_key_fetches"]
+            .as_u64()
+            .expect("fetches")
+    };
+    let before = fetches(&stack.server.status().await);
+    stack.provider.kill();
+    // The unknown kid makes portcullis try the (now unreachable) provider once the cooldown
+    // allows; the attempt fails.
+    let mut attempted = false;
+    for _ in 0..100 {
+        let (status, _) = token(
+            &stack,
+            &[
+                ("grant_type", EXCHANGE),
+                ("subject_token", &stray),
+                ("subject_token_type", ID_TOKEN),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400);
+        if fetches(&stack.server.status().await) > before {
+            attempted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(attempted, "no refresh was attempted");
+    // The keys fetched before still verify.
+    let (status, body) = token(
+        &stack,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", &good),
+            ("subject_token_type", ID_TOKEN),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    stack.server.stop().await;
 }

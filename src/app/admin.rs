@@ -1,5 +1,5 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
-//! age, store reachability, last error, log lines dropped), `/ready` (200 once a snapshot is
+//! age, store reachability, last error, log lines dropped, login provider state), `/ready` (200 once a snapshot is
 //! loaded and, with login configured, the provider's keys fetched) and `/live`.
 //! Plain HTTP, bound to loopback by default.
 
@@ -42,12 +42,19 @@ pub(super) async fn serve_admin(
     use axum::http::StatusCode;
     use axum::routing::get;
     let for_status = status.clone();
+    let for_status_login = login.clone();
     let app = axum::Router::new()
         .route(
             "/status",
             get(move || {
                 let mut body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
                 body["log_lines_dropped"] = log_drops.count().into();
+                if let Some(login) = &for_status_login {
+                    body["login"] = serde_json::json!({
+                        "provider_ready": login.is_ready(),
+                        "provider_key_fetches": login.provider().map(|p| p.keys.fetch_count()),
+                    });
+                }
                 async move { axum::Json(body) }
             }),
         )

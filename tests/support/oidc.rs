@@ -95,6 +95,12 @@ impl OidcProvider {
             .to_owned()
     }
 
+    /// Stops the provider (it can no longer be reached).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// How many requests the provider served on `path`.
     pub async fn hits(&self, path: &str) -> u64 {
         let v: Value = self
@@ -334,6 +340,16 @@ impl LoginServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("portcullis never became ready");
+    }
+
+    /// The admin `/status` document.
+    pub async fn status(&self) -> Value {
+        reqwest::get(format!("http://{}/status", self.admin))
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json")
     }
 
     pub async fn stop(mut self) {
