@@ -378,6 +378,21 @@ async fn state_nonce_and_replayed_codes_are_refused() {
     assert!(page.body.contains("could not be verified"), "{}", page.body);
     assert!(cookie_value(&page.set_cookies, "jwt-token").is_none());
 
+    // Mix-up: the answer names another issuer (RFC 9207).
+    let browser = Browser::new();
+    let callback = browser
+        .sign_in_until_callback(&stack.login_url(APP), "ada")
+        .await;
+    assert!(
+        query_param(&callback, "iss").is_some(),
+        "the provider sends iss"
+    );
+    let page = browser
+        .get(&with_param(&callback, "iss", "https://evil.example"))
+        .await;
+    assert_eq!(page.status, 400, "{}", page.body);
+    assert!(cookie_value(&page.set_cookies, "jwt-token").is_none());
+
     // PKCE: a code issued for another challenge cannot be redeemed with this verifier.
     let browser = Browser::new();
     let start = browser.get(&stack.login_url(APP)).await;

@@ -231,6 +231,8 @@ struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    /// RFC 9207: the issuer of the authorization response, when the provider sends it.
+    iss: Option<String>,
 }
 
 fn constant_time_eq(a: &str, b: &str) -> bool {
@@ -285,6 +287,13 @@ async fn complete_login(
     let Some(provider) = service.provider() else {
         return not_ready();
     };
+    // Mix-up defence (RFC 9207): an answer naming another issuer is refused.
+    if q.iss
+        .as_deref()
+        .is_some_and(|iss| iss != provider.issuer.as_str())
+    {
+        return bad("The answer came from another identity provider. Start again.");
+    }
     let exchange = match provider.client.exchange_code(AuthorizationCode::new(code)) {
         Ok(r) => r,
         Err(_) => return unavailable(&LoginError::Clock),
@@ -324,7 +333,8 @@ async fn complete_login(
     };
     match target {
         Target::UnderCookieDomain(url) => {
-            let minted = match service.mint(&user, &sid) {
+            // The session was just opened: it outlives the token (validated).
+            let minted = match service.mint(&user, &sid, i64::MAX) {
                 Ok(m) => m,
                 Err(e) => return unavailable(&e),
             };
@@ -475,7 +485,7 @@ async fn issue_for_session(
         Ok(_) => return invalid_grant("the account is disabled"),
         Err(e) => return server_trouble(&e.into()),
     };
-    match service.mint(&user, sid) {
+    match service.mint(&user, sid, session.expires_at) {
         Ok(m) => token_response(m, refresh, issued_type),
         Err(e) => server_trouble(&e),
     }

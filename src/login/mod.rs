@@ -272,10 +272,20 @@ impl LoginService {
             .collect())
     }
 
-    /// Mints a JWT for `user` in session `sid`.
-    pub fn mint(&self, user: &LoginUser, sid: &str) -> Result<Minted, LoginError> {
+    /// Mints a JWT for `user` in session `sid`, expiring no later than `session_ends`.
+    pub fn mint(
+        &self,
+        user: &LoginUser,
+        sid: &str,
+        session_ends: i64,
+    ) -> Result<Minted, LoginError> {
         let now = now()?;
-        let lifetime = self.config.token.lifetime.as_secs();
+        let lifetime = self
+            .config
+            .token
+            .lifetime
+            .as_secs()
+            .min(session_ends.saturating_sub(now).max(0) as u64);
         let claims = MintedClaims {
             iss: &self.config.token.issuer,
             aud: &self.config.token.audience,
