@@ -136,7 +136,9 @@ async fn app_tokens(provider: &OidcProvider, client_id: &str, account: &str) -> 
         .append_pair("code_challenge_method", "S256")
         .append_pair("state", "app-state")
         .append_pair("nonce", "app-nonce");
-    let back = sign_in_at_provider(&browser, url.as_str(), account, "-callback").await;
+    let back = browser
+        .sign_in_until(url.as_str(), account, "-callback")
+        .await;
     let code = query_param(&back, "code").expect("code");
     let (status, body) = post_form(
         &format!("{}/token", provider.issuer),
@@ -157,53 +159,6 @@ async fn app_tokens(provider: &OidcProvider, client_id: &str, account: &str) -> 
             .expect("access_token")
             .to_owned(),
     )
-}
-
-/// Signs in at the provider directly, stopping at the redirect containing `stop`.
-async fn sign_in_at_provider(browser: &Browser, url: &str, account: &str, stop: &str) -> String {
-    // The browser helper stops at /auth/callback; an app's redirect URI is not loopback-served,
-    // so the redirect to it is simply not followed.
-    let _ = stop;
-    let form = regex::Regex::new(r#"<form[^>]*action="([^"]+)""#).unwrap();
-    let hidden =
-        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)""#).unwrap();
-    let mut page = browser.follow(url, |u| u.contains("-callback")).await;
-    for _ in 0..4 {
-        if let Some(l) = page.location.as_deref().filter(|l| l.contains("-callback")) {
-            return l.to_owned();
-        }
-        let action = form
-            .captures(&page.body)
-            .map(|c| c[1].to_owned())
-            .expect("form");
-        let action = page.url.join(&action).unwrap();
-        let mut fields: Vec<(String, String)> = hidden
-            .captures_iter(&page.body)
-            .map(|c| (c[1].to_owned(), c[2].to_owned()))
-            .collect();
-        if page.body.contains("name=\"login\"") {
-            fields.push(("login".into(), account.into()));
-            fields.push(("password".into(), "any".into()));
-        }
-        let r = browser
-            .client
-            .post(action)
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-        let loc = r
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(|l| r.url().join(l).unwrap().to_string());
-        page = match loc {
-            Some(l) if l.contains("-callback") => return l,
-            Some(l) => browser.follow(&l, |u| u.contains("-callback")).await,
-            None => panic!("no redirect after the form"),
-        };
-    }
-    panic!("provider sign-in did not finish");
 }
 
 fn google_shaped(provider: &OidcProvider, aud: &str, exp: i64, iss: Option<&str>) -> Value {

@@ -207,7 +207,15 @@ impl Browser {
     /// Starts a login at portcullis and signs in at the provider as `account`, stopping at
     /// the redirect back to portcullis's callback: returns the callback URL, not visited.
     pub async fn sign_in_until_callback(&self, login_url: &str, account: &str) -> String {
-        let is_callback = |u: &str| u.contains("/auth/callback");
+        self.sign_in_until(login_url, account, "/auth/callback")
+            .await
+    }
+
+    /// Follows `url` and signs in at the provider as `account` (its login and consent
+    /// forms), stopping at the first redirect whose target contains `stop`: returns it.
+    pub async fn sign_in_until(&self, url: &str, account: &str, stop: &str) -> String {
+        let login_url = url;
+        let is_callback = |u: &str| u.contains(stop);
         let mut page = self.follow(login_url, is_callback).await;
         let form = Regex::new(r#"<form[^>]*action="([^"]+)""#).expect("re");
         let hidden =
