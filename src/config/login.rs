@@ -400,6 +400,35 @@ login:
     }
 
     #[test]
+    fn an_insecure_cookie_and_open_accounts_are_warned_about() {
+        let c = load(VALID).expect("valid");
+        let warnings = c.warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with("login.accounts")),
+            "{warnings:?}"
+        );
+        assert!(!warnings.iter().any(|w| w.contains("cookie.secure")));
+        let text = VALID
+            .replace(
+                "cookie: {domain: example.com}",
+                "cookie: {domain: example.com, secure: false}",
+            )
+            .replace(
+                "  state_secret_env",
+                "  accounts: {hosted_domain: example.com}\n  state_secret_env",
+            );
+        let warnings = load(&text).expect("valid").warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("cookie.secure")),
+            "{warnings:?}"
+        );
+        assert!(
+            !warnings.iter().any(|w| w.starts_with("login.accounts")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn bad_login_settings_are_one_line_errors_naming_the_field() {
         let cases = [
             (

@@ -23,6 +23,22 @@ impl Config {
                     .to_owned(),
             );
         }
+        if let Some(login) = &self.login {
+            if !login.cookie.secure {
+                out.push(
+                    "login.cookie.secure is off: the JWT cookie may travel over plain HTTP; \
+                     only for tests on loopback"
+                        .to_owned(),
+                );
+            }
+            if login.accounts.hosted_domain.is_none() && login.accounts.email_domains.is_empty() {
+                out.push(
+                    "login.accounts: neither hosted_domain nor email_domains is set, so any \
+                     account with a verified email at the provider can sign in"
+                        .to_owned(),
+                );
+            }
+        }
         out
     }
 

@@ -218,10 +218,21 @@ impl LoginService {
             email: &email,
             name: id.name.as_deref(),
         };
-        let outcome = self
+        let at = now()?;
+        let outcome = match self
             .store
-            .link_account(&account, &self.config.default_roles, now()?)
-            .await?;
+            .link_account(&account, &self.config.default_roles, at)
+            .await
+        {
+            Ok(o) => o,
+            // Two first sign-ins of one account at once: one creates the user, the other's
+            // insert conflicts; asked again, it finds the link.
+            Err(_) => {
+                self.store
+                    .link_account(&account, &self.config.default_roles, at)
+                    .await?
+            }
+        };
         match outcome {
             LinkOutcome::User { user, created } => {
                 if created {
