@@ -720,6 +720,17 @@ async fn is_allowed(grpc: std::net::SocketAddr, jwt: &str) -> bool {
     ok_headers(&check(grpc, &[("authorization", bearer.as_str())]).await).is_some()
 }
 
+/// Polls until Check allows `jwt` (a new user reaches the snapshot), at most ~10 s.
+async fn allowed_within_reload(grpc: std::net::SocketAddr, jwt: &str) -> bool {
+    for _ in 0..200 {
+        if is_allowed(grpc, jwt).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// Polls until Check refuses `jwt` (the reload bound), at most ~10 s.
 async fn refused_within_reload(grpc: std::net::SocketAddr, jwt: &str) -> bool {
     for _ in 0..200 {
@@ -1113,13 +1124,13 @@ async fn readiness_waits_for_the_providers_keys() {
             .unwrap();
         assert_eq!(r.status(), 503);
         body = r.text().await.unwrap();
-        if body == "login provider not reached\n" {
+        if body == "login provider or issuer keys not reached\n" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(
-        body, "login provider not reached\n",
+        body, "login provider or issuer keys not reached\n",
         "the policy loads, the provider does not"
     );
     let page = Browser::new()
@@ -1185,5 +1196,108 @@ async fn a_failed_key_refresh_keeps_the_last_good_set() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    stack.server.stop().await;
+}
+
+const OUTSIDE_ISSUER: &str = "jwt:
+  subject_claim: email
+  permissions_from: store
+  issuers:
+    - issuer: {issuer}
+      jwks_url: {issuer}/jwks
+      audience: [android]
+      jwks_cooldown: COOLDOWN
+";
+
+#[tokio::test]
+async fn check_accepts_a_configured_outside_issuers_tokens_bound_to_that_issuer() {
+    let stack = LoginStack::start(&OUTSIDE_ISSUER.replace("COOLDOWN", "1s")).await;
+    let p = &stack.provider;
+    let grpc = stack.server.grpc;
+    // ada exists once she has signed in (subject_claim: email matches the stored user).
+    let minted = login_jwt(&stack, "ada").await;
+    assert!(
+        allowed_within_reload(grpc, &minted).await,
+        "portcullis's own tokens still pass"
+    );
+    let outside = p
+        .sign(
+            google_shaped(p, "android", unix_now() + 300, None),
+            json!({}),
+        )
+        .await;
+    let bearer = format!("Bearer {outside}");
+    let res = check(grpc, &[("authorization", bearer.as_str())]).await;
+    let h = ok_headers(&res).unwrap_or_else(|| panic!("allowed: {res:?}"));
+    assert_eq!(h["x-auth-email"], "ada@example.com");
+    // Another audience, or a token of the provider's key naming another issuer: refused.
+    let wrong_aud = p
+        .sign(
+            google_shaped(p, "other-app", unix_now() + 300, None),
+            json!({}),
+        )
+        .await;
+    assert!(!is_allowed(grpc, &wrong_aud).await);
+    let claims_ours = p
+        .sign(
+            google_shaped(
+                p,
+                "apps",
+                unix_now() + 300,
+                Some("https://auth.example.com"),
+            ),
+            json!({}),
+        )
+        .await;
+    assert!(
+        !is_allowed(grpc, &claims_ours).await,
+        "a key pins its issuer"
+    );
+    // Rotation at the provider: the unknown kid is fetched once the cooldown allows.
+    p.rotate().await;
+    let rotated = p
+        .sign(
+            google_shaped(p, "android", unix_now() + 300, None),
+            json!({}),
+        )
+        .await;
+    let mut accepted = false;
+    for _ in 0..100 {
+        if is_allowed(grpc, &rotated).await {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the rotated key was never fetched");
+    stack.server.stop().await;
+}
+
+#[tokio::test]
+async fn random_kids_at_check_fetch_an_outside_issuers_keys_at_most_once_per_cooldown() {
+    let stack = LoginStack::start(&OUTSIDE_ISSUER.replace("COOLDOWN", "1h")).await;
+    let p = &stack.provider;
+    let before = p.hits("/jwks").await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let kid = format!("random-{i}-{:x}", rand::random::<u64>());
+        let token = p
+            .sign(
+                google_shaped(p, "android", unix_now() + 300, None),
+                json!({"kid": kid}),
+            )
+            .await;
+        let grpc = stack.server.grpc;
+        tasks.push(tokio::spawn(async move { is_allowed(grpc, &token).await }));
+    }
+    for t in tasks {
+        assert!(!t.await.unwrap(), "an unknown kid is refused");
+    }
+    let after = p.hits("/jwks").await;
+    assert!(
+        after - before <= 1,
+        "{} JWKS fetches for one cooldown",
+        after - before
+    );
     stack.server.stop().await;
 }

@@ -1,6 +1,6 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
 //! age, store reachability, last error, log lines dropped, login provider state), `/ready` (200 once a snapshot is
-//! loaded and, with login configured, the provider's keys fetched) and `/live`.
+//! loaded and the login provider's and outside issuers' keys fetched) and `/live`.
 //! Plain HTTP, bound to loopback by default.
 
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,7 @@ pub(super) async fn serve_admin(
     listener: TcpListener,
     status: Arc<Mutex<ReloadStatus>>,
     login: Option<Arc<LoginService>>,
+    issuers_ready: Vec<Arc<std::sync::atomic::AtomicBool>>,
     log_drops: LogDrops,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -63,7 +64,10 @@ pub(super) async fn serve_admin(
             get(move || {
                 let ready = status.lock().map(|s| s.version.is_some()).unwrap_or(false);
                 // With login configured, ready also waits for the provider's keys.
-                let login_ready = login.as_ref().is_none_or(|l| l.is_ready());
+                let login_ready = login.as_ref().is_none_or(|l| l.is_ready())
+                    && issuers_ready
+                        .iter()
+                        .all(|r| r.load(std::sync::atomic::Ordering::Relaxed));
                 async move {
                     if !ready {
                         (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n")

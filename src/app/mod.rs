@@ -4,6 +4,7 @@
 
 mod admin;
 mod reload;
+mod remote_keys;
 mod usage;
 
 pub use reload::{next_snapshot, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
@@ -29,18 +30,45 @@ use crate::identity::Identifier;
 use crate::login::LoginService;
 use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
+use remote_keys::RemoteIssuer;
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
+    Ok(identifier_parts(config)?.0)
+}
+
+/// The identifier and the outside issuers whose keys must be kept fresh (by `serve`).
+fn identifier_parts(config: &Config) -> anyhow::Result<(Identifier, Vec<RemoteIssuer>)> {
     // portcullis's own login keys verify too, so Check accepts the tokens it mints.
     let own = match &config.login {
         Some(login) => crate::keyring::login_verifying_keys(login).context("login keys")?,
         None => Vec::new(),
     };
-    let jwt = config.effective_jwt();
+    let mut jwt = config.effective_jwt();
     let keys =
         crate::keyring::load_with(&jwt, own, |k| std::env::var(k).ok()).context("jwt keys")?;
-    Ok(Identifier::with_api_tokens(keys, &jwt, &config.api_tokens))
+    let remote: Vec<RemoteIssuer> = config
+        .remote_issuers()
+        .iter()
+        .map(RemoteIssuer::new)
+        .collect();
+    let keys = if remote.is_empty() {
+        keys
+    } else {
+        // Each key now pins its own issuer and audience; the claim rules pin none.
+        let local = jwt
+            .issuer
+            .take()
+            .map(|issuer| crate::identity::IssuerBinding {
+                issuer,
+                audience: std::mem::take(&mut jwt.audience),
+            });
+        keys.with_remote(remote.iter().map(|r| r.keys.clone()).collect(), local)
+    };
+    Ok((
+        Identifier::with_api_tokens(keys, &jwt, &config.api_tokens),
+        remote,
+    ))
 }
 
 /// Connects to the configured store; the embedded SQLite database is migrated on open.
@@ -62,6 +90,8 @@ pub struct Server {
     admin_listener: Option<TcpListener>,
     /// The login endpoints and their listener, when `login` is configured.
     login: Option<(TcpListener, Arc<LoginService>)>,
+    /// Outside issuers whose keys are fetched and kept fresh.
+    remote_issuers: Vec<RemoteIssuer>,
     store: SqlStore,
     authorizer: Arc<Authorizer>,
     identifier: Arc<Identifier>,
@@ -97,7 +127,7 @@ impl Server {
     /// bad configuration.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         // Keys first: bad key material fails before anything is opened or bound.
-        let mut identifier = identifier(config)?;
+        let (mut identifier, remote_issuers) = identifier_parts(config)?;
         let store = open_store(config).await?;
         if identifier.keys().is_empty() {
             tracing::warn!("no jwt keys configured: every JWT will be refused");
@@ -148,6 +178,7 @@ impl Server {
             listener,
             admin_listener,
             login,
+            remote_issuers,
             store,
             authorizer,
             identifier,
@@ -206,6 +237,16 @@ impl Server {
         };
         let reloader = tokio::spawn(reloader.run(stop_rx.clone()));
         let login_service = self.login.as_ref().map(|(_, s)| s.clone());
+        let issuers_ready: Vec<_> = self
+            .remote_issuers
+            .iter()
+            .map(|r| r.ready.clone())
+            .collect();
+        let issuer_tasks: Vec<_> = self
+            .remote_issuers
+            .into_iter()
+            .map(|r| tokio::spawn(r.run(stop_rx.clone())))
+            .collect();
         let login = match self.login {
             Some((listener, service)) => {
                 if let Ok(http_addr) = listener.local_addr() {
@@ -235,6 +276,7 @@ impl Server {
                     listener,
                     status,
                     login_service,
+                    issuers_ready,
                     self.log_drops.clone(),
                     stop_rx.clone(),
                 )))
@@ -289,6 +331,9 @@ impl Server {
         let _ = usage_writer.await;
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        for task in issuer_tasks {
+            let _ = task.await;
         }
         if let Some((connect, server)) = login {
             let _ = connect.await;

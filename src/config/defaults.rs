@@ -82,6 +82,19 @@ pub(super) fn api_token_cache_ttl() -> Duration {
 pub(super) fn last_used_flush() -> Duration {
     DEFAULT_LAST_USED_FLUSH
 }
+/// Least time between two JWKS fetches an unknown `kid` causes.
+pub const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+/// Timeout of one JWKS fetch.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn jwks_cooldown() -> Duration {
+    DEFAULT_JWKS_COOLDOWN
+}
+
+pub(super) fn fetch_timeout() -> Duration {
+    DEFAULT_FETCH_TIMEOUT
+}
+
 pub(super) fn log_level() -> String {
     DEFAULT_LOG_LEVEL.to_owned()
 }
@@ -118,6 +131,8 @@ impl Default for JwtConfig {
             cookie_name: cookie_name(),
             keys: Vec::new(),
             jwks_file: None,
+            jwks_url: None,
+            issuers: Vec::new(),
             signing_key: None,
             permissions_from: PermissionSource::Token,
             subject_claim: SubjectClaim::Sub,

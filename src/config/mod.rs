@@ -186,6 +186,13 @@ pub struct JwtConfig {
     /// A JWKS document on disk with public keys (each needs a `kid`).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// Keys for `jwt.issuer`, fetched from this JWKS URL (refreshed like an outside issuer's).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Outside issuers whose tokens Check accepts, each with its own keys (fetched from its
+    /// JWKS URL) and audience. A token must name the issuer of the key that verified it.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
     /// The `kid` `jwt mint` signs with.
     #[serde(default)]
     pub signing_key: Option<String>,
@@ -202,6 +209,22 @@ pub struct JwtConfig {
     pub cache_ttl: Duration,
     #[serde(default = "defaults::token_cache_capacity")]
     pub cache_capacity: u64,
+}
+
+/// An outside issuer Check trusts: its keys come from `jwks_url` (https, or http on loopback),
+/// fetched at start, refreshed before `max-age`, and on an unknown kid at most once per
+/// `jwks_cooldown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub jwks_url: String,
+    /// Accepted `aud` values (at least one).
+    pub audience: Vec<String>,
+    #[serde(default = "defaults::jwks_cooldown", with = "humantime_serde")]
+    pub jwks_cooldown: Duration,
+    #[serde(default = "defaults::fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

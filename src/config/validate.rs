@@ -129,6 +129,36 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", Problem::Empty));
         }
+        for (i, issuer) in self.jwt.issuers.iter().enumerate() {
+            let field = |f: &str| format!("jwt.issuers[{i}].{f}");
+            if issuer.issuer.is_empty() {
+                return Err(invalid(&field("issuer"), Problem::Empty));
+            }
+            if !super::is_acceptable_url(&issuer.jwks_url) {
+                return Err(invalid(
+                    &field("jwks_url"),
+                    Problem::NotHttpsUrl(issuer.jwks_url.clone()),
+                ));
+            }
+            if issuer.audience.is_empty() {
+                return Err(invalid(&field("audience"), Problem::Empty));
+            }
+            if issuer.jwks_cooldown < Duration::from_secs(1) {
+                return Err(invalid(&field("jwks_cooldown"), Problem::TooShort("1s")));
+            }
+        }
+        if !self.jwt.issuers.is_empty() && self.effective_jwt().issuer.is_none() {
+            // The configured keys' tokens are then bound to jwt.issuer explicitly.
+            return Err(invalid("jwt.issuer", Problem::Required));
+        }
+        if let Some(url) = &self.jwt.jwks_url {
+            if !super::is_acceptable_url(url) {
+                return Err(invalid("jwt.jwks_url", Problem::NotHttpsUrl(url.clone())));
+            }
+            if self.jwt.issuer.is_none() {
+                return Err(invalid("jwt.issuer", Problem::Required));
+            }
+        }
         match (&self.login, self.server.http_listen) {
             (Some(login), Some(_)) => {
                 login.validate()?;
@@ -169,6 +199,22 @@ impl Config {
             }
         }
         jwt
+    }
+
+    /// Every outside issuer Check trusts, `jwt.jwks_url` (keys for `jwt.issuer`) included.
+    pub fn remote_issuers(&self) -> Vec<super::IssuerConfig> {
+        let jwt = self.effective_jwt();
+        let mut out = self.jwt.issuers.clone();
+        if let (Some(url), Some(issuer)) = (&jwt.jwks_url, &jwt.issuer) {
+            out.push(super::IssuerConfig {
+                issuer: issuer.clone(),
+                jwks_url: url.clone(),
+                audience: jwt.audience.clone(),
+                jwks_cooldown: super::defaults::DEFAULT_JWKS_COOLDOWN,
+                fetch_timeout: super::defaults::DEFAULT_FETCH_TIMEOUT,
+            });
+        }
+        out
     }
 }
 

@@ -24,7 +24,7 @@ pub use api_token::{FormatError, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
 pub use identifier::{ApiTokenCache, Identified, Identifier};
 pub use jwk::{JwkError, JwkSetError};
-pub use keys::{KeyError, KeySet, SigningKey, VerifyingKey};
+pub use keys::{IssuerBinding, KeyError, KeyRef, KeySet, RemoteKeys, SigningKey, VerifyingKey};
 pub use principal::{
     CredentialKind, JwtCaller, Principal, SubjectType, TokenCaller, TokenSubject, UnixTime,
 };

@@ -82,6 +82,9 @@ pub struct MintedClaims<'a> {
     pub aud: &'a str,
     pub sub: String,
     pub email: &'a str,
+    /// The provider verified it (the account rules require it), so Check's
+    /// `subject_claim: email` mode accepts these tokens too.
+    pub email_verified: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
     pub roles: &'a [String],
@@ -302,6 +305,7 @@ impl LoginService {
             aud: &self.config.token.audience,
             sub: user.id.to_string(),
             email: &user.email,
+            email_verified: true,
             name: user.name.as_deref(),
             roles: &user.roles,
             permissions: self.permissions_of(&user.roles)?,

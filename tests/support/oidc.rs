@@ -420,7 +420,8 @@ impl LoginSetup {
     }
 
     /// The config YAML for `database_url` and `provider`, with `extra_login` lines appended
-    /// inside the `login` section (two-space indented YAML).
+    /// inside the `login` section (two-space indented YAML; unindented lines start top-level
+    /// sections). `{issuer}` in them is the provider's issuer.
     pub fn config(&self, database_url: &str, issuer: &str, extra_login: &str) -> Config {
         let dir = self.dir.path();
         let yaml = format!(
@@ -459,6 +460,7 @@ login:
             pub1 = Self::key("es256.pub.pem").display(),
             key1 = Self::key("es256.key.pem").display(),
         );
+        let yaml = yaml.replace("{issuer}", issuer);
         let path = dir.join("portcullis.yaml");
         std::fs::write(&path, &yaml).expect("config");
         Config::load(Some(&path), |_| None)
