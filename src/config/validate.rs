@@ -285,3 +285,66 @@ mod tests {
         parse("").validate().expect("the defaults are valid");
     }
 }
+
+#[cfg(test)]
+mod issuer_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, String> {
+        let c = Config::from_yaml(Path::new("t"), text).map_err(|e| crate::error_chain(&e))?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn outside_issuers_need_an_https_jwks_url_an_audience_and_a_pinned_own_issuer() {
+        let good = "jwt:
+  issuer: https://auth.example.com
+  issuers:
+    - {issuer: https://idp.example.com, jwks_url: https://idp.example.com/jwks, audience: [portcullis]}
+";
+        let c = check(good).expect("valid");
+        let remote = c.remote_issuers();
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].jwks_cooldown, Duration::from_secs(30));
+        for (from, to, expected) in [
+            (
+                "audience: [portcullis]",
+                "audience: []",
+                "jwt.issuers[0].audience",
+            ),
+            (
+                "jwks_url: https://idp.example.com/jwks",
+                "jwks_url: http://idp.example.com/jwks",
+                "jwt.issuers[0].jwks_url",
+            ),
+            (
+                "  issuer: https://auth.example.com\n",
+                "",
+                "jwt.issuer: is required",
+            ),
+            (
+                "audience: [portcullis]}",
+                "audience: [p], jwks_cooldown: 0s}",
+                "jwks_cooldown",
+            ),
+        ] {
+            let text = good.replacen(from, to, 1);
+            assert_ne!(text, good, "{from}");
+            let err = check(&text).expect_err(to);
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+        // jwt.jwks_url: keys for jwt.issuer, with jwt.audience.
+        let c = check(
+            "jwt: {issuer: https://idp.example.com, audience: [p], jwks_url: https://idp.example.com/jwks}\n",
+        )
+        .expect("valid");
+        let remote = c.remote_issuers();
+        assert_eq!(remote[0].issuer, "https://idp.example.com");
+        assert_eq!(remote[0].audience, vec!["p".to_owned()]);
+        let err = check("jwt: {jwks_url: https://idp.example.com/jwks}\n").expect_err("no issuer");
+        assert!(err.contains("jwt.issuer"), "{err}");
+    }
+}
