@@ -74,7 +74,7 @@ pub(super) async fn serve_admin(
                     } else if !login_ready {
                         (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "login provider not reached\n",
+                            "login provider or issuer keys not reached\n",
                         )
                     } else {
                         (StatusCode::OK, "ready\n")
