@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres oidc-provider clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -33,6 +33,18 @@ postgres:
 	@$(PG_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || true
 	@$(PG_FOUND) || { echo "make test needs PostgreSQL's server programs (initdb, postgres): install the postgresql package" >&2; exit 1; }
+
+# The OpenID provider the login tests sign in at (npm's oidc-provider, pinned by
+# tests/oidc/package-lock.json), installed with `npm ci`; Node.js from Debian when missing.
+OIDC_DIR       := tests/oidc
+OIDC_INSTALLED := $(OIDC_DIR)/node_modules/.package-lock.json
+oidc-provider: $(OIDC_INSTALLED)
+$(OIDC_INSTALLED): $(OIDC_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || true
+	@command -v npm >/dev/null 2>&1 || { echo "make test needs Node.js and npm: install the nodejs and npm packages" >&2; exit 1; }
+	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 $(DEV_SECRET):
 	mkdir -p $(dir $@)
@@ -66,7 +78,7 @@ demo: build envoy $(DEV_SECRET)
 # cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
 # The bypass corpus (tests/corpus.rs) and the property tests (tests/properties.rs) are
 # test targets like the others; the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
-test: envoy postgres
+test: envoy postgres oidc-provider
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
 	$(MAKE) --no-print-directory fuzz-smoke
@@ -144,4 +156,4 @@ fuzz-smoke:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) fuzz/target
+	rm -rf $(VENV) fuzz/target $(OIDC_DIR)/node_modules

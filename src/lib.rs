@@ -1,7 +1,8 @@
 //! portcullis: an Envoy external-authorization service. It decides, for every request Envoy
 //! forwards, who is calling (`identity`, with keys `keyring` reads) and whether they may call
 //! this endpoint (`policy`, `authz`); `grpc` speaks Envoy's ext_authz protocol, `store` keeps
-//! the policy in SQL, and `app` wires them together.
+//! the policy in SQL, `login` signs users in and issues portcullis's own JWTs, and `app`
+//! wires them together.
 
 pub mod app;
 pub mod authz;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod grpc;
 pub mod identity;
 pub mod keyring;
+pub mod login;
 pub mod manage;
 pub mod policy;
 pub mod store;

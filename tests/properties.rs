@@ -673,6 +673,7 @@ proptest! {
                 expires_at: UnixTime::from_secs(i64::MAX / 2),
                 issued_at: None,
                 jti: None,
+                sid: None,
             }))
         };
         for (method, host, path) in requests {

@@ -1,6 +1,6 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
-//! age, store reachability, last error, log lines dropped), `/ready` (200 once a snapshot is
-//! loaded) and `/live`.
+//! age, store reachability, last error, log lines dropped, login provider state), `/ready` (200 once a snapshot is
+//! loaded and the login provider's and outside issuers' keys fetched) and `/live`.
 //! Plain HTTP, bound to loopback by default.
 
 use std::sync::{Arc, Mutex};
@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::reload::ReloadStatus;
 use super::LogDrops;
+use crate::login::LoginService;
 
 impl ReloadStatus {
     fn to_json(&self) -> serde_json::Value {
@@ -34,18 +35,27 @@ impl ReloadStatus {
 pub(super) async fn serve_admin(
     listener: TcpListener,
     status: Arc<Mutex<ReloadStatus>>,
+    login: Option<Arc<LoginService>>,
+    issuers_ready: Vec<Arc<std::sync::atomic::AtomicBool>>,
     log_drops: LogDrops,
     mut stop: watch::Receiver<bool>,
 ) {
     use axum::http::StatusCode;
     use axum::routing::get;
     let for_status = status.clone();
+    let for_status_login = login.clone();
     let app = axum::Router::new()
         .route(
             "/status",
             get(move || {
                 let mut body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
                 body["log_lines_dropped"] = log_drops.count().into();
+                if let Some(login) = &for_status_login {
+                    body["login"] = serde_json::json!({
+                        "provider_ready": login.is_ready(),
+                        "provider_key_fetches": login.provider().map(|p| p.keys.fetch_count()),
+                    });
+                }
                 async move { axum::Json(body) }
             }),
         )
@@ -53,11 +63,21 @@ pub(super) async fn serve_admin(
             "/ready",
             get(move || {
                 let ready = status.lock().map(|s| s.version.is_some()).unwrap_or(false);
+                // With login configured, ready also waits for the provider's keys.
+                let login_ready = login.as_ref().is_none_or(|l| l.is_ready())
+                    && issuers_ready
+                        .iter()
+                        .all(|r| r.load(std::sync::atomic::Ordering::Relaxed));
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
+                    if !ready {
                         (StatusCode::SERVICE_UNAVAILABLE, "no policy loaded\n")
+                    } else if !login_ready {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "login provider or issuer keys not reached\n",
+                        )
+                    } else {
+                        (StatusCode::OK, "ready\n")
                     }
                 }
             }),

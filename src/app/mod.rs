@@ -4,6 +4,7 @@
 
 mod admin;
 mod reload;
+mod remote_keys;
 mod usage;
 
 pub use reload::{next_snapshot, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
@@ -26,16 +27,47 @@ use crate::authz::{Authorizer, SnapshotHandle};
 use crate::config::Config;
 use crate::grpc::{AuthorizationService, CheckService};
 use crate::identity::Identifier;
+use crate::login::LoginService;
 use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
+use remote_keys::RemoteIssuer;
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
-    let keys = crate::keyring::load(&config.jwt, |k| std::env::var(k).ok()).context("jwt keys")?;
-    Ok(Identifier::with_api_tokens(
-        keys,
-        &config.jwt,
-        &config.api_tokens,
+    Ok(identifier_parts(config)?.0)
+}
+
+/// The identifier and the outside issuers whose keys must be kept fresh (by `serve`).
+fn identifier_parts(config: &Config) -> anyhow::Result<(Identifier, Vec<RemoteIssuer>)> {
+    // portcullis's own login keys verify too, so Check accepts the tokens it mints.
+    let own = match &config.login {
+        Some(login) => crate::keyring::login_verifying_keys(login).context("login keys")?,
+        None => Vec::new(),
+    };
+    let mut jwt = config.effective_jwt();
+    let keys =
+        crate::keyring::load_with(&jwt, own, |k| std::env::var(k).ok()).context("jwt keys")?;
+    let remote: Vec<RemoteIssuer> = config
+        .remote_issuers()
+        .iter()
+        .map(RemoteIssuer::new)
+        .collect();
+    let keys = if remote.is_empty() {
+        keys
+    } else {
+        // Each key now pins its own issuer and audience; the claim rules pin none.
+        let local = jwt
+            .issuer
+            .take()
+            .map(|issuer| crate::identity::IssuerBinding {
+                issuer,
+                audience: std::mem::take(&mut jwt.audience),
+            });
+        keys.with_remote(remote.iter().map(|r| r.keys.clone()).collect(), local)
+    };
+    Ok((
+        Identifier::with_api_tokens(keys, &jwt, &config.api_tokens),
+        remote,
     ))
 }
 
@@ -56,6 +88,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 pub struct Server {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
+    /// The login endpoints and their listener, when `login` is configured.
+    login: Option<(TcpListener, Arc<LoginService>)>,
+    /// Outside issuers whose keys are fetched and kept fresh.
+    remote_issuers: Vec<RemoteIssuer>,
     store: SqlStore,
     authorizer: Arc<Authorizer>,
     identifier: Arc<Identifier>,
@@ -91,7 +127,7 @@ impl Server {
     /// bad configuration.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         // Keys first: bad key material fails before anything is opened or bound.
-        let mut identifier = identifier(config)?;
+        let (mut identifier, remote_issuers) = identifier_parts(config)?;
         let store = open_store(config).await?;
         if identifier.keys().is_empty() {
             tracing::warn!("no jwt keys configured: every JWT will be refused");
@@ -119,9 +155,30 @@ impl Server {
             ),
             None => None,
         };
+        let login = match (&config.login, config.server.http_listen) {
+            (Some(login), Some(addr)) => {
+                let material = crate::keyring::load_login(login, |k| std::env::var(k).ok())
+                    .context("login")?;
+                let service = LoginService::new(
+                    config,
+                    material.keys,
+                    material.client_secret,
+                    &material.state_secret,
+                    Arc::new(store.clone()),
+                    snapshot.clone(),
+                )?;
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (server.http_listen)"))?;
+                Some((listener, Arc::new(service)))
+            }
+            _ => None,
+        };
         Ok(Server {
             listener,
             admin_listener,
+            login,
+            remote_issuers,
             store,
             authorizer,
             identifier,
@@ -144,6 +201,11 @@ impl Server {
     pub fn with_log_drops(mut self, drops: LogDrops) -> Self {
         self.log_drops = drops;
         self
+    }
+
+    /// Where the login endpoints listen, when they are enabled (tests bind port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.login.as_ref()?.0.local_addr().ok()
     }
 
     /// Where the admin endpoint listens, when it is enabled (tests bind port 0).
@@ -174,6 +236,37 @@ impl Server {
             interval: self.reload_interval,
         };
         let reloader = tokio::spawn(reloader.run(stop_rx.clone()));
+        let login_service = self.login.as_ref().map(|(_, s)| s.clone());
+        let issuers_ready: Vec<_> = self
+            .remote_issuers
+            .iter()
+            .map(|r| r.ready.clone())
+            .collect();
+        let issuer_tasks: Vec<_> = self
+            .remote_issuers
+            .into_iter()
+            .map(|r| tokio::spawn(r.run(stop_rx.clone())))
+            .collect();
+        let login = match self.login {
+            Some((listener, service)) => {
+                if let Ok(http_addr) = listener.local_addr() {
+                    tracing::info!(%http_addr, "serving login endpoints");
+                }
+                let connect = tokio::spawn(service.clone().connect_provider(stop_rx.clone()));
+                let mut stop = stop_rx.clone();
+                let serve = axum::serve(listener, crate::login::router(service))
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    });
+                let server = tokio::spawn(async move {
+                    if let Err(e) = serve.await {
+                        tracing::error!(error = %e, "login endpoints failed");
+                    }
+                });
+                Some((connect, server))
+            }
+            None => None,
+        };
         let admin = match self.admin_listener {
             Some(listener) => {
                 if let Ok(admin_addr) = listener.local_addr() {
@@ -182,6 +275,8 @@ impl Server {
                 Some(tokio::spawn(admin::serve_admin(
                     listener,
                     status,
+                    login_service,
+                    issuers_ready,
                     self.log_drops.clone(),
                     stop_rx.clone(),
                 )))
@@ -236,6 +331,13 @@ impl Server {
         let _ = usage_writer.await;
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        for task in issuer_tasks {
+            let _ = task.await;
+        }
+        if let Some((connect, server)) = login {
+            let _ = connect.await;
+            let _ = server.await;
         }
         self.store.close().await;
         let dropped = self.log_drops.count();

@@ -259,10 +259,12 @@ fn check_jwt_subject<'s>(
 ) -> Result<Option<&'s [String]>, Revocation> {
     let subjects = snapshot.subjects();
     let source = rules.permissions_from;
+    // A revoked session (logout) is in the same set as revoked token ids.
     if jwt
         .jti
-        .as_deref()
-        .is_some_and(|jti| subjects.is_revoked(jti))
+        .iter()
+        .chain(jwt.sid.iter())
+        .any(|id| subjects.is_revoked(id))
     {
         return Err(Revocation::TokenRevoked);
     }

@@ -4,6 +4,7 @@
 
 mod check;
 mod policy;
+mod sessions;
 mod status;
 mod tokens;
 
@@ -51,6 +52,9 @@ pub enum Command {
     /// API tokens for third-party integrations and service accounts.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Login sessions (Sign in with Google): list them, revoke one or all of a user's.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// Ask a running portcullis for its snapshot version and age (its admin endpoint).
     Status {
         /// The admin address; default `server.admin_listen`.
@@ -176,6 +180,23 @@ pub enum JwtCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List sessions, optionally of one user.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a session by id, or every live session of a user; their tokens are refused by
+    /// every sidecar within the reload bound.
+    Revoke {
+        #[arg(conflicts_with = "user", required_unless_present = "user")]
+        id: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
 /// A time on the command line: unix seconds, or an RFC 3339 date-time.
 fn parse_unix_time(value: &str) -> Result<i64, String> {
     if let Ok(secs) = value.parse::<i64>() {
@@ -216,6 +237,10 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
         Command::Policy(cmd) => policy::policy_command(cmd, &config).await,
         Command::Config(ConfigCommand::Check { strict }) => {
             let identifier = app::identifier(&config)?;
+            if let Some(login) = &config.login {
+                // The login keys and secrets, as `serve` reads them (never printed).
+                crate::keyring::load_login(login, |k| std::env::var(k).ok())?;
+            }
             let warnings = config.warnings();
             for w in &warnings {
                 eprintln!("warning: {w}");
@@ -245,6 +270,7 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
             user,
             expires_at,
         }) => tokens::revoke_jwt_command(jti, user, expires_at, &config).await,
+        Command::Session(cmd) => sessions::session_command(cmd, &config).await,
         Command::Status { admin } => status::status_command(admin, &config).await,
         Command::ServiceAccount(cmd) => policy::service_account_command(cmd, &config).await,
     }

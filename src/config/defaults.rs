@@ -82,6 +82,19 @@ pub(super) fn api_token_cache_ttl() -> Duration {
 pub(super) fn last_used_flush() -> Duration {
     DEFAULT_LAST_USED_FLUSH
 }
+/// Least time between two JWKS fetches an unknown `kid` causes.
+pub const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+/// Timeout of one JWKS fetch.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub(super) fn jwks_cooldown() -> Duration {
+    DEFAULT_JWKS_COOLDOWN
+}
+
+pub(super) fn fetch_timeout() -> Duration {
+    DEFAULT_FETCH_TIMEOUT
+}
+
 pub(super) fn log_level() -> String {
     DEFAULT_LOG_LEVEL.to_owned()
 }
@@ -91,6 +104,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: listen(),
             admin_listen: admin_listen(),
+            http_listen: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_checks: DEFAULT_MAX_CONCURRENT_CHECKS,
             http2_keepalive: DEFAULT_HTTP2_KEEPALIVE,
@@ -117,6 +131,8 @@ impl Default for JwtConfig {
             cookie_name: cookie_name(),
             keys: Vec::new(),
             jwks_file: None,
+            jwks_url: None,
+            issuers: Vec::new(),
             signing_key: None,
             permissions_from: PermissionSource::Token,
             subject_claim: SubjectClaim::Sub,

@@ -12,7 +12,13 @@ use serde::Deserialize;
 
 mod defaults;
 mod env;
+mod login;
 mod validate;
+
+pub use login::{
+    is_acceptable_url, is_loopback, AccountRules, CookieConfig, LoginConfig, LoginKeyConfig,
+    MintConfig, ProviderConfig, RedirectConfig, HANDOFF_CODE_TTL,
+};
 
 pub use defaults::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_API_TOKEN_CACHE_TTL, DEFAULT_API_TOKEN_HEADER,
@@ -71,6 +77,24 @@ pub enum Problem {
     Empty,
     #[error("{0:?} is listed twice")]
     ListedTwice(String),
+    #[error("{0:?} must be an https URL (http only on loopback)")]
+    NotHttpsUrl(String),
+    #[error("set exactly one of {0} and {1}")]
+    ExactlyOne(&'static str, &'static str),
+    #[error("must include openid")]
+    MissingOpenidScope,
+    #[error("must be at least {0}")]
+    TooShort(&'static str),
+    #[error("is required")]
+    Required,
+    #[error("HMAC keys cannot be published; use ES256, RS256 or EdDSA")]
+    SymmetricPublished,
+    #[error("{0:?} is not a lower-case domain name")]
+    NotADomain(String),
+    #[error("{0:?} is not an origin (scheme://host[:port], https or loopback http)")]
+    NotAnOrigin(String),
+    #[error("{0:?} differs from login.token.{1}; portcullis must accept the tokens it mints")]
+    DiffersFromLogin(String, &'static str),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -86,6 +110,9 @@ pub struct Config {
     pub api_tokens: ApiTokenConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Sign-in at an OpenID provider, and portcullis as the issuer of the JWT.
+    #[serde(default)]
+    pub login: Option<LoginConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,6 +138,10 @@ pub struct ServerConfig {
     /// Plain-HTTP admin endpoint (`/status`, `/ready`, `/live`); `null` to disable.
     #[serde(default = "defaults::admin_listen")]
     pub admin_listen: Option<SocketAddr>,
+    /// Plain-HTTP login endpoints (`/auth/*`, `/.well-known/*`), behind Envoy; `null` (the
+    /// default) disables them. Needs the `login` section.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -155,6 +186,13 @@ pub struct JwtConfig {
     /// A JWKS document on disk with public keys (each needs a `kid`).
     #[serde(default)]
     pub jwks_file: Option<PathBuf>,
+    /// Keys for `jwt.issuer`, fetched from this JWKS URL (refreshed like an outside issuer's).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Outside issuers whose tokens Check accepts, each with its own keys (fetched from its
+    /// JWKS URL) and audience. A token must name the issuer of the key that verified it.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
     /// The `kid` `jwt mint` signs with.
     #[serde(default)]
     pub signing_key: Option<String>,
@@ -171,6 +209,22 @@ pub struct JwtConfig {
     pub cache_ttl: Duration,
     #[serde(default = "defaults::token_cache_capacity")]
     pub cache_capacity: u64,
+}
+
+/// An outside issuer Check trusts: its keys come from `jwks_url` (https, or http on loopback),
+/// fetched at start, refreshed before `max-age`, and on an unknown kid at most once per
+/// `jwks_cooldown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    pub issuer: String,
+    pub jwks_url: String,
+    /// Accepted `aud` values (at least one).
+    pub audience: Vec<String>,
+    #[serde(default = "defaults::jwks_cooldown", with = "humantime_serde")]
+    pub jwks_cooldown: Duration,
+    #[serde(default = "defaults::fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -23,6 +23,22 @@ impl Config {
                     .to_owned(),
             );
         }
+        if let Some(login) = &self.login {
+            if !login.cookie.secure {
+                out.push(
+                    "login.cookie.secure is off: the JWT cookie may travel over plain HTTP; \
+                     only for tests on loopback"
+                        .to_owned(),
+                );
+            }
+            if login.accounts.hosted_domain.is_none() && login.accounts.email_domains.is_empty() {
+                out.push(
+                    "login.accounts: neither hosted_domain nor email_domains is set, so any \
+                     account with a verified email at the provider can sign in"
+                        .to_owned(),
+                );
+            }
+        }
         out
     }
 
@@ -113,7 +129,92 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", Problem::Empty));
         }
+        for (i, issuer) in self.jwt.issuers.iter().enumerate() {
+            let field = |f: &str| format!("jwt.issuers[{i}].{f}");
+            if issuer.issuer.is_empty() {
+                return Err(invalid(&field("issuer"), Problem::Empty));
+            }
+            if !super::is_acceptable_url(&issuer.jwks_url) {
+                return Err(invalid(
+                    &field("jwks_url"),
+                    Problem::NotHttpsUrl(issuer.jwks_url.clone()),
+                ));
+            }
+            if issuer.audience.is_empty() {
+                return Err(invalid(&field("audience"), Problem::Empty));
+            }
+            if issuer.jwks_cooldown < Duration::from_secs(1) {
+                return Err(invalid(&field("jwks_cooldown"), Problem::TooShort("1s")));
+            }
+        }
+        if !self.jwt.issuers.is_empty() && self.effective_jwt().issuer.is_none() {
+            // The configured keys' tokens are then bound to jwt.issuer explicitly.
+            return Err(invalid("jwt.issuer", Problem::Required));
+        }
+        if let Some(url) = &self.jwt.jwks_url {
+            if !super::is_acceptable_url(url) {
+                return Err(invalid("jwt.jwks_url", Problem::NotHttpsUrl(url.clone())));
+            }
+            if self.jwt.issuer.is_none() {
+                return Err(invalid("jwt.issuer", Problem::Required));
+            }
+        }
+        match (&self.login, self.server.http_listen) {
+            (Some(login), Some(_)) => {
+                login.validate()?;
+                if let Some(issuer) = &self.jwt.issuer {
+                    if *issuer != login.token.issuer {
+                        return Err(invalid(
+                            "jwt.issuer",
+                            Problem::DiffersFromLogin(issuer.clone(), "issuer"),
+                        ));
+                    }
+                }
+                if !self.jwt.audience.is_empty()
+                    && !self.jwt.audience.contains(&login.token.audience)
+                {
+                    return Err(invalid(
+                        "jwt.audience",
+                        Problem::DiffersFromLogin(self.jwt.audience.join(","), "audience"),
+                    ));
+                }
+            }
+            (Some(_), None) => return Err(invalid("server.http_listen", Problem::Required)),
+            (None, Some(_)) => return Err(invalid("login", Problem::Required)),
+            (None, None) => {}
+        }
         Ok(())
+    }
+
+    /// The claim rules Check applies: the `jwt` section's, with the login issuer and audience
+    /// when `jwt` names none, so the tokens portcullis mints are accepted.
+    pub fn effective_jwt(&self) -> super::JwtConfig {
+        let mut jwt = self.jwt.clone();
+        if let Some(login) = &self.login {
+            if jwt.issuer.is_none() {
+                jwt.issuer = Some(login.token.issuer.clone());
+            }
+            if jwt.audience.is_empty() {
+                jwt.audience = vec![login.token.audience.clone()];
+            }
+        }
+        jwt
+    }
+
+    /// Every outside issuer Check trusts, `jwt.jwks_url` (keys for `jwt.issuer`) included.
+    pub fn remote_issuers(&self) -> Vec<super::IssuerConfig> {
+        let jwt = self.effective_jwt();
+        let mut out = self.jwt.issuers.clone();
+        if let (Some(url), Some(issuer)) = (&jwt.jwks_url, &jwt.issuer) {
+            out.push(super::IssuerConfig {
+                issuer: issuer.clone(),
+                jwks_url: url.clone(),
+                audience: jwt.audience.clone(),
+                jwks_cooldown: super::defaults::DEFAULT_JWKS_COOLDOWN,
+                fetch_timeout: super::defaults::DEFAULT_FETCH_TIMEOUT,
+            });
+        }
+        out
     }
 }
 
@@ -182,5 +283,68 @@ mod tests {
             assert!(err.to_string().starts_with(expected), "{text}: {err}");
         }
         parse("").validate().expect("the defaults are valid");
+    }
+}
+
+#[cfg(test)]
+mod issuer_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn check(text: &str) -> Result<Config, String> {
+        let c = Config::from_yaml(Path::new("t"), text).map_err(|e| crate::error_chain(&e))?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn outside_issuers_need_an_https_jwks_url_an_audience_and_a_pinned_own_issuer() {
+        let good = "jwt:
+  issuer: https://auth.example.com
+  issuers:
+    - {issuer: https://idp.example.com, jwks_url: https://idp.example.com/jwks, audience: [portcullis]}
+";
+        let c = check(good).expect("valid");
+        let remote = c.remote_issuers();
+        assert_eq!(remote.len(), 1);
+        assert_eq!(remote[0].jwks_cooldown, Duration::from_secs(30));
+        for (from, to, expected) in [
+            (
+                "audience: [portcullis]",
+                "audience: []",
+                "jwt.issuers[0].audience",
+            ),
+            (
+                "jwks_url: https://idp.example.com/jwks",
+                "jwks_url: http://idp.example.com/jwks",
+                "jwt.issuers[0].jwks_url",
+            ),
+            (
+                "  issuer: https://auth.example.com\n",
+                "",
+                "jwt.issuer: is required",
+            ),
+            (
+                "audience: [portcullis]}",
+                "audience: [p], jwks_cooldown: 0s}",
+                "jwks_cooldown",
+            ),
+        ] {
+            let text = good.replacen(from, to, 1);
+            assert_ne!(text, good, "{from}");
+            let err = check(&text).expect_err(to);
+            assert!(err.contains(expected), "{to}: {err}");
+        }
+        // jwt.jwks_url: keys for jwt.issuer, with jwt.audience.
+        let c = check(
+            "jwt: {issuer: https://idp.example.com, audience: [p], jwks_url: https://idp.example.com/jwks}\n",
+        )
+        .expect("valid");
+        let remote = c.remote_issuers();
+        assert_eq!(remote[0].issuer, "https://idp.example.com");
+        assert_eq!(remote[0].audience, vec!["p".to_owned()]);
+        let err = check("jwt: {jwks_url: https://idp.example.com/jwks}\n").expect_err("no issuer");
+        assert!(err.contains("jwt.issuer"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 //! one algorithm it is for, by `kid`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
@@ -64,6 +65,8 @@ pub enum KeyError {
     DuplicateKid { kid: String },
     #[error("signing key {kid:?} is not configured or has no private key")]
     NoSigningKey { kid: String },
+    #[error("key {kid:?}: the private key does not belong to the public key")]
+    KeyPairMismatch { kid: String },
     #[error("key {kid:?}: cannot sign")]
     Sign {
         kid: String,
@@ -179,10 +182,96 @@ impl SigningKey {
     }
 }
 
-/// The configured keys, by `kid`, and the optional signing key for `jwt mint`.
+/// What a token verified by a key must claim: its issuer and one of its audiences.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuerBinding {
+    pub issuer: String,
+    pub audience: Vec<String>,
+}
+
+/// The keys of an outside issuer, fetched from its JWKS URL by the caller and replaced whole;
+/// a token naming a kid not in it calls `wanted` (which must not block: the fetch happens
+/// elsewhere, within its own rate rules). Tokens verified by these keys must name the issuer
+/// and one of its audiences.
+pub struct RemoteKeys {
+    binding: IssuerBinding,
+    keys: arc_swap::ArcSwap<HashMap<String, Arc<VerifyingKey>>>,
+    wanted: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl std::fmt::Debug for RemoteKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKeys")
+            .field("binding", &self.binding)
+            .field("keys", &self.keys.load().len())
+            .finish()
+    }
+}
+
+impl RemoteKeys {
+    pub fn new(binding: IssuerBinding, wanted: Box<dyn Fn(&str) + Send + Sync>) -> Self {
+        RemoteKeys {
+            binding,
+            keys: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+            wanted,
+        }
+    }
+
+    /// Replaces the whole set (a fetched JWKS, already parsed and checked).
+    pub fn replace(&self, keys: Vec<VerifyingKey>) {
+        let map = keys
+            .into_iter()
+            .map(|k| (k.kid.clone(), Arc::new(k)))
+            .collect();
+        self.keys.store(Arc::new(map));
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn has(&self, kid: &str) -> bool {
+        self.keys.load().contains_key(kid)
+    }
+
+    pub fn binding(&self) -> &IssuerBinding {
+        &self.binding
+    }
+
+    fn get(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
+        self.keys.load().get(kid).cloned()
+    }
+}
+
+/// The key a token was verified with: configured, or fetched from an outside issuer.
+#[derive(Debug)]
+pub enum KeyRef<'a> {
+    Local(&'a VerifyingKey),
+    Remote(Arc<VerifyingKey>, &'a IssuerBinding),
+}
+
+impl std::ops::Deref for KeyRef<'_> {
+    type Target = VerifyingKey;
+    fn deref(&self) -> &VerifyingKey {
+        match self {
+            KeyRef::Local(k) => k,
+            KeyRef::Remote(k, _) => k,
+        }
+    }
+}
+
+/// The configured keys, by `kid`, and the optional signing key for `jwt mint`; and the keys of
+/// outside issuers, looked up only when no configured key has the kid.
 pub struct KeySet {
     keys: HashMap<String, VerifyingKey>,
     signing: Option<SigningKey>,
+    remote: Vec<Arc<RemoteKeys>>,
+    /// When outside issuers are configured: what tokens of the configured keys must claim.
+    local_binding: Option<IssuerBinding>,
 }
 
 impl std::fmt::Debug for KeySet {
@@ -206,7 +295,46 @@ impl KeySet {
                 return Err(KeyError::DuplicateKid { kid: twice.kid });
             }
         }
-        Ok(KeySet { keys: map, signing })
+        Ok(KeySet {
+            keys: map,
+            signing,
+            remote: Vec::new(),
+            local_binding: None,
+        })
+    }
+
+    /// Adds outside issuers' keys; tokens of the configured keys must then satisfy
+    /// `local_binding` when given (the claim rules no longer pin one issuer).
+    pub fn with_remote(
+        mut self,
+        remote: Vec<Arc<RemoteKeys>>,
+        local_binding: Option<IssuerBinding>,
+    ) -> Self {
+        self.remote = remote;
+        self.local_binding = local_binding;
+        self
+    }
+
+    /// A configured key, or an outside issuer's (asking for a refresh when none has it).
+    pub(super) fn find(&self, kid: &str) -> Option<KeyRef<'_>> {
+        if let Some(k) = self.keys.get(kid) {
+            return Some(KeyRef::Local(k));
+        }
+        for r in &self.remote {
+            if let Some(k) = r.get(kid) {
+                return Some(KeyRef::Remote(k, &r.binding));
+            }
+        }
+        // Unknown everywhere: every issuer may have rotated to it.
+        for r in &self.remote {
+            (r.wanted)(kid);
+        }
+        None
+    }
+
+    /// The binding tokens of the configured keys must satisfy, if any.
+    pub(super) fn local_binding(&self) -> Option<&IssuerBinding> {
+        self.local_binding.as_ref()
     }
 
     /// Builds a key set from keys already loaded, the last of a `kid` winning (tests, JWKS).
@@ -214,6 +342,8 @@ impl KeySet {
         KeySet {
             keys: keys.into_iter().map(|k| (k.kid.clone(), k)).collect(),
             signing: None,
+            remote: Vec::new(),
+            local_binding: None,
         }
     }
 

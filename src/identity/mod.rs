@@ -13,6 +13,7 @@ pub mod keys;
 mod mint;
 mod pem;
 pub mod principal;
+pub mod publish;
 pub mod settings;
 mod strength;
 pub mod verify;
@@ -23,10 +24,11 @@ pub use api_token::{FormatError, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
 pub use identifier::{ApiTokenCache, Identified, Identifier};
 pub use jwk::{JwkError, JwkSetError};
-pub use keys::{KeyError, KeySet, SigningKey, VerifyingKey};
+pub use keys::{IssuerBinding, KeyError, KeyRef, KeySet, RemoteKeys, SigningKey, VerifyingKey};
 pub use principal::{
     CredentialKind, JwtCaller, Principal, SubjectType, TokenCaller, TokenSubject, UnixTime,
 };
+pub use publish::{IssuerKeyMaterial, IssuerKeys, PublishedKey};
 pub use settings::{ApiTokenSettings, JwtSettings};
 pub use strength::{Curve, MIN_RSA_BITS};
 pub use verify::{ClaimRules, Claims, TokenError};

@@ -103,6 +103,8 @@ pub struct JwtCaller {
     pub expires_at: UnixTime,
     pub issued_at: Option<UnixTime>,
     pub jti: Option<String>,
+    /// The `sid` claim: the login session, revoked as a whole at logout.
+    pub sid: Option<String>,
 }
 
 /// Whom an API token acts for.
@@ -161,6 +163,7 @@ impl Principal {
             expires_at: exp.time(),
             issued_at: claims.iat.map(|i| i.time()),
             jti: claims.jti,
+            sid: claims.sid,
         }))
     }
 

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 
-use super::keys::{algorithm_name, KeySet, VerifyingKey};
+use super::keys::{algorithm_name, IssuerBinding, KeyRef, KeySet};
 use super::principal::UnixTime;
 
 /// Longest token accepted; longer ones are refused before any parsing.
@@ -69,7 +69,7 @@ pub enum TokenError {
 
 impl KeySet {
     /// Checks a compact JWS and returns its verified, decoded payload.
-    pub fn verify_signature(&self, token: &str) -> Result<(Vec<u8>, &VerifyingKey), TokenError> {
+    pub fn verify_signature(&self, token: &str) -> Result<(Vec<u8>, KeyRef<'_>), TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -105,8 +105,8 @@ impl KeySet {
             return Err(TokenError::AlgNone);
         }
         let key = match header.kid.as_deref() {
-            Some(kid) => self.get(kid).ok_or(TokenError::UnknownKid)?,
-            None => self.only().ok_or(TokenError::MissingKid)?,
+            Some(kid) => self.find(kid).ok_or(TokenError::UnknownKid)?,
+            None => KeyRef::Local(self.only().ok_or(TokenError::MissingKid)?),
         };
         if header.alg != algorithm_name(key.algorithm) {
             return Err(TokenError::AlgorithmMismatch);
@@ -118,10 +118,45 @@ impl KeySet {
             &key.key,
             key.algorithm,
         ) {
-            Ok(true) => Ok((payload, key)),
+            Ok(true) => {
+                let binding = match &key {
+                    KeyRef::Remote(_, binding) => Some(*binding),
+                    KeyRef::Local(_) => self.local_binding(),
+                };
+                if let Some(binding) = binding {
+                    check_binding(&payload, binding)?;
+                }
+                Ok((payload, key))
+            }
             _ => Err(TokenError::BadSignature),
         }
     }
+}
+
+/// A token verified by an issuer's key must name that issuer and one of its audiences.
+fn check_binding(payload: &[u8], binding: &IssuerBinding) -> Result<(), TokenError> {
+    #[derive(Deserialize)]
+    struct Named {
+        #[serde(default)]
+        iss: Option<String>,
+        #[serde(default)]
+        aud: Option<Audience>,
+    }
+    let named: Named = serde_json::from_slice(payload).map_err(|_| TokenError::MalformedClaims)?;
+    if named.iss.as_deref() != Some(binding.issuer.as_str()) {
+        return Err(TokenError::WrongIssuer);
+    }
+    if !binding.audience.is_empty() {
+        let ok = match &named.aud {
+            Some(Audience::One(a)) => binding.audience.contains(a),
+            Some(Audience::Many(list)) => list.iter().any(|a| binding.audience.contains(a)),
+            None => false,
+        };
+        if !ok {
+            return Err(TokenError::WrongAudience);
+        }
+    }
+    Ok(())
 }
 
 /// The header fields we read; `deny_unknown_fields` is not used, extra fields are harmless.
@@ -197,6 +232,10 @@ pub struct Claims {
     pub aud: Option<Audience>,
     #[serde(default)]
     pub jti: Option<String>,
+    /// The session a token belongs to (portcullis's own tokens): revoking the session revokes
+    /// every token carrying it.
+    #[serde(default)]
+    pub sid: Option<String>,
 }
 
 /// What a token must satisfy besides its signature.

@@ -337,3 +337,43 @@ fn settings_carry_the_config_values() {
         (jwt.cache_ttl, jwt.cache_capacity)
     );
 }
+
+#[test]
+fn login_material_never_prints_its_secrets() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/keys");
+    let text = format!(
+        "server: {{http_listen: '127.0.0.1:9003'}}
+login:
+  public_url: https://auth.example.com
+  provider: {{client_id: web, client_secret_env: CLIENT_SECRET}}
+  token: {{issuer: https://auth.example.com, audience: apps}}
+  signing_keys: [{{public_key_file: {k}/es256.pub.pem, private_key_file: {k}/es256.key.pem}}]
+  redirects: {{domains: [example.com], default: 'https://app.example.com/'}}
+  state_secret_file: {d}/state
+",
+        k = keys.display(),
+        d = dir.path().display()
+    );
+    std::fs::write(
+        dir.path().join("state"),
+        "state-secret-hunter2-0123456789abcdef\n",
+    )
+    .expect("w");
+    let config =
+        crate::config::Config::from_yaml(std::path::Path::new("t"), &text).expect("parses");
+    let login = config.login.as_ref().expect("login");
+    let env = |k: &str| (k == "CLIENT_SECRET").then(|| "client-hunter2".to_owned());
+    let material = super::load_login(login, env).expect("loads");
+    assert_eq!(material.client_secret, "client-hunter2");
+    assert_eq!(material.keys.published.len(), 1);
+    let printed = format!("{material:?}");
+    assert!(!printed.contains("hunter2"), "{printed}");
+    // A short state secret is refused.
+    std::fs::write(dir.path().join("state"), "short\n").expect("w");
+    let err = super::load_login(login, env).expect_err("short");
+    assert!(err.to_string().contains("at least 32"), "{err}");
+    // An unset client-secret variable is named.
+    let err = super::load_login(login, |_| None).expect_err("unset");
+    assert!(err.to_string().contains("CLIENT_SECRET"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! memory for tests. Merging, validating and compiling policies and checking token limits are
 //! the caller's (`crate::manage`): a write takes a plan and runs it inside its transaction.
 
+mod login;
 mod memory;
 mod sql;
 
@@ -11,6 +12,7 @@ use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
 use crate::policy::{PolicyDocument, PolicyError, Subjects, TokenState, UserState};
 
+pub use login::{AccountLink, LinkOutcome, LoginStore, LoginUser, RefreshOutcome, SessionInfo};
 pub use memory::MemoryStore;
 pub use sql::{Dialect, SqlStore, CHANGE_CHANNEL};
 

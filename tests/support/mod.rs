@@ -6,6 +6,7 @@
 
 #[path = "../../examples/echo_upstream.rs"]
 mod echo_upstream;
+pub mod oidc;
 pub mod pg;
 
 use std::io::{BufRead, BufReader};
@@ -294,8 +295,23 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(portcullis: SocketAddr, upstream: SocketAddr) -> Self {
+        Self::start_with_login(portcullis, upstream, None).await
+    }
+
+    /// Like `start`, with the login routes pointed at portcullis's HTTP listener.
+    pub async fn start_with_login(
+        portcullis: SocketAddr,
+        upstream: SocketAddr,
+        login: Option<SocketAddr>,
+    ) -> Self {
         let shipped =
             std::fs::read_to_string(root().join("envoy/envoy.yaml")).expect("envoy/envoy.yaml");
+        let shipped = match login {
+            Some(addr) => {
+                shipped.replace("port_value: 9003", &format!("port_value: {}", addr.port()))
+            }
+            None => shipped,
+        };
         let replaced = shipped
             .replace("port_value: 9901", "port_value: 0")
             .replace("port_value: 10000", "port_value: 0")

@@ -48,6 +48,7 @@ fn jwt(sub: &str, roles: &[&str], iat: Option<i64>, jti: Option<&str>) -> Arc<Pr
         expires_at: UnixTime::from_secs(i64::MAX / 2),
         issued_at: iat.map(UnixTime::from_secs),
         jti: jti.map(str::to_owned),
+        sid: None,
     }))
 }
 

@@ -169,6 +169,7 @@ fn an_outside_providers_token_is_matched_by_its_verified_email() {
             expires_at: UnixTime::from_secs(i64::MAX / 2),
             issued_at: iat.map(UnixTime::from_secs),
             jti: None,
+            sid: None,
         }))
     };
     let by_email = |source| JwtSubjects {
@@ -259,4 +260,21 @@ fn an_outside_providers_token_is_matched_by_its_verified_email() {
         let d = decide_with(&snapshot(), method, "", "/r", Some(principal), rules);
         assert_eq!(outcome(&d).map(|_| ()), expected, "{name}");
     }
+}
+
+#[test]
+fn a_token_of_a_revoked_session_is_refused() {
+    // Logout revokes the session id; every token carrying it as `sid` is refused.
+    let with_sid = |sid: &str| {
+        let Principal::Jwt(mut caller) = (*jwt("1", &["admin"], None, Some("fresh"))).clone()
+        else {
+            unreachable!("jwt() builds a JWT caller")
+        };
+        caller.sid = Some(sid.to_owned());
+        Arc::new(Principal::Jwt(caller))
+    };
+    let revoked = decide("GET", "/r", Some(with_sid("gone")), PermissionSource::Token);
+    assert_eq!(outcome(&revoked), Err(Reason::InvalidToken));
+    let live = decide("GET", "/r", Some(with_sid("live")), PermissionSource::Token);
+    assert!(outcome(&live).is_ok());
 }

@@ -4,6 +4,7 @@
 //! Every write is one transaction that first takes the policy-version row lock, so concurrent
 //! writers serialize, and bumps the version (announced with `NOTIFY` on PostgreSQL).
 
+mod login;
 mod read;
 mod tokens;
 mod write;

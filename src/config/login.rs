@@ -1,0 +1,502 @@
+//! The `login` section: portcullis as the issuer of its own JWTs after a sign-in at an OpenID
+//! provider (Google by default). Which provider and client, which accounts may sign in, what
+//! the minted token and its cookie look like, where a browser may be sent back to, and the
+//! keys that sign. Checked by `validate_login` before any port is bound; secrets are read by
+//! the keyring, never printed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{ConfigError, JwtAlgorithm, Problem};
+
+/// Google's issuer, the default provider.
+pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+/// Google's tokeninfo endpoint: which client an access token was issued to.
+pub const GOOGLE_TOKENINFO_URL: &str = "https://oauth2.googleapis.com/tokeninfo";
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_JWKS_COOLDOWN: Duration = Duration::from_secs(30);
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a login may take at the provider (the life of the transaction cookie).
+pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
+/// A handoff code lives at most this long (and is used once).
+pub const HANDOFF_CODE_TTL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Where browsers reach portcullis's HTTP endpoints (through Envoy), e.g.
+    /// `https://auth.example.com`; the redirect URI is this plus `/auth/callback`.
+    pub public_url: String,
+    pub provider: ProviderConfig,
+    #[serde(default)]
+    pub accounts: AccountRules,
+    /// Roles a user gets when their first sign-in creates them.
+    #[serde(default)]
+    pub default_roles: Vec<String>,
+    pub token: MintConfig,
+    /// The first signs; the rest only verify, so keys can rotate. `kid` is the RFC 7638
+    /// thumbprint of the public key.
+    pub signing_keys: Vec<LoginKeyConfig>,
+    #[serde(default)]
+    pub cookie: CookieConfig,
+    pub redirects: RedirectConfig,
+    /// Encrypts the short-lived login transaction cookie (state, nonce, PKCE verifier): the
+    /// name of an environment variable holding at least 32 bytes.
+    #[serde(default)]
+    pub state_secret_env: Option<String>,
+    /// The same, from a file.
+    #[serde(default)]
+    pub state_secret_file: Option<PathBuf>,
+    /// Absolute lifetime of a session (and its refresh tokens).
+    #[serde(default = "session_lifetime", with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    #[serde(default = "login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// The OpenID issuer; its discovery document is `{issuer}/.well-known/openid-configuration`.
+    #[serde(default = "google_issuer")]
+    pub issuer: String,
+    /// The web client id (the code flow's); ID tokens for it are accepted.
+    pub client_id: String,
+    /// More client ids (Android, iOS) whose ID and access tokens may be exchanged.
+    #[serde(default)]
+    pub other_client_ids: Vec<String>,
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Where an access token's client is looked up (Google's tokeninfo shape: `aud`/`azp`).
+    /// Defaults to Google's for Google; without one, access tokens are not exchanged.
+    #[serde(default)]
+    pub tokeninfo_url: Option<String>,
+    #[serde(default = "scopes")]
+    pub scopes: Vec<String>,
+    /// Least time between two JWKS fetches caused by an unknown `kid`.
+    #[serde(default = "jwks_cooldown", with = "humantime_serde")]
+    pub jwks_cooldown: Duration,
+    #[serde(default = "fetch_timeout", with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountRules {
+    /// Google Workspace domain: the ID token's `hd` claim must equal it.
+    #[serde(default)]
+    pub hosted_domain: Option<String>,
+    /// When non-empty, the verified email's domain must be one of these (exactly).
+    #[serde(default)]
+    pub email_domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintConfig {
+    pub issuer: String,
+    pub audience: String,
+    #[serde(default = "token_lifetime", with = "humantime_serde")]
+    pub lifetime: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginKeyConfig {
+    #[serde(default = "es256")]
+    pub algorithm: JwtAlgorithm,
+    pub public_key_file: PathBuf,
+    /// Required for the first key (it signs).
+    #[serde(default)]
+    pub private_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CookieConfig {
+    /// The parent domain every app shares (`example.com`); unset: host-only cookie.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// `Secure`; only switch off for plain-HTTP tests on loopback.
+    #[serde(default = "yes")]
+    pub secure: bool,
+    /// `Max-Age`; defaults to the token lifetime.
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CookieConfig {
+    fn default() -> Self {
+        CookieConfig {
+            domain: None,
+            secure: true,
+            max_age: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// Exact origins (`https://app.example.com`, or `http://127.0.0.1:8080` for loopback).
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// Domains whose subdomains (and themselves) are allowed over https, matched on a dot
+    /// boundary: `example.com` allows `https://a.example.com`, never `example.com.evil.com`.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Where to go after login or logout when no target is given.
+    pub default: String,
+}
+
+fn google_issuer() -> String {
+    GOOGLE_ISSUER.to_owned()
+}
+fn scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
+}
+fn jwks_cooldown() -> Duration {
+    DEFAULT_JWKS_COOLDOWN
+}
+fn fetch_timeout() -> Duration {
+    DEFAULT_FETCH_TIMEOUT
+}
+fn token_lifetime() -> Duration {
+    DEFAULT_TOKEN_LIFETIME
+}
+fn session_lifetime() -> Duration {
+    DEFAULT_SESSION_LIFETIME
+}
+fn login_timeout() -> Duration {
+    DEFAULT_LOGIN_TIMEOUT
+}
+fn es256() -> JwtAlgorithm {
+    JwtAlgorithm::Es256
+}
+fn yes() -> bool {
+    true
+}
+
+impl ProviderConfig {
+    /// Every client id whose tokens may be exchanged, the web one first.
+    pub fn client_ids(&self) -> Vec<String> {
+        let mut ids = vec![self.client_id.clone()];
+        ids.extend(self.other_client_ids.iter().cloned());
+        ids
+    }
+
+    /// The configured tokeninfo URL, or Google's for Google.
+    pub fn tokeninfo(&self) -> Option<String> {
+        self.tokeninfo_url
+            .clone()
+            .or_else(|| (self.issuer == GOOGLE_ISSUER).then(|| GOOGLE_TOKENINFO_URL.to_owned()))
+    }
+}
+
+impl CookieConfig {
+    pub fn max_age(&self, token_lifetime: Duration) -> Duration {
+        self.max_age.unwrap_or(token_lifetime)
+    }
+}
+
+/// https, or http on a loopback host (tests and local development).
+pub fn is_acceptable_url(text: &str) -> bool {
+    match url::Url::parse(text) {
+        Ok(u) => match u.scheme() {
+            "https" => u.host().is_some(),
+            "http" => is_loopback(&u),
+            _ => false,
+        },
+        Err(_) => false,
+    }
+}
+
+pub fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn is_domain_name(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= 253
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+impl LoginConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field: &str, problem: Problem| ConfigError::Invalid {
+            field: format!("login.{field}"),
+            problem,
+        };
+        let url = |field: &str, value: &str| {
+            if is_acceptable_url(value) {
+                Ok(())
+            } else {
+                Err(invalid(field, Problem::NotHttpsUrl(value.to_owned())))
+            }
+        };
+        url("public_url", &self.public_url)?;
+        url("provider.issuer", &self.provider.issuer)?;
+        if let Some(t) = &self.provider.tokeninfo_url {
+            url("provider.tokeninfo_url", t)?;
+        }
+        url("redirects.default", &self.redirects.default)?;
+        if self.provider.client_id.trim().is_empty() {
+            return Err(invalid("provider.client_id", Problem::Empty));
+        }
+        if self.provider.client_secret_env.is_some() == self.provider.client_secret_file.is_some() {
+            return Err(invalid(
+                "provider",
+                Problem::ExactlyOne("client_secret_env", "client_secret_file"),
+            ));
+        }
+        if self.state_secret_env.is_some() == self.state_secret_file.is_some() {
+            return Err(invalid(
+                "",
+                Problem::ExactlyOne("state_secret_env", "state_secret_file"),
+            ));
+        }
+        if !self.provider.scopes.iter().any(|s| s == "openid") {
+            return Err(invalid("provider.scopes", Problem::MissingOpenidScope));
+        }
+        if self.provider.jwks_cooldown < Duration::from_secs(1) {
+            return Err(invalid("provider.jwks_cooldown", Problem::NotPositive));
+        }
+        if self.token.issuer.is_empty() {
+            return Err(invalid("token.issuer", Problem::Empty));
+        }
+        if self.token.audience.is_empty() {
+            return Err(invalid("token.audience", Problem::Empty));
+        }
+        if self.token.lifetime < Duration::from_secs(60) {
+            return Err(invalid("token.lifetime", Problem::TooShort("1m")));
+        }
+        if self.session_lifetime < self.token.lifetime {
+            return Err(invalid(
+                "session_lifetime",
+                Problem::TooShort("token.lifetime"),
+            ));
+        }
+        match self.signing_keys.first() {
+            None => return Err(invalid("signing_keys", Problem::Empty)),
+            Some(k) if k.private_key_file.is_none() => {
+                return Err(invalid(
+                    "signing_keys[0].private_key_file",
+                    Problem::Required,
+                ))
+            }
+            Some(_) => {}
+        }
+        for (i, k) in self.signing_keys.iter().enumerate() {
+            if matches!(
+                k.algorithm,
+                JwtAlgorithm::Hs256 | JwtAlgorithm::Hs384 | JwtAlgorithm::Hs512
+            ) {
+                return Err(invalid(
+                    &format!("signing_keys[{i}].algorithm"),
+                    Problem::SymmetricPublished,
+                ));
+            }
+        }
+        if let Some(d) = &self.cookie.domain {
+            if !is_domain_name(d) || !d.contains('.') {
+                return Err(invalid("cookie.domain", Problem::NotADomain(d.clone())));
+            }
+        }
+        if let Some(d) = &self.accounts.hosted_domain {
+            if !is_domain_name(d) {
+                return Err(invalid(
+                    "accounts.hosted_domain",
+                    Problem::NotADomain(d.clone()),
+                ));
+            }
+        }
+        for d in &self.accounts.email_domains {
+            if !is_domain_name(d) {
+                return Err(invalid(
+                    "accounts.email_domains",
+                    Problem::NotADomain(d.clone()),
+                ));
+            }
+        }
+        for d in &self.redirects.domains {
+            if !is_domain_name(d) || !d.contains('.') {
+                return Err(invalid("redirects.domains", Problem::NotADomain(d.clone())));
+            }
+        }
+        for o in &self.redirects.origins {
+            let ok = url::Url::parse(o)
+                .is_ok_and(|u| is_acceptable_url(o) && u.origin().ascii_serialization() == *o);
+            if !ok {
+                return Err(invalid(
+                    "redirects.origins",
+                    Problem::NotAnOrigin(o.clone()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    const VALID: &str = "server: {http_listen: '127.0.0.1:9003'}
+login:
+  public_url: https://auth.example.com
+  provider: {client_id: web.apps.googleusercontent.com, client_secret_env: GOOGLE_SECRET}
+  token: {issuer: https://auth.example.com, audience: apps}
+  signing_keys: [{public_key_file: k.pub, private_key_file: k.key}]
+  cookie: {domain: example.com}
+  redirects: {domains: [example.com], default: 'https://app.example.com/'}
+  state_secret_env: LOGIN_STATE_SECRET
+";
+
+    fn load(text: &str) -> Result<Config, String> {
+        let c = Config::from_yaml(Path::new("t"), text).map_err(|e| crate::error_chain(&e))?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn defaults_are_google_es256_and_a_secure_cookie() {
+        let c = load(VALID).expect("valid");
+        let login = c.login.as_ref().expect("login");
+        assert_eq!(login.provider.issuer, super::GOOGLE_ISSUER);
+        assert_eq!(
+            login.provider.tokeninfo().as_deref(),
+            Some(super::GOOGLE_TOKENINFO_URL)
+        );
+        assert_eq!(
+            login.signing_keys[0].algorithm,
+            crate::config::JwtAlgorithm::Es256
+        );
+        assert!(login.cookie.secure);
+        assert_eq!(login.token.lifetime, super::DEFAULT_TOKEN_LIFETIME);
+        // Check accepts what login mints: the login issuer and audience become the rules.
+        let jwt = c.effective_jwt();
+        assert_eq!(jwt.issuer.as_deref(), Some("https://auth.example.com"));
+        assert_eq!(jwt.audience, vec!["apps".to_owned()]);
+    }
+
+    #[test]
+    fn an_insecure_cookie_and_open_accounts_are_warned_about() {
+        let c = load(VALID).expect("valid");
+        let warnings = c.warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with("login.accounts")),
+            "{warnings:?}"
+        );
+        assert!(!warnings.iter().any(|w| w.contains("cookie.secure")));
+        let text = VALID
+            .replace(
+                "cookie: {domain: example.com}",
+                "cookie: {domain: example.com, secure: false}",
+            )
+            .replace(
+                "  state_secret_env",
+                "  accounts: {hosted_domain: example.com}\n  state_secret_env",
+            );
+        let warnings = load(&text).expect("valid").warnings();
+        assert!(
+            warnings.iter().any(|w| w.contains("cookie.secure")),
+            "{warnings:?}"
+        );
+        assert!(
+            !warnings.iter().any(|w| w.starts_with("login.accounts")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn bad_login_settings_are_one_line_errors_naming_the_field() {
+        let cases = [
+            (
+                "public_url: https://auth.example.com",
+                "public_url: http://auth.example.com",
+                "login.public_url",
+            ),
+            (
+                "client_secret_env: GOOGLE_SECRET}",
+                "client_secret_env: GOOGLE_SECRET, scopes: [email]}",
+                "must include openid",
+            ),
+            (
+                "client_secret_env: GOOGLE_SECRET}",
+                "client_secret_env: A, client_secret_file: f}",
+                "client_secret_env and client_secret_file",
+            ),
+            (
+                "state_secret_env: LOGIN_STATE_SECRET",
+                "colour: blue",
+                "unknown field",
+            ),
+            ("audience: apps}", "audience: ''}", "login.token.audience"),
+            (
+                "cookie: {domain: example.com}",
+                "cookie: {domain: .example.com}",
+                "login.cookie.domain",
+            ),
+            (
+                "domains: [example.com]",
+                "domains: [com]",
+                "login.redirects.domains",
+            ),
+            (
+                "domains: [example.com]",
+                "domains: [example.com], origins: ['https://a.example.com/path']",
+                "login.redirects.origins",
+            ),
+            (
+                "[{public_key_file: k.pub, private_key_file: k.key}]",
+                "[{public_key_file: k.pub}]",
+                "private_key_file",
+            ),
+            (
+                "[{public_key_file: k.pub, private_key_file: k.key}]",
+                "[{algorithm: HS256, public_key_file: k.pub, private_key_file: k.key}]",
+                "HMAC",
+            ),
+            (
+                "[{public_key_file: k.pub, private_key_file: k.key}]",
+                "[]",
+                "login.signing_keys",
+            ),
+            (
+                "server: {http_listen: '127.0.0.1:9003'}",
+                "server: {}",
+                "server.http_listen",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let text = VALID.replacen(from, to, 1);
+            assert_ne!(text, VALID, "{from} not found");
+            let err = load(&text).expect_err(to);
+            assert!(err.contains(expected), "{to}: {err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
+        let with_other_issuer = format!("{VALID}jwt: {{issuer: https://other.example.com}}\n");
+        let err = load(&with_other_issuer).expect_err("issuer");
+        assert!(err.contains("jwt.issuer"), "{err}");
+    }
+}

@@ -1,0 +1,281 @@
+//! Where a browser may be sent after login or logout: only to an allow-listed target, parsed
+//! once with a real URL parser and compared on the parsed origin. Exact origins, or domains
+//! matched on a dot boundary over https on the default port. Anything odd in the raw text
+//! (whitespace, controls, backslashes, encoded ones, userinfo) is refused before parsing.
+
+use url::{Host, Url};
+
+use crate::config::{is_loopback, RedirectConfig};
+
+/// Longest accepted target.
+pub const MAX_TARGET_LEN: usize = 2048;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RedirectError {
+    #[error("the redirect target is empty or too long")]
+    Length,
+    #[error("the redirect target contains whitespace, control characters or backslashes")]
+    ForbiddenCharacter,
+    #[error("the redirect target is not an absolute URL")]
+    NotAbsolute,
+    #[error("the redirect target's scheme is not https")]
+    Scheme,
+    #[error("the redirect target carries user information")]
+    UserInfo,
+    #[error("the redirect target is not on the allow-list")]
+    NotAllowed,
+}
+
+/// Where a checked target is, relative to the cookie domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Under the cookie domain: the cookie reaches it.
+    UnderCookieDomain(Url),
+    /// An allow-listed app elsewhere: it gets a one-time code for its origin.
+    Elsewhere { url: Url, origin: String },
+}
+
+impl Target {
+    pub fn url(&self) -> &Url {
+        match self {
+            Target::UnderCookieDomain(u) | Target::Elsewhere { url: u, .. } => u,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RedirectPolicy {
+    origins: Vec<String>,
+    domains: Vec<String>,
+    cookie_domain: Option<String>,
+    /// The origin portcullis itself is reached at (host-only cookie when no cookie domain).
+    own_origin: String,
+}
+
+/// `host` is `domain` or a subdomain of it (dot boundary).
+fn under(host: &str, domain: &str) -> bool {
+    host == domain
+        || (host.len() > domain.len()
+            && host.ends_with(domain)
+            && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+}
+
+/// Refuses raw whitespace, controls, backslashes and non-ASCII, and their percent-encodings
+/// (including UTF-8 encoded C1 controls and U+2028/U+2029).
+fn raw_text_is_clean(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    if bytes.iter().any(|&b| b <= 0x20 || b >= 0x7f || b == b'\\') {
+        return false;
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
+    if decoded
+        .iter()
+        .any(|&b| b <= 0x20 || b == 0x7f || b == b'\\')
+    {
+        return false;
+    }
+    match std::str::from_utf8(&decoded) {
+        Ok(text) => !text
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\u{2028}' || c == '\u{2029}'),
+        Err(_) => false,
+    }
+}
+
+impl RedirectPolicy {
+    pub fn new(config: &RedirectConfig, cookie_domain: Option<&str>, public_url: &Url) -> Self {
+        RedirectPolicy {
+            origins: config.origins.clone(),
+            domains: config.domains.clone(),
+            cookie_domain: cookie_domain.map(str::to_owned),
+            own_origin: public_url.origin().ascii_serialization(),
+        }
+    }
+
+    /// Checks a raw target and says where it is.
+    pub fn check(&self, raw: &str) -> Result<Target, RedirectError> {
+        if raw.is_empty() || raw.len() > MAX_TARGET_LEN {
+            return Err(RedirectError::Length);
+        }
+        if !raw_text_is_clean(raw) {
+            return Err(RedirectError::ForbiddenCharacter);
+        }
+        let url = Url::parse(raw).map_err(|_| RedirectError::NotAbsolute)?;
+        // The scheme as written must be lower-case https/http: `HTTPS:` is refused rather than
+        // trusted to be normalized the same way by every browser.
+        let written_scheme = raw.split(':').next().unwrap_or_default();
+        if !matches!(written_scheme, "https" | "http") {
+            return Err(RedirectError::Scheme);
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(RedirectError::UserInfo);
+        }
+        let origin = url.origin().ascii_serialization();
+        let exact = self.origins.contains(&origin) || origin == self.own_origin;
+        match url.scheme() {
+            "https" => {}
+            "http" if exact && is_loopback(&url) => {}
+            _ => return Err(RedirectError::Scheme),
+        }
+        let by_domain = match url.host() {
+            Some(Host::Domain(host)) => {
+                url.port().is_none() && self.domains.iter().any(|d| under(host, d))
+            }
+            _ => false,
+        };
+        if !(exact || by_domain) {
+            return Err(RedirectError::NotAllowed);
+        }
+        let under_cookie = match (&self.cookie_domain, url.host()) {
+            (Some(cd), Some(Host::Domain(host))) => under(host, cd),
+            (None, _) => origin == self.own_origin,
+            _ => false,
+        };
+        Ok(if under_cookie {
+            Target::UnderCookieDomain(url)
+        } else {
+            Target::Elsewhere { url, origin }
+        })
+    }
+
+    /// The origin of a checked URL if it is an allow-listed origin (for `redirect_uri` in a
+    /// code exchange, and `Origin` on logout).
+    pub fn allowed_origin(&self, raw: &str) -> Option<String> {
+        self.check(raw)
+            .ok()
+            .map(|t| t.url().origin().ascii_serialization())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RedirectPolicy {
+        let config = RedirectConfig {
+            origins: vec![
+                "https://partner.example.net".to_owned(),
+                "http://127.0.0.1:8080".to_owned(),
+            ],
+            domains: vec!["example.com".to_owned()],
+            default: "https://app.example.com/".to_owned(),
+        };
+        let public = Url::parse("https://auth.example.com").expect("url");
+        RedirectPolicy::new(&config, Some("example.com"), &public)
+    }
+
+    #[test]
+    fn open_redirect_table() {
+        use RedirectError::*;
+        let p = policy();
+        let allowed = [
+            "https://app.example.com/",
+            "https://app.example.com/dashboard?tab=1#top",
+            "https://example.com/",
+            "https://deep.sub.example.com/x",
+            "https://APP.Example.COM/x",
+            "https://partner.example.net/cb",
+            "https://partner.example.net:443/cb",
+            "http://127.0.0.1:8080/after",
+        ];
+        for raw in allowed {
+            assert!(
+                p.check(raw).is_ok(),
+                "{raw} should be allowed: {:?}",
+                p.check(raw)
+            );
+        }
+        let refused: &[(&str, RedirectError)] = &[
+            ("", Length),
+            ("//evil.com", NotAbsolute),
+            ("//evil.com/path", NotAbsolute),
+            ("/\\evil.com", ForbiddenCharacter),
+            ("\\\\evil.com", ForbiddenCharacter),
+            ("/path/only", NotAbsolute),
+            ("evil.com", NotAbsolute),
+            ("https://example.com.evil.com/", NotAllowed),
+            ("https://evil-example.com/", NotAllowed),
+            ("https://evilexample.com/", NotAllowed),
+            ("https://example.com@evil.com/", UserInfo),
+            ("https://user:pass@app.example.com/", UserInfo),
+            ("https://app.example.com@evil.com", UserInfo),
+            ("https://evil.com#@app.example.com", NotAllowed),
+            ("https://evil.com?@app.example.com", NotAllowed),
+            ("https://evil.com\\@app.example.com", ForbiddenCharacter),
+            ("https://app.example.com\\.evil.com", ForbiddenCharacter),
+            ("https:/\\evil.com", ForbiddenCharacter),
+            ("https:evil.com", NotAllowed),
+            ("https:///evil.com", NotAllowed),
+            (" https://app.example.com/", ForbiddenCharacter),
+            ("https://app.example.com/ x", ForbiddenCharacter),
+            ("https://app.example.com/\tx", ForbiddenCharacter),
+            ("https://app.example.com/%09x", ForbiddenCharacter),
+            (
+                "https://app.example.com/%0d%0aSet-Cookie:x",
+                ForbiddenCharacter,
+            ),
+            ("https://app.example.com/%00", ForbiddenCharacter),
+            ("https://app.example.com/%5cevil", ForbiddenCharacter),
+            ("https://app.example.com/%20", ForbiddenCharacter),
+            ("https://app.example.com/%C2%85", ForbiddenCharacter),
+            ("https://app.example.com/%E2%80%A8", ForbiddenCharacter),
+            ("https://app.example.com/%ff", ForbiddenCharacter),
+            ("javascript:alert(1)", Scheme),
+            ("JaVaScRiPt:alert(1)", Scheme),
+            (
+                "javascript://app.example.com/%0aalert(1)",
+                ForbiddenCharacter,
+            ),
+            ("javascript://app.example.com/", Scheme),
+            ("data:text/html,<script>alert(1)</script>", Scheme),
+            ("vbscript:msgbox(1)", Scheme),
+            ("HTTPS://app.example.com/", Scheme),
+            ("Https://app.example.com/", Scheme),
+            ("http://app.example.com/", Scheme),
+            ("ftp://app.example.com/", Scheme),
+            ("https://app.example.com:8443/", NotAllowed),
+            ("https://app.example.com:443@evil.com/", UserInfo),
+            ("https://partner.example.net:8443/", NotAllowed),
+            ("http://127.0.0.1:8081/", Scheme),
+            ("http://127.0.0.1/", Scheme),
+            ("http://localhost:8080/", Scheme),
+            ("https://127.0.0.1:8080/", NotAllowed),
+            ("https://xn--exmple-cua.com/", NotAllowed),
+            ("https://exämple.com/", ForbiddenCharacter),
+            ("https://app.exаmple.com/", ForbiddenCharacter),
+            ("https://app.example.com。evil.com/", ForbiddenCharacter),
+            ("https://[::1]/", NotAllowed),
+            ("https://0x7f.0.0.1/", NotAllowed),
+            ("https://app.example.com.", NotAllowed),
+            ("https://sub.partner.example.net/", NotAllowed),
+        ];
+        for (raw, expected) in refused {
+            assert_eq!(p.check(raw).map(|_| ()), Err(*expected), "{raw:?}");
+        }
+        assert!(allowed.len() + refused.len() >= 40);
+    }
+
+    #[test]
+    fn cookie_domain_decides_between_cookie_and_code() {
+        let p = policy();
+        assert!(matches!(
+            p.check("https://app.example.com/x"),
+            Ok(Target::UnderCookieDomain(_))
+        ));
+        match p.check("https://partner.example.net/cb") {
+            Ok(Target::Elsewhere { origin, .. }) => {
+                assert_eq!(origin, "https://partner.example.net");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn domains_match_on_a_dot_boundary_only() {
+        assert!(under("a.example.com", "example.com"));
+        assert!(under("example.com", "example.com"));
+        assert!(!under("aexample.com", "example.com"));
+        assert!(!under("example.com.evil.com", "example.com"));
+        assert!(!under("com", "example.com"));
+    }
+}
