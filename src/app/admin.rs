@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::metrics::{self, Metrics};
 use super::reload::ReloadStatus;
 use super::LogDrops;
 use crate::login::LoginService;
@@ -31,17 +32,31 @@ impl ReloadStatus {
     }
 }
 
-/// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`.
+/// What the admin endpoint reports from.
+pub(super) struct Admin {
+    pub status: Arc<Mutex<ReloadStatus>>,
+    pub login: Option<Arc<LoginService>>,
+    pub issuers_ready: Vec<Arc<std::sync::atomic::AtomicBool>>,
+    pub log_drops: LogDrops,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`,
+/// `/metrics` (Prometheus, OpenMetrics text).
 pub(super) async fn serve_admin(
     listener: TcpListener,
-    status: Arc<Mutex<ReloadStatus>>,
-    login: Option<Arc<LoginService>>,
-    issuers_ready: Vec<Arc<std::sync::atomic::AtomicBool>>,
-    log_drops: LogDrops,
+    admin: Admin,
     mut stop: watch::Receiver<bool>,
 ) {
     use axum::http::StatusCode;
     use axum::routing::get;
+    let Admin {
+        status,
+        login,
+        issuers_ready,
+        log_drops,
+        metrics,
+    } = admin;
     let for_status = status.clone();
     let for_status_login = login.clone();
     let app = axum::Router::new()
@@ -82,7 +97,19 @@ pub(super) async fn serve_admin(
                 }
             }),
         )
-        .route("/live", get(|| async { "live\n" }));
+        .route("/live", get(|| async { "live\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+                        body,
+                    )
+                }
+            }),
+        );
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };

@@ -3,10 +3,12 @@
 //! (`usage`), and shuts down gracefully. No rules live here.
 
 mod admin;
+mod metrics;
 mod reload;
 mod remote_keys;
 mod usage;
 
+pub use metrics::Metrics;
 pub use reload::{next_snapshot, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
 
 use std::future::Future;
@@ -267,21 +269,33 @@ impl Server {
             }
             None => None,
         };
-        let admin = match self.admin_listener {
-            Some(listener) => {
+        // Metrics live where they are served: on the admin endpoint, when there is one.
+        let metrics = self.admin_listener.as_ref().map(|_| {
+            Arc::new(Metrics::new(metrics::Sources {
+                identify: self.identifier.counts(),
+                status: status.clone(),
+                log_drops: self.log_drops.clone(),
+                login: login_service.clone(),
+            }))
+        });
+        let admin = match (self.admin_listener, &metrics) {
+            (Some(listener), Some(metrics)) => {
                 if let Ok(admin_addr) = listener.local_addr() {
                     tracing::info!(%admin_addr, "serving admin endpoint");
                 }
                 Some(tokio::spawn(admin::serve_admin(
                     listener,
-                    status,
-                    login_service,
-                    issuers_ready,
-                    self.log_drops.clone(),
+                    admin::Admin {
+                        status,
+                        login: login_service,
+                        issuers_ready,
+                        log_drops: self.log_drops.clone(),
+                        metrics: metrics.clone(),
+                    },
                     stop_rx.clone(),
                 )))
             }
-            None => None,
+            _ => None,
         };
         let usage_writer = tokio::spawn(usage::write_token_use(
             shared,
@@ -295,7 +309,10 @@ impl Server {
             let _ = drain_rx.wait_for(|stop| *stop).await;
         };
         let grace = self.shutdown_grace;
-        let service = CheckService::new(self.authorizer.clone());
+        let mut service = CheckService::new(self.authorizer.clone());
+        if let Some(metrics) = metrics {
+            service = service.with_observer(metrics);
+        }
         tracing::info!(%addr, "serving ext_authz and health");
         let server = tonic::transport::Server::builder()
             // Overload is refused at once (RESOURCE_EXHAUSTED; Envoy answers its

@@ -19,6 +19,9 @@ use crate::store::{Change, ChangeFeed, PolicyStore, StoreError};
 
 /// Longest pause between attempts while the store is unreachable.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
+/// The first retry after a failed refresh; each next one waits twice as long, up to
+/// `MAX_RETRY_WAIT`, whatever the reload interval.
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(250);
 
 /// The gRPC service name health is reported under (besides the overall "").
 pub const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
@@ -37,6 +40,13 @@ pub struct ReloadStatus {
     pub(super) loaded_at: Option<SystemTime>,
     pub(super) store_reachable: bool,
     pub(super) last_error: Option<String>,
+    /// When a refresh last reached the store.
+    pub(super) reachable_at: Option<SystemTime>,
+    /// Refreshes that reached the store, and those that failed.
+    pub(super) refreshes: u64,
+    pub(super) refresh_failures: u64,
+    /// How long the last refresh that loaded a snapshot took, seconds.
+    pub(super) last_load_seconds: Option<f64>,
 }
 
 /// The reloader and everything it updates.
@@ -56,6 +66,7 @@ impl Reloader {
         let mut feed: Option<Box<dyn ChangeFeed>> = None;
         let mut wait = self.interval;
         loop {
+            let started = std::time::Instant::now();
             match self.refresh().await {
                 Ok(loaded) => {
                     if let Some(version) = loaded {
@@ -70,9 +81,12 @@ impl Reloader {
                     if let Ok(mut s) = self.status.lock() {
                         s.store_reachable = true;
                         s.last_error = None;
+                        s.reachable_at = Some(SystemTime::now());
+                        s.refreshes += 1;
                         if let Some(version) = loaded {
                             s.version = Some(version);
                             s.loaded_at = Some(SystemTime::now());
+                            s.last_load_seconds = Some(started.elapsed().as_secs_f64());
                         }
                     }
                 }
@@ -88,11 +102,17 @@ impl Reloader {
                         }
                         Some(_) => {}
                     }
+                    // Backoff from a short first retry, never longer than MAX_RETRY_WAIT: a
+                    // long reload interval must not delay noticing the store is back.
+                    wait = match failing {
+                        None => FIRST_RETRY_WAIT,
+                        Some(_) => (wait * 2).min(MAX_RETRY_WAIT),
+                    };
                     failing = Some(message.clone());
-                    wait = (wait * 2).min(MAX_RETRY_WAIT.max(self.interval));
                     if let Ok(mut s) = self.status.lock() {
                         s.store_reachable = false;
                         s.last_error = Some(message);
+                        s.refresh_failures += 1;
                     }
                 }
             }
@@ -241,6 +261,51 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "never reloaded");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// A store that is down at start is retried with backoff up to MAX_RETRY_WAIT, not at
+    /// the reload interval: with an interval of an hour, the snapshot still loads within a
+    /// few retries of the store coming back. Counts refreshes and failures for the metrics.
+    #[tokio::test]
+    async fn a_store_down_at_start_is_retried_with_backoff_not_the_interval() {
+        let store = MemoryStore::new();
+        let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
+        manage::apply(&store, &doc, false, false)
+            .await
+            .expect("applies");
+        store.set_unreachable(true);
+        let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
+        let status = Arc::new(Mutex::new(ReloadStatus::default()));
+        let (health, _service) = tonic_health::server::health_reporter();
+        let reloader = Reloader {
+            store: Arc::new(store.clone()),
+            snapshot: handle.clone(),
+            api_tokens: identifier().api_token_cache(),
+            health,
+            status: status.clone(),
+            interval: Duration::from_secs(3600),
+        };
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(reloader.run(stop_rx));
+        // Failing refreshes: 0, 0.25, 0.75, 1.75 s ...
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while status.lock().expect("status").refresh_failures < 3 {
+            assert!(tokio::time::Instant::now() < deadline, "no retries");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(handle.load().is_none());
+        assert!(!status.lock().expect("status").store_reachable);
+        store.set_unreachable(false);
+        // The next retry is at most MAX_RETRY_WAIT away; `serving` gives up after 10 s,
+        // where the reload interval would wait an hour.
+        serving(&handle, |s| s.version() == 1).await;
+        {
+            let s = status.lock().expect("status");
+            assert!(s.store_reachable && s.refreshes >= 1 && s.reachable_at.is_some());
+            assert!(s.last_load_seconds.is_some());
+        }
+        stop_tx.send(true).expect("stop");
+        task.await.expect("reloader stops");
     }
 
     #[tokio::test]

@@ -9,14 +9,14 @@ mod server;
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
 use moka::sync::Cache;
 use prost::bytes::Bytes;
 use prost::Message;
 
-use crate::authz::{Allow, Authorizer, Decision, DecisionIds, DenyCause};
+use crate::authz::{AccessRequest, Allow, Authorizer, Decision, DecisionIds, DenyCause};
 use crate::identity::Principal;
 
 pub use convert::{access_request, check_response, identity_part, request_part};
@@ -41,10 +41,16 @@ struct RenderedIdentity {
     _principal: Option<Arc<Principal>>,
 }
 
+/// Sees every decision the service answers, with the time it took (the metrics).
+pub trait DecisionObserver: Send + Sync {
+    fn observe(&self, decision: &Decision, elapsed: Duration);
+}
+
 /// Serves Check for Envoy's ext_authz filter.
 pub struct CheckService {
     authorizer: Arc<Authorizer>,
     ids: DecisionIds,
+    observer: Option<Arc<dyn DecisionObserver>>,
     /// (principal's address or 0 for anonymous, snapshot serial) -> its identity part. A
     /// principal is one verified token (the identifier caches it by the token's digest), and
     /// a snapshot fixes the roles and permissions it holds: the same key, the same part.
@@ -56,6 +62,7 @@ impl CheckService {
         CheckService {
             authorizer,
             ids: DecisionIds::new(),
+            observer: None,
             rendered: Cache::builder()
                 .max_capacity(RENDERED_CAPACITY_BYTES)
                 .weigher(|_, v: &RenderedIdentity| {
@@ -66,22 +73,37 @@ impl CheckService {
         }
     }
 
+    /// Tells `observer` of every decision from now on.
+    pub fn with_observer(mut self, observer: Arc<dyn DecisionObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     /// Decides one request, as the server sends it: an allow's identity part comes encoded
     /// from the cache, the rest is built for this request.
     pub async fn answer(&self, request: &CheckRequest) -> Answer {
+        let started = Instant::now();
         let decision_id = self.ids.next();
         let access = convert::access_request(request);
         let decision = self.authorizer.decide(&access).await;
         log_decision(&decision, &access, &decision_id);
-        match &decision {
+        let answer = self.render(&decision, &access, &decision_id);
+        if let Some(observer) = &self.observer {
+            observer.observe(&decision, started.elapsed());
+        }
+        answer
+    }
+
+    fn render(&self, decision: &Decision, access: &AccessRequest<'_>, decision_id: &str) -> Answer {
+        match decision {
             Decision::Allow(allow) => {
                 let identity = self.identity_of(allow);
                 Answer {
                     encoded: identity.encoded,
-                    rest: convert::request_part(allow, &access, &decision_id, &identity.names),
+                    rest: convert::request_part(allow, access, decision_id, &identity.names),
                 }
             }
-            Decision::Deny(_) => convert::check_response(&decision, &access, &decision_id).into(),
+            Decision::Deny(_) => convert::check_response(decision, access, decision_id).into(),
         }
     }
 

@@ -3,6 +3,7 @@
 //! its token. API tokens are resolved from the snapshot the request is decided against (never
 //! a store); their identities are cached per snapshot version.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use moka::sync::Cache;
 use tokio::sync::mpsc;
 
 use super::api_token::{self, TokenRecord};
-use super::credential::{self, Presented};
+use super::credential::{self, Presented, Source};
 use super::keys::KeySet;
 use super::principal::{Principal, UnixTime};
 use super::settings::{ApiTokenSettings, JwtSettings};
@@ -98,6 +99,27 @@ pub enum Identified {
     ApiToken(TokenDigest),
 }
 
+/// What the identifier has seen since it started, for the metrics endpoint: the credentials
+/// presented, by kind, and how often each cache answered. Relaxed counters, never a label of
+/// who or which token.
+#[derive(Debug, Default)]
+pub struct IdentifyCounts {
+    pub no_credential: AtomicU64,
+    pub jwt_header: AtomicU64,
+    pub jwt_cookie: AtomicU64,
+    pub api_token: AtomicU64,
+    /// A credential refused before it was read (two at once, a malformed header).
+    pub refused: AtomicU64,
+    pub jwt_cache_hits: AtomicU64,
+    pub jwt_cache_misses: AtomicU64,
+    pub api_token_cache_hits: AtomicU64,
+    pub api_token_cache_misses: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Verifies credentials into principals, with caches of verified tokens.
 pub struct Identifier {
     keys: KeySet,
@@ -107,6 +129,7 @@ pub struct Identifier {
     pub(super) cache: Cache<TokenDigest, Arc<Principal>>,
     api_tokens: Arc<ApiTokenCache>,
     usage: Option<mpsc::Sender<(String, i64)>>,
+    counts: Arc<IdentifyCounts>,
 }
 
 impl std::fmt::Debug for Identifier {
@@ -152,12 +175,18 @@ impl Identifier {
             cache,
             api_tokens: Arc::new(ApiTokenCache::new(cache_capacity, &api)),
             usage: None,
+            counts: Arc::default(),
         }
     }
 
     /// Where token uses are reported (`(token id, unix seconds)`), for batched last-used writes.
     pub fn report_usage_to(&mut self, sink: mpsc::Sender<(String, i64)>) {
         self.usage = Some(sink);
+    }
+
+    /// The counters of what this identifier has seen (credentials, cache answers).
+    pub fn counts(&self) -> Arc<IdentifyCounts> {
+        self.counts.clone()
     }
 
     pub fn keys(&self) -> &KeySet {
@@ -178,10 +207,12 @@ impl Identifier {
             if p.expires_at()
                 .is_none_or(|e| now <= e.plus(self.rules.leeway))
             {
+                count(&self.counts.jwt_cache_hits);
                 return Ok(p);
             }
             self.cache.invalidate(&key);
         }
+        count(&self.counts.jwt_cache_misses);
         let (payload, _key) = self.keys.verify_signature(token)?;
         let claims = self.rules.check(&payload, now)?;
         let principal = Arc::new(Principal::from_claims(claims)?);
@@ -201,8 +232,12 @@ impl Identifier {
     ) -> Result<Arc<Principal>, TokenError> {
         let now = UnixTime::now().ok_or(TokenError::ClockUnavailable)?;
         let principal = match self.api_tokens.entries.get(digest) {
-            Some((at, p)) if at == version => p,
+            Some((at, p)) if at == version => {
+                count(&self.counts.api_token_cache_hits);
+                p
+            }
             _ => {
+                count(&self.counts.api_token_cache_misses);
                 let record = lookup(digest)
                     .filter(|r| r.digest_matches(digest))
                     .ok_or(TokenError::UnknownApiToken)?;
@@ -229,7 +264,18 @@ impl Identifier {
         &self,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Identified, IdentityError> {
-        match credential::extract(headers, &self.cookie_name, &self.token_header)? {
+        let presented = credential::extract(headers, &self.cookie_name, &self.token_header)
+            .inspect_err(|_| count(&self.counts.refused))?;
+        match presented {
+            Presented::Nothing => count(&self.counts.no_credential),
+            Presented::Jwt {
+                source: Source::Cookie,
+                ..
+            } => count(&self.counts.jwt_cookie),
+            Presented::Jwt { .. } => count(&self.counts.jwt_header),
+            Presented::ApiToken { .. } => count(&self.counts.api_token),
+        }
+        match presented {
             Presented::Nothing => Ok(Identified::Nobody),
             Presented::Jwt { token, .. } => Ok(Identified::Caller(self.verify_jwt(token)?)),
             Presented::ApiToken { token, .. } => {

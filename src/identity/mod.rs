@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 
 pub use api_token::{FormatError, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
-pub use identifier::{ApiTokenCache, Identified, Identifier};
+pub use identifier::{ApiTokenCache, Identified, Identifier, IdentifyCounts};
 pub use jwk::{JwkError, JwkSetError};
 pub use keys::{IssuerBinding, KeyError, KeyRef, KeySet, RemoteKeys, SigningKey, VerifyingKey};
 pub use principal::{
