@@ -130,6 +130,7 @@ async fn counters_after_a_known_sequence_through_envoy() {
     );
     assert!(after["portcullis_reloads_total"] >= 1.0);
     assert_eq!(after["portcullis_reload_failures_total"], 0.0);
+    every_shipped_query_names_a_served_metric(&after);
     // Bounded labels only: no token, email, path or host anywhere in the output.
     for secret in [
         ada.as_str(),
@@ -140,4 +141,47 @@ async fn counters_after_a_known_sequence_through_envoy() {
     ] {
         assert!(!text.contains(secret), "{secret} in /metrics");
     }
+}
+
+/// The alert rules and the Grafana dashboard under `examples/monitoring/` parse, and every
+/// `portcullis_*` series they query is one the server serves.
+fn every_shipped_query_names_a_served_metric(served: &BTreeMap<String, f64>) {
+    let served: std::collections::BTreeSet<&str> = served
+        .keys()
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    let dir = support::root().join("examples/monitoring");
+    let alerts = std::fs::read_to_string(dir.join("alerts.yaml")).unwrap();
+    let rules: serde_json::Value = serde_norway::from_str(&alerts).unwrap();
+    let mut queries: Vec<String> = rules["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        queries.len() >= 3,
+        "snapshot stale, deny spike, store unreachable"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            queries.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    let name = regex::Regex::new(r"portcullis_[a-z_]+").unwrap();
+    let mut checked = 0;
+    for query in &queries {
+        for m in name.find_iter(query) {
+            assert!(
+                served.contains(m.as_str()),
+                "{} (in {query:?}) is not served",
+                m.as_str()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "{checked} metric references");
 }

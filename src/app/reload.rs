@@ -263,28 +263,33 @@ mod tests {
         }
     }
 
-    /// A store that is down at start is retried with backoff up to MAX_RETRY_WAIT, not at
-    /// the reload interval: with an interval of an hour, the snapshot still loads within a
-    /// few retries of the store coming back. Counts refreshes and failures for the metrics.
-    #[tokio::test]
-    async fn a_store_down_at_start_is_retried_with_backoff_not_the_interval() {
+    /// A reloader over an in-memory store holding POLICY, polling once an hour.
+    async fn example_reloader() -> (MemoryStore, Reloader) {
         let store = MemoryStore::new();
         let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
         manage::apply(&store, &doc, false, false)
             .await
             .expect("applies");
-        store.set_unreachable(true);
-        let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
-        let status = Arc::new(Mutex::new(ReloadStatus::default()));
         let (health, _service) = tonic_health::server::health_reporter();
         let reloader = Reloader {
             store: Arc::new(store.clone()),
-            snapshot: handle.clone(),
+            snapshot: Arc::new(ArcSwapOption::empty()),
             api_tokens: identifier().api_token_cache(),
             health,
-            status: status.clone(),
+            status: Arc::new(Mutex::new(ReloadStatus::default())),
             interval: Duration::from_secs(3600),
         };
+        (store, reloader)
+    }
+
+    /// A store that is down at start is retried with backoff up to MAX_RETRY_WAIT, not at
+    /// the reload interval: with an interval of an hour, the snapshot still loads within a
+    /// few retries of the store coming back. Counts refreshes and failures for the metrics.
+    #[tokio::test]
+    async fn a_store_down_at_start_is_retried_with_backoff_not_the_interval() {
+        let (store, reloader) = example_reloader().await;
+        store.set_unreachable(true);
+        let (handle, status) = (reloader.snapshot.clone(), reloader.status.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(reloader.run(stop_rx));
         // Failing refreshes: 0, 0.25, 0.75, 1.75 s ...
@@ -310,23 +315,9 @@ mod tests {
 
     #[tokio::test]
     async fn announced_changes_reload_and_a_broken_policy_keeps_the_last_good_one() {
-        let store = MemoryStore::new();
-        let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
-        manage::apply(&store, &doc, false, false)
-            .await
-            .expect("applies");
-        let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
-        let status = Arc::new(Mutex::new(ReloadStatus::default()));
-        let (health, _service) = tonic_health::server::health_reporter();
-        let reloader = Reloader {
-            store: Arc::new(store.clone()),
-            snapshot: handle.clone(),
-            api_tokens: identifier().api_token_cache(),
-            health,
-            status: status.clone(),
-            // Polling never fires here: only announcements can reload.
-            interval: Duration::from_secs(3600),
-        };
+        // Polling never fires here (an hour): only announcements can reload.
+        let (store, reloader) = example_reloader().await;
+        let (handle, status) = (reloader.snapshot.clone(), reloader.status.clone());
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(reloader.run(stop_rx));
         serving(&handle, |s| s.version() == 1).await;
