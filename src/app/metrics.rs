@@ -6,7 +6,7 @@
 //! kinds, cache names. Never a user, token, path or host.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -16,10 +16,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use super::decisions::DecisionLog;
 use super::reload::ReloadStatus;
 use super::LogDrops;
 use crate::authz::Decision;
-use crate::grpc::DecisionObserver;
+use crate::grpc::{DecisionObserver, Observed};
 use crate::identity::IdentifyCounts;
 use crate::login::LoginService;
 
@@ -51,6 +52,7 @@ pub struct Sources {
     pub status: Arc<Mutex<ReloadStatus>>,
     pub log_drops: LogDrops,
     pub login: Option<Arc<LoginService>>,
+    pub decision_log: Option<Arc<DecisionLog>>,
 }
 
 impl Metrics {
@@ -87,8 +89,8 @@ impl Metrics {
 }
 
 impl DecisionObserver for Metrics {
-    fn observe(&self, decision: &Decision, elapsed: Duration) {
-        let labels = match decision {
+    fn observe(&self, observed: &Observed<'_>) {
+        let labels = match observed.decision {
             Decision::Allow(_) => DecisionLabels {
                 outcome: "allow",
                 reason: "",
@@ -99,7 +101,7 @@ impl DecisionObserver for Metrics {
             },
         };
         self.decisions.get_or_create(&labels).inc();
-        self.check_seconds.observe(elapsed.as_secs_f64());
+        self.check_seconds.observe(observed.elapsed.as_secs_f64());
     }
 }
 
@@ -278,6 +280,14 @@ impl Collector for State {
             "Log lines dropped because the log writer was behind",
             u64::try_from(self.0.log_drops.count()).unwrap_or(u64::MAX),
         )?;
+        if let Some(log) = &self.0.decision_log {
+            counter(
+                &mut encoder,
+                "decision_events_dropped",
+                "Decision-log events dropped (deny limit reached, or the writer behind)",
+                log.dropped(),
+            )?;
+        }
         if let Some(provider) = self.0.login.as_ref().and_then(|l| l.provider()) {
             counter(
                 &mut encoder,

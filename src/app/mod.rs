@@ -3,11 +3,13 @@
 //! (`usage`), and shuts down gracefully. No rules live here.
 
 mod admin;
+mod decisions;
 mod metrics;
 mod reload;
 mod remote_keys;
 mod usage;
 
+pub use decisions::{DecisionLog, DecisionWriter};
 pub use metrics::Metrics;
 pub use reload::{next_snapshot, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
 
@@ -105,6 +107,8 @@ pub struct Server {
     max_concurrent_checks: usize,
     http2_keepalive: Duration,
     log_drops: LogDrops,
+    /// The decision log and its writer, when `log.decisions.output` is not `off`.
+    decisions: Option<(Arc<DecisionLog>, DecisionWriter)>,
 }
 
 /// How many log lines the non-blocking writer has dropped because stderr was too slow.
@@ -192,6 +196,7 @@ impl Server {
             max_concurrent_checks: config.server.max_concurrent_checks,
             http2_keepalive: config.server.http2_keepalive,
             log_drops: LogDrops::default(),
+            decisions: decisions::decision_log(&config.log.decisions),
         })
     }
 
@@ -276,6 +281,7 @@ impl Server {
                 status: status.clone(),
                 log_drops: self.log_drops.clone(),
                 login: login_service.clone(),
+                decision_log: self.decisions.as_ref().map(|(log, _)| log.clone()),
             }))
         });
         let admin = match (self.admin_listener, &metrics) {
@@ -313,6 +319,13 @@ impl Server {
         if let Some(metrics) = metrics {
             service = service.with_observer(metrics);
         }
+        let decision_writer = match self.decisions {
+            Some((log, writer)) => {
+                service = service.with_observer(log);
+                Some(tokio::spawn(writer.run(stop_rx.clone())))
+            }
+            None => None,
+        };
         tracing::info!(%addr, "serving ext_authz and health");
         let server = tonic::transport::Server::builder()
             // Overload is refused at once (RESOURCE_EXHAUSTED; Envoy answers its
@@ -345,6 +358,9 @@ impl Server {
             }
         }
         let _ = reloader.await;
+        if let Some(writer) = decision_writer {
+            let _ = writer.await;
+        }
         let _ = usage_writer.await;
         if let Some(admin) = admin {
             let _ = admin.await;

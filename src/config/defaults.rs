@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{
-    ApiTokenConfig, DatabaseConfig, JwtConfig, LogConfig, LogFormat, PermissionSource, Secret,
-    ServerConfig, SubjectClaim,
+    ApiTokenConfig, DatabaseConfig, DecisionLogConfig, JwtConfig, LogConfig, LogFormat,
+    PermissionSource, Secret, ServerConfig, SubjectClaim,
 };
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -157,6 +157,30 @@ impl Default for LogConfig {
         LogConfig {
             format: LogFormat::Text,
             level: log_level(),
+            decisions: DecisionLogConfig::default(),
+        }
+    }
+}
+
+pub(super) fn decision_log_output() -> String {
+    "off".to_owned()
+}
+
+pub(super) fn decision_log_allow_sample() -> f64 {
+    1.0
+}
+
+pub(super) fn decision_log_deny_limit() -> u32 {
+    100
+}
+
+impl Default for DecisionLogConfig {
+    fn default() -> Self {
+        DecisionLogConfig {
+            output: decision_log_output(),
+            allow_sample: decision_log_allow_sample(),
+            deny_limit_per_second: decision_log_deny_limit(),
+            include_query: false,
         }
     }
 }

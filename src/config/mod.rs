@@ -75,6 +75,8 @@ pub enum Problem {
     CacheTtlsNotPositive,
     #[error("must not be empty")]
     Empty,
+    #[error("must be between 0 and 1")]
+    NotAFraction,
     #[error("{0:?} is listed twice")]
     ListedTwice(String),
     #[error("{0:?} must be an https URL (http only on loopback)")]
@@ -318,6 +320,27 @@ pub struct LogConfig {
     /// A tracing filter, e.g. `info` or `portcullis=debug`.
     #[serde(default = "defaults::log_level")]
     pub level: String,
+    /// The decision log: one JSON event per decision (`log.decisions`).
+    #[serde(default)]
+    pub decisions: DecisionLogConfig,
+}
+
+/// `log.decisions`: where decision events go and how many.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionLogConfig {
+    /// `off` (the default), `stdout`, or a file path (appended to).
+    #[serde(default = "defaults::decision_log_output")]
+    pub output: String,
+    /// The fraction of allows logged, 0 to 1 (denies are always logged, up to the limit).
+    #[serde(default = "defaults::decision_log_allow_sample")]
+    pub allow_sample: f64,
+    /// Most deny events a second; more are dropped and counted.
+    #[serde(default = "defaults::decision_log_deny_limit")]
+    pub deny_limit_per_second: u32,
+    /// Keep the query string of the path (off by default: queries carry tokens and PII).
+    #[serde(default)]
+    pub include_query: bool,
 }
 
 /// A value that must never be printed: `Debug` shows `**redacted**`.

@@ -129,6 +129,13 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(invalid("log.level", Problem::Empty));
         }
+        let decisions = &self.log.decisions;
+        if decisions.output.trim().is_empty() {
+            return Err(invalid("log.decisions.output", Problem::Empty));
+        }
+        if !(0.0..=1.0).contains(&decisions.allow_sample) {
+            return Err(invalid("log.decisions.allow_sample", Problem::NotAFraction));
+        }
         for (i, issuer) in self.jwt.issuers.iter().enumerate() {
             let field = |f: &str| format!("jwt.issuers[{i}].{f}");
             if issuer.issuer.is_empty() {

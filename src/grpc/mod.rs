@@ -41,16 +41,26 @@ struct RenderedIdentity {
     _principal: Option<Arc<Principal>>,
 }
 
-/// Sees every decision the service answers, with the time it took (the metrics).
+/// One answered decision, as observers see it after the answer is built.
+pub struct Observed<'a> {
+    pub decision: &'a Decision,
+    pub request: &'a AccessRequest<'a>,
+    /// The id in the deny body, in `x-auth-decision-id` and in the decision log.
+    pub decision_id: &'a str,
+    pub elapsed: Duration,
+}
+
+/// Sees every decision the service answers (the metrics, the decision log). Called on the
+/// request path: an observer does its slow work elsewhere.
 pub trait DecisionObserver: Send + Sync {
-    fn observe(&self, decision: &Decision, elapsed: Duration);
+    fn observe(&self, observed: &Observed<'_>);
 }
 
 /// Serves Check for Envoy's ext_authz filter.
 pub struct CheckService {
     authorizer: Arc<Authorizer>,
     ids: DecisionIds,
-    observer: Option<Arc<dyn DecisionObserver>>,
+    observers: Vec<Arc<dyn DecisionObserver>>,
     /// (principal's address or 0 for anonymous, snapshot serial) -> its identity part. A
     /// principal is one verified token (the identifier caches it by the token's digest), and
     /// a snapshot fixes the roles and permissions it holds: the same key, the same part.
@@ -62,7 +72,7 @@ impl CheckService {
         CheckService {
             authorizer,
             ids: DecisionIds::new(),
-            observer: None,
+            observers: Vec::new(),
             rendered: Cache::builder()
                 .max_capacity(RENDERED_CAPACITY_BYTES)
                 .weigher(|_, v: &RenderedIdentity| {
@@ -73,9 +83,9 @@ impl CheckService {
         }
     }
 
-    /// Tells `observer` of every decision from now on.
+    /// Tells `observer` of every decision from now on (after those added before).
     pub fn with_observer(mut self, observer: Arc<dyn DecisionObserver>) -> Self {
-        self.observer = Some(observer);
+        self.observers.push(observer);
         self
     }
 
@@ -88,8 +98,16 @@ impl CheckService {
         let decision = self.authorizer.decide(&access).await;
         log_decision(&decision, &access, &decision_id);
         let answer = self.render(&decision, &access, &decision_id);
-        if let Some(observer) = &self.observer {
-            observer.observe(&decision, started.elapsed());
+        if !self.observers.is_empty() {
+            let observed = Observed {
+                decision: &decision,
+                request: &access,
+                decision_id: &decision_id,
+                elapsed: started.elapsed(),
+            };
+            for observer in &self.observers {
+                observer.observe(&observed);
+            }
         }
         answer
     }
