@@ -17,6 +17,10 @@ pub enum ManageError {
     Policy(#[from] PolicyError),
     #[error("the owner does not hold permission {permission:?}")]
     LimitBeyondOwner { permission: String },
+    #[error("no permission {permission:?} exists in the stored policy")]
+    UnknownPermission { permission: String },
+    #[error("{owner} is disabled: a token for it could never be used")]
+    OwnerDisabled { owner: String },
 }
 
 impl From<StoreError> for ManageError {
@@ -95,26 +99,40 @@ pub async fn issue_token(
     expires_at: Option<i64>,
     permissions: Option<&[String]>,
 ) -> Result<IssuedToken, ManageError> {
-    if let Some(limit) = permissions {
-        let (doc, version) = store.load_policy().await?;
-        let roles: &[String] = match owner {
-            OwnerRef::User(email) => {
-                let email = email.to_ascii_lowercase();
-                match doc.users.iter().find(|u| u.email == email) {
-                    Some(u) => &u.roles,
-                    None => return Err(StoreError::UnknownUser { email }.into()),
+    let (doc, version) = store.load_policy().await?;
+    let (roles, disabled): (&[String], bool) = match owner {
+        OwnerRef::User(email) => {
+            let email = email.to_ascii_lowercase();
+            match doc.users.iter().find(|u| u.email == email) {
+                Some(u) => (&u.roles, u.disabled),
+                None => return Err(StoreError::UnknownUser { email }.into()),
+            }
+        }
+        OwnerRef::ServiceAccount(name) => {
+            match doc.service_accounts.iter().find(|s| s.name == name) {
+                Some(s) => (&s.roles, s.disabled),
+                None => {
+                    let name = name.to_owned();
+                    return Err(StoreError::UnknownServiceAccount { name }.into());
                 }
             }
-            OwnerRef::ServiceAccount(name) => {
-                match doc.service_accounts.iter().find(|s| s.name == name) {
-                    Some(s) => &s.roles,
-                    None => {
-                        let name = name.to_owned();
-                        return Err(StoreError::UnknownServiceAccount { name }.into());
-                    }
-                }
-            }
+        }
+    };
+    if disabled {
+        let owner = match owner {
+            OwnerRef::User(email) => format!("user {email}"),
+            OwnerRef::ServiceAccount(name) => format!("service account {name}"),
         };
+        return Err(ManageError::OwnerDisabled { owner });
+    }
+    if let Some(limit) = permissions {
+        if let Some(p) = limit.iter().find(|p| {
+            p.as_str() != PUBLIC && p.as_str() != AUTHENTICATED && !doc.permissions.contains_key(*p)
+        }) {
+            return Err(ManageError::UnknownPermission {
+                permission: p.clone(),
+            });
+        }
         let snapshot = PolicySnapshot::compile(&doc, version)?;
         let held = snapshot.grants(true, [], roles.iter().map(String::as_str));
         let held: Vec<&str> = held.ids().map(|id| snapshot.permission_name(id)).collect();
@@ -214,6 +232,30 @@ mod tests {
             err,
             ManageError::Store(StoreError::UnknownUser { .. })
         ));
+        // A permission no one has is named as such, not as one the owner lacks.
+        let ghost = vec!["ghost".to_owned()];
+        let err = issue_token(&store, OwnerRef::User("v@x.com"), "", 0, None, Some(&ghost))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ManageError::UnknownPermission { permission } if permission == "ghost"),
+            "{err:?}"
+        );
+        // A disabled owner gets no token: it could never be used.
+        let disabled =
+            doc("service_accounts:\n  - {name: old-bot, disabled: true, roles: [viewer]}\n");
+        apply(&store, &disabled, false, false).await.unwrap();
+        let err = issue_token(
+            &store,
+            OwnerRef::ServiceAccount("old-bot"),
+            "",
+            0,
+            None,
+            None,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ManageError::OwnerDisabled { .. }), "{err:?}");
         assert_eq!(store.list_tokens(None).await.unwrap().len(), 2);
     }
 

@@ -233,7 +233,7 @@ fn check_explains_and_exits_by_decision() {
     assert_eq!((code, out.contains("invalid_path")), (1, true), "{out}");
 
     let (code, _, err) = cli(&config, &["jwt", "mint", "--user", "nobody@example.com"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 70, "an error, not a deny");
     assert!(err.contains("no user"), "{err}");
 }
 
@@ -451,4 +451,44 @@ fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
         &["jwt", "revoke", "--user", "a@b", "--expires-at", "1"],
     );
     assert_eq!(code, 2, "--expires-at belongs to a jti: {err}");
+}
+
+/// CLI rough edges: an unknown owner, an unknown permission and a disabled service account are
+/// said as such, with exit 70 (an error, told apart from a deny's 1), and change nothing.
+#[test]
+fn token_commands_name_what_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = example_with_token(dir.path());
+    let (code, _, err) = cli(&config, &["token", "list", "--owner", "ghost@example.com"]);
+    assert_eq!(code, 70, "{err}");
+    assert!(
+        err.contains("no user or service account \"ghost@example.com\""),
+        "{err}"
+    );
+    let (code, _, err) = cli(
+        &config,
+        &[
+            "token",
+            "issue",
+            "--user",
+            "ada@example.com",
+            "--permissions",
+            "roles:fly",
+        ],
+    );
+    assert_eq!(code, 70, "{err}");
+    assert!(err.contains("no permission \"roles:fly\" exists"), "{err}");
+    let disabled = dir.path().join("disabled.yaml");
+    std::fs::write(
+        &disabled,
+        "service_accounts:\n  - {name: old-bot, disabled: true, roles: [viewer]}\n",
+    )
+    .unwrap();
+    cli_ok(&config, &["policy", "apply", disabled.to_str().unwrap()]);
+    let (code, out, err) = cli(&config, &["token", "issue", "--service-account", "old-bot"]);
+    assert_eq!(code, 70, "{err}");
+    assert!(out.is_empty(), "no token printed: {out}");
+    assert!(err.contains("service account old-bot is disabled"), "{err}");
+    let listed = cli_ok(&config, &["token", "list"]);
+    assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
 }

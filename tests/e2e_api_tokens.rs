@@ -127,7 +127,7 @@ async fn user_and_service_account_tokens_carry_their_owners_permissions() {
             "roles:write",
         ],
     );
-    assert_eq!(code, 1);
+    assert_eq!(code, 70, "refused: an error, not a deny");
     assert!(
         err.contains("does not hold permission \"roles:write\""),
         "{err}"

@@ -210,10 +210,17 @@ fn parse_unix_time(value: &str) -> Result<i64, String> {
 }
 
 /// Process exit codes.
+/// 0 yes, 1 no (a deny, a sidecar not serving), 2 bad arguments (clap), 64 bad configuration,
+/// 65 a bad policy file, 70 anything else that failed (the store, an unknown name, I/O): a
+/// script can tell a deny from an error.
 pub mod exit {
     pub const OK: u8 = 0;
+    /// `check`: the request is denied.
     pub const DENY: u8 = 1;
-    pub const FAILURE: u8 = 1;
+    /// `status`: the sidecar is not serving.
+    pub const NOT_SERVING: u8 = 1;
+    /// EX_SOFTWARE: the command could not do what it was asked.
+    pub const FAILURE: u8 = 70;
     /// EX_USAGE: bad configuration or arguments.
     pub const CONFIG: u8 = 64;
     /// EX_DATAERR: a bad policy file.

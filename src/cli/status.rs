@@ -21,7 +21,7 @@ pub(super) async fn status_command(
     Ok(if body["serving"] == true {
         exit::OK
     } else {
-        exit::FAILURE
+        exit::NOT_SERVING
     })
 }
 

@@ -31,11 +31,13 @@ fn unix_now() -> anyhow::Result<i64> {
     Ok(i64::try_from(since.as_secs())?)
 }
 
-/// Refusals the operator can fix: printed as one line, exit 1.
+/// Refusals the operator can fix: printed as one line, exit 70.
 fn is_refusal(e: &ManageError) -> bool {
     matches!(
         e,
         ManageError::LimitBeyondOwner { .. }
+            | ManageError::UnknownPermission { .. }
+            | ManageError::OwnerDisabled { .. }
             | ManageError::Store(
                 StoreError::UnknownUser { .. }
                     | StoreError::UnknownServiceAccount { .. }
@@ -107,6 +109,19 @@ async fn token(store: &SqlStore, cmd: TokenCommand) -> anyhow::Result<u8> {
             }
         }
         TokenCommand::List { owner } => {
+            if let Some(owner) = owner.as_deref() {
+                // An owner no one has is a mistake to say, not an empty table.
+                let (doc, _) = store.load_policy().await?;
+                let known = doc
+                    .users
+                    .iter()
+                    .any(|u| u.email.eq_ignore_ascii_case(owner))
+                    || doc.service_accounts.iter().any(|s| s.name == owner);
+                if !known {
+                    eprintln!("error: no user or service account {owner:?}");
+                    return Ok(exit::FAILURE);
+                }
+            }
             println!(
                 "{:<21} {:<32} {:<16} {:<20} {:<20} {:<20} {:<20} permissions",
                 "id", "owner", "label", "created", "expires", "revoked", "last used"
