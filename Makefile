@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres oidc-provider clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres nginx oidc-provider clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -33,6 +33,14 @@ postgres:
 	@$(PG_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || true
 	@$(PG_FOUND) || { echo "make test needs PostgreSQL's server programs (initdb, postgres): install the postgresql package" >&2; exit 1; }
+
+# nginx, for the HTTP ext_authz end-to-end tests (examples/nginx.conf, auth_request). Debian's
+# package when missing and possible; otherwise one line says what to do.
+NGINX_FOUND = command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx
+nginx:
+	@$(NGINX_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || true
+	@$(NGINX_FOUND) || { echo "make test needs nginx (with auth_request): install the nginx package" >&2; exit 1; }
 
 # The OpenID provider the login tests sign in at (npm's oidc-provider, pinned by
 # tests/oidc/package-lock.json), installed with `npm ci`; Node.js from Debian when missing.
@@ -78,7 +86,7 @@ demo: build envoy $(DEV_SECRET)
 # cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
 # The bypass corpus (tests/corpus.rs) and the property tests (tests/properties.rs) are
 # test targets like the others; the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
-test: envoy postgres oidc-provider
+test: envoy postgres nginx oidc-provider
 	@mkdir -p target
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
 	$(MAKE) --no-print-directory fuzz-smoke
