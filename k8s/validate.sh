@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Renders every overlay with `kubectl kustomize` and validates every object offline:
+# Renders every overlay with `kubectl kustomize` and validates every object offline (and lints
+# the Dockerfile and the kind workflow, below):
 # Kubernetes kinds with kubernetes-validate --strict (no unknown fields; a kind it has no
 # schema for is a failure), Istio kinds with k8s/validate/istio.mjs (Istio's CRD schemas).
 # Also checks that the files copied into overlays are the shipped ones. `make manifests`
@@ -28,3 +29,10 @@ for overlay in base overlays/dev overlays/sidecar overlays/istio overlays/istio-
   echo "k8s/$overlay: $(grep -c ' passed for resource ' <<<"$log") Kubernetes objects valid"
 done
 node k8s/validate/istio.mjs "$out/istio.yaml" "$out/istio-http.yaml" k8s/overlays/istio/mesh-config.yaml
+
+# The image and the kind workflow, offline: hadolint on the Dockerfile, the workflow against
+# GitHub's workflow schema (SchemaStore's, vendored by check-jsonschema), the e2e script's syntax.
+.venv/bin/hadolint Dockerfile
+echo "Dockerfile: hadolint clean"
+.venv/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/kind.yaml
+bash -n k8s/e2e.sh
