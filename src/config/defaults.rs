@@ -105,6 +105,8 @@ impl Default for ServerConfig {
             listen: listen(),
             admin_listen: admin_listen(),
             http_listen: None,
+            http_authz_listen: None,
+            http_authz_trust_forwarded: false,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_concurrent_checks: DEFAULT_MAX_CONCURRENT_CHECKS,
             http2_keepalive: DEFAULT_HTTP2_KEEPALIVE,

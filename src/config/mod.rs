@@ -144,6 +144,17 @@ pub struct ServerConfig {
     /// default) disables them. Needs the `login` section.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
+    /// Plain-HTTP ext_authz (`envoyExtAuthzHttp`, Envoy `http_service`, nginx `auth_request`,
+    /// Traefik `forwardAuth`): the same decision as Check, answered with a status code and
+    /// headers. `null` (the default) disables it.
+    #[serde(default)]
+    pub http_authz_listen: Option<SocketAddr>,
+    /// Decide on `X-Forwarded-Method`, `X-Forwarded-Uri` and `X-Forwarded-Host` instead of the
+    /// check request's own method, target and Host. Only for a proxy that always sets all
+    /// three itself, overwriting any a client sent (nginx `auth_request` must); never when
+    /// clients can reach the listener. A check without exactly one of each is denied.
+    #[serde(default)]
+    pub http_authz_trust_forwarded: bool,
     /// How long in-flight checks may take to finish after SIGTERM.
     #[serde(default = "defaults::shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,

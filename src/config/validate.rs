@@ -166,6 +166,9 @@ impl Config {
                 return Err(invalid("jwt.issuer", Problem::Required));
             }
         }
+        if self.server.http_authz_trust_forwarded && self.server.http_authz_listen.is_none() {
+            return Err(invalid("server.http_authz_listen", Problem::Required));
+        }
         match (&self.login, self.server.http_listen) {
             (Some(login), Some(_)) => {
                 login.validate()?;
@@ -251,6 +254,10 @@ mod tests {
     fn values_serde_accepts_but_the_service_cannot_use_are_refused() {
         let cases = [
             ("jwt: {leeway: 1h}\n", "jwt.leeway: must be at most 5m"),
+            (
+                "server: {http_authz_trust_forwarded: true}\n",
+                "server.http_authz_listen",
+            ),
             (
                 "database: {url: 'mysql://x'}\n",
                 "database.url: must start with",

@@ -5,6 +5,7 @@
 //! encoded once per caller and snapshot and their bytes reused (`server::Answer`).
 
 mod convert;
+pub mod http;
 mod server;
 
 use std::borrow::Cow;

@@ -6,6 +6,7 @@
 
 #[path = "../../examples/echo_upstream.rs"]
 mod echo_upstream;
+pub mod fronts;
 pub mod oidc;
 pub mod pg;
 
@@ -148,6 +149,11 @@ impl Proc {
     pub fn spawn_portcullis(config: &Path) -> Self {
         let mut cmd = Command::new(portcullis_bin());
         cmd.arg("--config").arg(config).arg("serve");
+        Proc::spawn(cmd)
+    }
+
+    /// Any command, its stderr kept like portcullis's.
+    pub fn spawn_command(cmd: Command) -> Self {
         Proc::spawn(cmd)
     }
 
@@ -304,30 +310,27 @@ impl Envoy {
         upstream: SocketAddr,
         login: Option<SocketAddr>,
     ) -> Self {
-        let shipped =
-            std::fs::read_to_string(root().join("envoy/envoy.yaml")).expect("envoy/envoy.yaml");
-        let shipped = match login {
-            Some(addr) => {
-                shipped.replace("port_value: 9003", &format!("port_value: {}", addr.port()))
-            }
-            None => shipped,
-        };
-        let replaced = shipped
-            .replace("port_value: 9901", "port_value: 0")
-            .replace("port_value: 10000", "port_value: 0")
-            .replace(
-                "port_value: 9001",
-                &format!("port_value: {}", portcullis.port()),
-            )
-            .replace(
-                "port_value: 8080",
-                &format!("port_value: {}", upstream.port()),
-            );
-        for original in ["9901", "10000", "9001", "8080"] {
-            assert!(
-                !replaced.contains(&format!("port_value: {original}")),
-                "port {original} not replaced"
-            );
+        let mut ports = vec![
+            (9001, portcullis.port()),
+            (8080, upstream.port()),
+            (9901, 0),
+            (10000, 0),
+        ];
+        if let Some(addr) = login {
+            ports.push((9003, addr.port()));
+        }
+        Self::start_file("envoy/envoy.yaml", &ports).await
+    }
+
+    /// Real Envoy running the shipped config `file` (relative to the repository root) with
+    /// each `port_value: FROM` replaced by `TO` (0 for an ephemeral port). Every FROM must
+    /// occur in the file.
+    pub async fn start_file(file: &str, ports: &[(u16, u16)]) -> Self {
+        let mut replaced = std::fs::read_to_string(root().join(file)).expect(file);
+        for (from, to) in ports {
+            let original = format!("port_value: {from}");
+            assert!(replaced.contains(&original), "{file}: no {original}");
+            replaced = replaced.replace(&original, &format!("port_value: {to}"));
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("envoy.yaml");
