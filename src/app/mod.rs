@@ -93,7 +93,8 @@ pub struct Server {
     /// Outside issuers whose keys are fetched and kept fresh.
     remote_issuers: Vec<RemoteIssuer>,
     store: SqlStore,
-    authorizer: Arc<Authorizer>,
+    /// Check, with the browser rules, `forward_credential` and cookie renewal.
+    check: CheckService,
     identifier: Arc<Identifier>,
     snapshot: SnapshotHandle,
     usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
@@ -174,13 +175,19 @@ impl Server {
             }
             _ => None,
         };
+        let mut check = CheckService::new(authorizer)
+            .with_config(config)
+            .context("login.public_url")?;
+        if let Some((_, service)) = &login {
+            check = check.with_renewal(service.clone());
+        }
         Ok(Server {
             listener,
             admin_listener,
             login,
             remote_issuers,
             store,
-            authorizer,
+            check,
             identifier,
             snapshot,
             usage_rx,
@@ -295,7 +302,7 @@ impl Server {
             let _ = drain_rx.wait_for(|stop| *stop).await;
         };
         let grace = self.shutdown_grace;
-        let service = CheckService::new(self.authorizer.clone());
+        let service = self.check;
         tracing::info!(%addr, "serving ext_authz and health");
         let server = tonic::transport::Server::builder()
             // Overload is refused at once (RESOURCE_EXHAUSTED; Envoy answers its
