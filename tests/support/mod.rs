@@ -329,9 +329,15 @@ impl Envoy {
                 "port {original} not replaced"
             );
         }
+        Self::start_yaml(&replaced).await
+    }
+
+    /// Envoy running `yaml` (ports already replaced; the admin port may be 0), once it is
+    /// ready and its portcullis cluster healthy.
+    pub async fn start_yaml(yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("envoy.yaml");
-        std::fs::write(&config, replaced).expect("write envoy config");
+        std::fs::write(&config, yaml).expect("write envoy config");
         let admin_file = dir.path().join("admin-address");
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")
