@@ -7,200 +7,26 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chromiumoxide::cdp::browser_protocol::network::{CookieSameSite, DeleteCookiesParams};
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures_util::StreamExt;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use support::oidc::{accounts, clients, free_port, LoginServer, OidcProvider};
-use support::Envoy;
+use support::sso::{chromium_args, SsoStack, CHROMIUM};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-/// Minted tokens live this long; the cookie's `Max-Age` follows.
 const TOKEN_LIFETIME_S: i64 = 60;
-/// Check renews a cookie JWT this close to its expiry.
 const RENEW_BEFORE_S: i64 = 50;
 /// How long any one step may take before the test gives up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-const POLICY: &str =
-    "permissions:\n  pages: {activities: [GET /]}\n  notes: {activities: [POST /notes]}\n\
-roles:\n  viewer: [pages, notes]\n";
-
 fn claims(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("payload");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json")
-}
-
-/// A test CA and a certificate it signs for the four hosts; written to `dir`. Returns the
-/// base64 SHA-256 of the leaf's public key, which Chromium is told to trust.
-fn certificates(dir: &Path) -> String {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
-        KeyUsagePurpose, PublicKeyData,
-    };
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    ca.distinguished_name
-        .push(DnType::CommonName, "portcullis test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let hosts = [
-        "app1.portcullis.test",
-        "app2.portcullis.test",
-        "login.portcullis.test",
-        "evil.portcullis.test",
-    ];
-    let mut leaf = CertificateParams::new(hosts.map(str::to_owned).to_vec()).unwrap();
-    leaf.distinguished_name
-        .push(DnType::CommonName, "app1.portcullis.test");
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("tls.crt"), format!("{}{}", cert.pem(), ca.pem())).unwrap();
-    std::fs::write(dir.join("tls.key"), key.serialize_pem()).unwrap();
-    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
-    STANDARD.encode(Sha256::digest(key.subject_public_key_info()))
-}
-
-/// The app behind Envoy: a page rendered from the identity headers, a form that saves a
-/// note, a sign-out form; for `evil.portcullis.test` (a sibling host not on the allow-list),
-/// a form that posts to app1.
-async fn start_app(name: &'static str, origin1: String, own_origin: String) -> SocketAddr {
-    use axum::http::HeaderMap;
-    use axum::response::Html;
-    let index = move |headers: HeaderMap| {
-        let origin1 = origin1.clone();
-        let own_origin = own_origin.clone();
-        async move {
-            let h = |n: &str| {
-                headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            if h("host").starts_with("evil.") {
-                return Html(format!(
-                    "<h1>evil sibling</h1><form id=\"attack\" method=\"post\" \
-                     action=\"{origin1}/notes\"><input name=\"text\" value=\"pwned\"></form>"
-                ));
-            }
-            Html(format!(
-                "<h1 id=\"who\">{name}: signed in as {}</h1><p>roles: {}</p>\
-                 <form id=\"note\" method=\"post\" action=\"/notes\">\
-                 <input name=\"text\" value=\"hello\"><button>Save</button></form>\
-                 <form id=\"logout\" method=\"post\" action=\"/auth/logout\">\
-                 <input type=\"hidden\" name=\"redirect_url\" value=\"{own_origin}/\">\
-                 <button>Sign out</button></form>",
-                h("x-auth-email"),
-                h("x-auth-roles"),
-            ))
-        }
-    };
-    let app = axum::Router::new()
-        .route("/", axum::routing::get(index))
-        .route(
-            "/notes",
-            axum::routing::post(move || async move {
-                Html(format!("<p id=\"saved\">{name}: saved</p>"))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-/// `evil.test`: another site, with a form that posts to app1.
-async fn start_evil(origin1: String) -> SocketAddr {
-    let page = format!(
-        "<h1>evil.test</h1><form id=\"attack\" method=\"post\" action=\"{origin1}/notes\">\
-         <input name=\"text\" value=\"pwned\"></form>"
-    );
-    let app = axum::Router::new().route(
-        "/",
-        axum::routing::get(move || async move { axum::response::Html(page) }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-fn config_yaml(dir: &Path, http_port: u16, envoy_port: u16, issuer: &str) -> String {
-    let key = |n: &str| support::root().join("tests/data/keys").join(n);
-    let origin = |h: &str| format!("'https://{h}.portcullis.test:{envoy_port}'");
-    format!(
-        r#"server:
-  listen: 127.0.0.1:0
-  admin_listen: 127.0.0.1:0
-  http_listen: 127.0.0.1:{http_port}
-database:
-  url: sqlite://{dir}/portcullis.db
-  reload_interval: 100ms
-login:
-  public_url: https://login.portcullis.test:{envoy_port}
-  provider:
-    issuer: {issuer}
-    client_id: web
-    client_secret_file: {dir}/client-secret
-  default_roles: [viewer]
-  token: {{issuer: 'https://login.portcullis.test', audience: apps, lifetime: {TOKEN_LIFETIME_S}s}}
-  renew_before: {RENEW_BEFORE_S}s
-  signing_keys:
-    - {{public_key_file: {pub1}, private_key_file: {key1}}}
-  cookie: {{domain: portcullis.test}}
-  redirects:
-    origins: [{app1}, {app2}, {login}]
-    default: {app1}
-  state_secret_file: {dir}/state-secret
-"#,
-        dir = dir.display(),
-        pub1 = key("es256.pub.pem").display(),
-        key1 = key("es256.key.pem").display(),
-        app1 = origin("app1"),
-        app2 = origin("app2"),
-        login = origin("login"),
-    )
-}
-
-/// The shipped TLS Envoy config with this test's ports and certificate.
-fn envoy_yaml(
-    envoy_port: u16,
-    grpc: SocketAddr,
-    http_port: u16,
-    apps: [SocketAddr; 2],
-    tls: &Path,
-) -> String {
-    let shipped = std::fs::read_to_string(support::root().join("envoy/envoy-tls.yaml")).unwrap();
-    let replaced = shipped
-        .replace("port_value: 9902", "port_value: 0")
-        .replace("port_value: 10443", &format!("port_value: {envoy_port}"))
-        .replace("port_value: 9001", &format!("port_value: {}", grpc.port()))
-        .replace("port_value: 9003", &format!("port_value: {http_port}"))
-        .replace(
-            "port_value: 8081",
-            &format!("port_value: {}", apps[0].port()),
-        )
-        .replace(
-            "port_value: 8082",
-            &format!("port_value: {}", apps[1].port()),
-        )
-        .replace("/etc/portcullis/tls", &tls.display().to_string());
-    for original in ["9902", "10443", "9001", "9003", "8081", "8082"] {
-        assert!(
-            !replaced.contains(&format!("port_value: {original}}}")),
-            "port {original} not replaced"
-        );
-    }
-    replaced
 }
 
 /// What the page shows now: its URL and text.
@@ -295,55 +121,10 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
     );
     let shots: PathBuf = support::root().join("target/sso-browser");
     std::fs::create_dir_all(&shots).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("client-secret"),
-        "web-client-secret-0123456789\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("state-secret"),
-        "state-secret-0123456789abcdef-0123456789abcdef\n",
-    )
-    .unwrap();
-    let spki = certificates(dir.path());
-
-    let envoy_port = free_port();
-    let http_port = free_port();
-    let origin = |h: &str| format!("https://{h}.portcullis.test:{envoy_port}");
-    let (app1, app2, login) = (origin("app1"), origin("app2"), origin("login"));
-
-    let provider = OidcProvider::start();
-    provider.configure(clients(&login), accounts()).await;
-    let config_path = dir.path().join("portcullis.yaml");
-    std::fs::write(
-        &config_path,
-        config_yaml(dir.path(), http_port, envoy_port, &provider.issuer),
-    )
-    .unwrap();
-    let config = portcullis::config::Config::load(Some(&config_path), |_| None).unwrap();
-    let store = portcullis::app::open_store(&config).await.unwrap();
-    store.migrate().await.unwrap();
-    let doc = portcullis::policy::PolicyDocument::from_yaml("sso", POLICY).unwrap();
-    portcullis::manage::apply(&store, &doc, false, false)
-        .await
-        .unwrap();
-    store.close().await;
-    let server = LoginServer::start(&config).await;
-
-    let apps = [
-        start_app("app1", app1.clone(), app1.clone()).await,
-        start_app("app2", app1.clone(), app2.clone()).await,
-    ];
-    let evil = start_evil(app1.clone()).await;
-    let _envoy = Envoy::start_yaml(&envoy_yaml(
-        envoy_port,
-        server.grpc,
-        http_port,
-        apps,
-        dir.path(),
-    ))
-    .await;
+    let stack = SsoStack::start(TOKEN_LIFETIME_S, RENEW_BEFORE_S).await;
+    let (app1, app2) = (stack.origin("app1"), stack.origin("app2"));
+    let provider = &stack.provider;
+    let evil = stack.evil;
 
     let profile = tempfile::tempdir().unwrap();
     let (mut browser, mut handler) = Browser::launch(
@@ -352,13 +133,8 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
             .new_headless_mode()
             .no_sandbox()
             .user_data_dir(profile.path())
-            .args([
-                "host-resolver-rules=MAP app1.portcullis.test 127.0.0.1, MAP app2.portcullis.test 127.0.0.1, \
-                 MAP login.portcullis.test 127.0.0.1, MAP evil.portcullis.test 127.0.0.1, MAP evil.test 127.0.0.1"
-                    .to_owned(),
-                format!("ignore-certificate-errors-spki-list={spki}"),
-                "disable-gpu".to_owned(),
-            ])
+            .args(chromium_args(&stack.spki))
+            .arg("disable-gpu")
             .build()
             .unwrap(),
     )
@@ -445,7 +221,7 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
     assert_eq!(body["reason"], "missing_credential", "{text}");
     // From a sibling host off the allow-list: same site, so the cookie rides along, and the
     // Origin check refuses it: 403 csrf.
-    let sibling = origin("evil");
+    let sibling = stack.origin("evil");
     page.goto(format!("{sibling}/")).await.unwrap();
     until(&page, "the evil sibling", |_, t| t.contains("evil sibling")).await;
     js(&page, "document.getElementById('attack').submit()").await;
@@ -534,5 +310,5 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
 
     browser.close().await.ok();
     events.abort();
-    server.stop().await;
+    stack.server.stop().await;
 }

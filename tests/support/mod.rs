@@ -8,6 +8,7 @@
 mod echo_upstream;
 pub mod oidc;
 pub mod pg;
+pub mod sso;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -37,8 +38,10 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary cargo built for the integration tests (examples that share this harness, such
+/// as `demo_sso`, never spawn it).
 pub fn portcullis_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portcullis")
+    option_env!("CARGO_BIN_EXE_portcullis").expect("portcullis_bin is for integration tests")
 }
 
 /// The Envoy binary `make test` installs into the project virtualenv (or `PORTCULLIS_ENVOY`).
