@@ -256,11 +256,7 @@ impl CredentialForwarding {
         let host = crate::policy::path::normalize_host(host);
         self.config.default
             || self.config.hosts.iter().any(|h| *h == host)
-            || self
-                .config
-                .permissions
-                .iter()
-                .any(|p| *p == allow.matched_permission)
+            || self.config.permissions.contains(&allow.matched_permission)
     }
 
     /// What to strip from an allowed request: the `Authorization` header when it carried our

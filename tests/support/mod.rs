@@ -38,10 +38,13 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The binary cargo built for the integration tests (examples that share this harness, such
-/// as `demo_sso`, never spawn it).
+/// The binary cargo built for the integration tests. Examples that share this harness (such
+/// as `demo_sso`) are not given one; they get the default debug build's path.
 pub fn portcullis_bin() -> &'static str {
-    option_env!("CARGO_BIN_EXE_portcullis").expect("portcullis_bin is for integration tests")
+    option_env!("CARGO_BIN_EXE_portcullis").unwrap_or(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/debug/portcullis"
+    ))
 }
 
 /// The Envoy binary `make test` installs into the project virtualenv (or `PORTCULLIS_ENVOY`).
