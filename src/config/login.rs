@@ -234,7 +234,7 @@ pub fn is_loopback(u: &url::Url) -> bool {
     }
 }
 
-fn is_domain_name(d: &str) -> bool {
+pub(super) fn is_domain_name(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 253
         && d.split('.').all(|label| {

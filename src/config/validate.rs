@@ -67,6 +67,14 @@ impl Config {
                 Problem::KeepaliveTooShort,
             ));
         }
+        for h in &self.forward_credential.hosts {
+            if !super::login::is_domain_name(h) {
+                return Err(invalid(
+                    "forward_credential.hosts",
+                    Problem::NotADomain(h.clone()),
+                ));
+            }
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", Problem::NotPositive));
         }
@@ -257,6 +265,10 @@ mod tests {
                 "database.reload_interval",
             ),
             ("jwt: {cookie_name: 'a b'}\n", "jwt.cookie_name"),
+            (
+                "forward_credential: {hosts: ['Relay.example.com:443']}\n",
+                "forward_credential.hosts",
+            ),
             ("api_tokens: {header: authorization}\n", "api_tokens.header"),
             ("api_tokens: {header: x-auth-user}\n", "api_tokens.header"),
             (
