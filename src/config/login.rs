@@ -435,6 +435,16 @@ login:
             !warnings.iter().any(|w| w.starts_with("login.accounts")),
             "{warnings:?}"
         );
+        assert!(!warnings.iter().any(|w| w.contains("renew_before")));
+        let text = VALID.replace(
+            "  state_secret_env",
+            "  renew_before: 1h\n  state_secret_env",
+        );
+        let warnings = load(&text).expect("valid").warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with("login.renew_before")),
+            "{warnings:?}"
+        );
     }
 
     #[test]

@@ -31,6 +31,13 @@ impl Config {
                         .to_owned(),
                 );
             }
+            if login.renew_before >= login.token.lifetime {
+                out.push(
+                    "login.renew_before is not shorter than login.token.lifetime: every cookie \
+                     request renews the token; only for tests"
+                        .to_owned(),
+                );
+            }
             if login.accounts.hosted_domain.is_none() && login.accounts.email_domains.is_empty() {
                 out.push(
                     "login.accounts: neither hosted_domain nor email_domains is set, so any \

@@ -258,10 +258,20 @@ pub fn check_response(
     request: &AccessRequest<'_>,
     decision_id: &str,
 ) -> CheckResponse {
+    check_response_with(decision, request, decision_id, &PerRequest::default())
+}
+
+/// [`check_response`] with an allow's per-request changes (`extra`), as one message.
+pub fn check_response_with(
+    decision: &Decision,
+    request: &AccessRequest<'_>,
+    decision_id: &str,
+    extra: &PerRequest,
+) -> CheckResponse {
     match decision {
         Decision::Allow(allow) => {
             let (mut response, names) = identity_part(allow);
-            let rest = request_part(allow, request, decision_id, &names, &PerRequest::default());
+            let rest = request_part(allow, request, decision_id, &names, extra);
             merge_parts(&mut response, rest);
             response
         }

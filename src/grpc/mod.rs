@@ -23,8 +23,8 @@ use crate::identity::{Principal, UnixTime};
 use crate::login::LoginService;
 
 pub use convert::{
-    access_request, check_response, identity_part, login_redirect_response, request_part,
-    PerRequest,
+    access_request, check_response, check_response_with, identity_part, login_redirect_response,
+    request_part, PerRequest,
 };
 pub use server::{Answer, AuthorizationService, CHECK_PATH};
 
