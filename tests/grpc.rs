@@ -17,9 +17,7 @@ use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::authz::{Authorizer, Decision};
 use portcullis::browser::CredentialForwarding;
 use portcullis::config::{Config, JwtAlgorithm, JwtConfig, KeyConfig};
-use portcullis::grpc::{
-    access_request, check_response, check_response_with, CheckService, PerRequest,
-};
+use portcullis::grpc::{access_request, check_response_with, CheckService, PerRequest};
 use portcullis::identity::Identifier;
 use portcullis::keyring;
 use portcullis::policy::{PolicyDocument, PolicySnapshot};
