@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build run demo demo-sso chromium test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -109,12 +109,25 @@ demo: build envoy $(DEV_SECRET)
 	$(PORTCULLIS) policy apply examples/policy.yaml
 	./examples/demo.sh
 
+# Debian's Chromium, for the single sign-on browser test (tests/sso_browser.rs): installed from
+# the distribution as root when missing; nothing is downloaded at test time.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || true
+	@command -v chromium >/dev/null 2>&1 || { echo "make test needs Chromium: install Debian's chromium package" >&2; exit 1; }
+
+# The single sign-on stack for a person: the test OpenID provider, portcullis, Envoy with TLS
+# (envoy/envoy-tls.yaml, a certificate made at start) and two app hosts. Prints the URLs and
+# the Chromium command line with the resolver rules; Ctrl-C stops it.
+demo-sso: envoy oidc-provider chromium
+	$(CARGO) run --locked --example demo_sso
+
 # Every target's tests (unit, integration, Envoy end to end, benches in test mode), then one
 # closing line with the totals over all test binaries. PostgreSQL tests run on a private
 # cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
 # The bypass corpus (tests/corpus.rs) and the property tests (tests/properties.rs) are
 # test targets like the others; the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
-test: envoy postgres nginx k8s-tools oidc-provider
+test: envoy postgres nginx k8s-tools oidc-provider chromium
 	@mkdir -p target
 	./k8s/validate.sh
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod authz;
+pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod grpc;

@@ -264,7 +264,12 @@ async fn run_through_envoy(
             .filter(|(k, _)| k.to_ascii_lowercase().starts_with("x-auth-"))
             .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
             .collect();
-        let mut ours = set.clone();
+        // (portcullis may also set `cookie`: the request's cookies without its credential.)
+        let mut ours: Vec<(String, String)> = set
+            .iter()
+            .filter(|(k, _)| k.starts_with("x-auth-"))
+            .cloned()
+            .collect();
         upstream_auth.sort();
         ours.sort();
         let mut names: Vec<&str> = upstream_auth.iter().map(|(k, _)| k.as_str()).collect();

@@ -343,3 +343,66 @@ async fn envoy_fails_closed_when_portcullis_is_stopped() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_credential_stops_at_the_gate_and_other_cookies_pass() {
+    let stack = Stack::start().await;
+    let ada = stack.token("ada@example.com");
+    let bearer = format!("Bearer {ada}");
+    let cookies = format!("theme=dark; jwt-token={ada}; lang=fr");
+
+    // A Bearer caller with other cookies: the upstream gets neither the token nor our cookie.
+    let r = stack
+        .envoy
+        .get(
+            "/api/v1/roles",
+            &[("authorization", &bearer), ("cookie", &cookies)],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("authorization"), Vec::<String>::new());
+    assert_eq!(r.upstream_header("cookie"), vec!["theme=dark; lang=fr"]);
+    assert_eq!(r.upstream_header("x-auth-email"), vec!["ada@example.com"]);
+
+    // The cookie alone, sent as two Cookie headers: the other one is kept.
+    let r = stack
+        .envoy
+        .get(
+            "/api/v1/roles",
+            &[
+                ("cookie", "theme=dark"),
+                ("cookie", &format!("jwt-token={ada}")),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("cookie"), vec!["theme=dark"]);
+
+    // Only our cookie: no Cookie header at all upstream.
+    let r = stack
+        .envoy
+        .get("/api/v1/roles", &[("cookie", &format!("jwt-token={ada}"))])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("cookie"), Vec::<String>::new());
+
+    // An API token in its own header stops here too.
+    let (_, token) = stack
+        .api_token(&["--service-account", "reporting-bot", "--label", "t"])
+        .await;
+    let r = stack
+        .envoy
+        .get(
+            "/api/v1/roles",
+            &[("x-api-token", &token), ("cookie", "a=1")],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("x-api-token"), Vec::<String>::new());
+    assert_eq!(r.upstream_header("cookie"), vec!["a=1"]);
+
+    // Anonymous callers' cookies are not ours to touch.
+    let r = stack.envoy.get("/healthz", &[("cookie", "a=1; b=2")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.upstream_header("cookie"), vec!["a=1; b=2"]);
+}

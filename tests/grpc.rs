@@ -14,9 +14,10 @@ use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
-use portcullis::authz::Authorizer;
+use portcullis::authz::{Authorizer, Decision};
+use portcullis::browser::CredentialForwarding;
 use portcullis::config::{Config, JwtAlgorithm, JwtConfig, KeyConfig};
-use portcullis::grpc::{access_request, check_response, CheckService};
+use portcullis::grpc::{access_request, check_response_with, CheckService, PerRequest};
 use portcullis::identity::Identifier;
 use portcullis::keyring;
 use portcullis::policy::{PolicyDocument, PolicySnapshot};
@@ -187,8 +188,12 @@ async fn allow_sets_identity_headers_with_overwrite_and_removes_client_copies() 
     let Some(HttpResponse::OkResponse(ok)) = &res.http_response else {
         unreachable!()
     };
-    // Only what we do not overwrite is listed; what we set replaces the client's copy.
-    assert_eq!(ok.headers_to_remove, vec!["x-auth-impersonate"]);
+    // Only what we do not overwrite is listed; what we set replaces the client's copy. The
+    // caller's token stops here (forward_credential is off by default).
+    assert_eq!(
+        ok.headers_to_remove,
+        vec!["authorization", "x-auth-impersonate"]
+    );
     let meta = &res.dynamic_metadata.as_ref().unwrap().fields;
     assert_eq!(
         meta["user_id"].kind,
@@ -658,7 +663,16 @@ async fn two_part_answer_decodes_to_the_one_message() {
         let id = ok_headers(&decoded)["x-auth-decision-id"].0.clone();
         let access = access_request(&req);
         let decision = authorizer.decide(&access).await;
-        let expected = check_response(&decision, &access, &id);
+        // The credential stops at the gate: the one per-request change of these allows.
+        let extra = match &decision {
+            Decision::Allow(allow) => PerRequest {
+                stripping: CredentialForwarding::from_config(&Config::default())
+                    .stripping(&access, allow),
+                set_cookie: None,
+            },
+            Decision::Deny(_) => PerRequest::default(),
+        };
+        let expected = check_response_with(&decision, &access, &id, &extra);
         assert_eq!(decoded, expected, "round {round}");
     }
     // A new snapshot of the same version renders anew (the key holds its serial, not the
@@ -672,7 +686,18 @@ async fn two_part_answer_decodes_to_the_one_message() {
     let access = access_request(&req);
     let decision = authorizer.decide(&access).await;
     let id = ok_headers(&decoded)["x-auth-decision-id"].0.clone();
-    assert_eq!(decoded, check_response(&decision, &access, &id));
+    let Decision::Allow(allow) = &decision else {
+        panic!("allowed: {decision:?}")
+    };
+    let extra = PerRequest {
+        stripping: CredentialForwarding::from_config(&Config::default()).stripping(&access, allow),
+        set_cookie: None,
+    };
+    assert_eq!(extra.stripping.remove, ["authorization"]);
+    assert_eq!(
+        decoded,
+        check_response_with(&decision, &access, &id, &extra)
+    );
     assert!(ok_headers(&decoded)["x-auth-permissions"]
         .0
         .contains("roles:write"));

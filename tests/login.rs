@@ -1309,3 +1309,127 @@ async fn random_kids_at_check_fetch_an_outside_issuers_keys_at_most_once_per_coo
     );
     stack.server.stop().await;
 }
+
+/// The `Set-Cookie` values an allow adds to the browser's response.
+fn set_cookies(res: &CheckResponse) -> Vec<String> {
+    match &res.http_response {
+        Some(HttpResponse::OkResponse(ok)) => ok
+            .response_headers_to_add
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .filter(|h| h.key == "set-cookie")
+            .map(|h| h.value.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_cookie_close_to_expiry_is_renewed_with_current_roles_while_its_session_lives() {
+    // Every token is within `renew_before` of its expiry from the start.
+    let stack = LoginStack::start("  renew_before: 10m\n").await;
+    let jwt = login_jwt(&stack, "ada").await;
+    let old = claims(&jwt);
+    assert_eq!(old["roles"], json!(["viewer"]));
+
+    // Ada becomes an admin after signing in.
+    let store = portcullis::app::open_store(&stack.config)
+        .await
+        .expect("store");
+    let doc = portcullis::policy::PolicyDocument::from_yaml(
+        "promote",
+        &format!(
+            "{}  - {{email: ada@example.com, roles: [admin]}}\n",
+            support::oidc::POLICY
+        ),
+    )
+    .expect("policy");
+    portcullis::manage::apply(&store, &doc, false, false)
+        .await
+        .expect("apply");
+    store.close().await;
+
+    // As a Bearer token: allowed, never renewed (no cookie to set).
+    let res = check(
+        stack.server.grpc,
+        &[("authorization", &format!("Bearer {jwt}"))],
+    )
+    .await;
+    assert!(ok_headers(&res).is_some(), "{res:?}");
+    assert_eq!(set_cookies(&res), Vec::<String>::new());
+
+    // As the cookie: allowed, with a fresh cookie on the parent domain.
+    let cookie = format!("theme=dark; jwt-token={jwt}");
+    let res = check(stack.server.grpc, &[("cookie", &cookie)]).await;
+    assert!(ok_headers(&res).is_some(), "{res:?}");
+    let renewed = set_cookies(&res);
+    assert_eq!(renewed.len(), 1, "{renewed:?}");
+    for attribute in [
+        "Domain=example.com",
+        "Path=/",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=600",
+    ] {
+        assert!(
+            renewed[0].split("; ").any(|a| a == attribute),
+            "{attribute} in {}",
+            renewed[0]
+        );
+    }
+    let fresh = cookie_value(&renewed, "jwt-token").expect("jwt").to_owned();
+    let new = claims(&fresh);
+    assert_ne!(new["jti"], old["jti"]);
+    assert_eq!(new["sid"], old["sid"]);
+    assert_eq!(new["sub"], old["sub"]);
+    assert_eq!(
+        new["roles"],
+        json!(["admin"]),
+        "renewal picks up the current roles"
+    );
+    assert!(new["exp"].as_i64().unwrap() >= old["exp"].as_i64().unwrap());
+    // The fresh token is accepted in its turn.
+    let res = check(
+        stack.server.grpc,
+        &[("cookie", &format!("jwt-token={fresh}"))],
+    )
+    .await;
+    assert_eq!(ok_headers(&res).expect("allowed")["x-auth-roles"], "admin");
+
+    // Sign out: the session is revoked, so that cookie is never renewed again, whether the
+    // sidecar has already reloaded (deny) or not yet (allow without a cookie).
+    let other = login_jwt(&stack, "grace").await;
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/auth/logout", stack.server.http))
+        .header("cookie", format!("jwt-token={other}"))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let res = check(
+        stack.server.grpc,
+        &[("cookie", &format!("jwt-token={other}"))],
+    )
+    .await;
+    assert_eq!(set_cookies(&res), Vec::<String>::new(), "{res:?}");
+    assert!(refused_within_reload(stack.server.grpc, &other).await);
+    stack.server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cookie_far_from_expiry_is_not_renewed() {
+    let stack = LoginStack::start("  renew_before: 1m\n").await;
+    let jwt = login_jwt(&stack, "ada").await;
+    let res = check(
+        stack.server.grpc,
+        &[("cookie", &format!("jwt-token={jwt}"))],
+    )
+    .await;
+    assert!(ok_headers(&res).is_some(), "{res:?}");
+    assert_eq!(set_cookies(&res), Vec::<String>::new());
+    stack.server.stop().await;
+}

@@ -99,7 +99,8 @@ pub struct Server {
     /// Outside issuers whose keys are fetched and kept fresh.
     remote_issuers: Vec<RemoteIssuer>,
     store: SqlStore,
-    authorizer: Arc<Authorizer>,
+    /// Check, with the browser rules, `forward_credential` and cookie renewal.
+    check: CheckService,
     identifier: Arc<Identifier>,
     snapshot: SnapshotHandle,
     usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
@@ -196,6 +197,12 @@ impl Server {
             }
             None => None,
         };
+        let mut check = CheckService::new(authorizer)
+            .with_config(config)
+            .context("login.public_url")?;
+        if let Some((_, service)) = &login {
+            check = check.with_renewal(service.clone());
+        }
         Ok(Server {
             listener,
             admin_listener,
@@ -203,7 +210,7 @@ impl Server {
             http_authz,
             remote_issuers,
             store,
-            authorizer,
+            check,
             identifier,
             snapshot,
             usage_rx,
@@ -301,18 +308,25 @@ impl Server {
                 decision_log: self.decisions.as_ref().map(|(log, _)| log.clone()),
             }))
         });
+        // One Check service for gRPC and the HTTP mode, observed by the metrics and the
+        // decision log.
+        let mut service = self.check;
+        if let Some(metrics) = &metrics {
+            service = service.with_observer(metrics.clone());
+        }
+        let decision_writer = match self.decisions {
+            Some((log, writer)) => {
+                service = service.with_observer(log);
+                Some(tokio::spawn(writer.run(stop_rx.clone())))
+            }
+            None => None,
+        };
+        let service = Arc::new(service);
         let http_authz = self.http_authz.map(|(listener, source)| {
             if let Ok(http_authz_addr) = listener.local_addr() {
                 tracing::info!(%http_authz_addr, ?source, "serving HTTP ext_authz");
             }
-            let mut service = CheckService::new(self.authorizer.clone());
-            if let Some(metrics) = &metrics {
-                service = service.with_observer(metrics.clone());
-            }
-            if let Some((log, _)) = &self.decisions {
-                service = service.with_observer(log.clone());
-            }
-            let service = Arc::new(service);
+            let service = service.clone();
             let mut stop = stop_rx.clone();
             // One small response per check: never held back by Nagle's algorithm.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -359,17 +373,6 @@ impl Server {
             let _ = drain_rx.wait_for(|stop| *stop).await;
         };
         let grace = self.shutdown_grace;
-        let mut service = CheckService::new(self.authorizer.clone());
-        if let Some(metrics) = metrics {
-            service = service.with_observer(metrics);
-        }
-        let decision_writer = match self.decisions {
-            Some((log, writer)) => {
-                service = service.with_observer(log);
-                Some(tokio::spawn(writer.run(stop_rx.clone())))
-            }
-            None => None,
-        };
         tracing::info!(%addr, "serving ext_authz and health");
         let server = tonic::transport::Server::builder()
             // Overload is refused at once (RESOURCE_EXHAUSTED; Envoy answers its
@@ -379,7 +382,7 @@ impl Server {
             .http2_keepalive_interval(Some(self.http2_keepalive))
             .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
             .add_service(health_service)
-            .add_service(AuthorizationService::new(service))
+            .add_service(AuthorizationService::from_shared(service))
             .serve_with_incoming_shutdown(incoming(self.listener), drained);
         let mut server = tokio::spawn(server);
 

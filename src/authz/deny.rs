@@ -18,6 +18,8 @@ pub enum Reason {
     NoMatchingActivity,
     PolicyUnavailable,
     InvalidHeader,
+    /// A cookie-authenticated unsafe request from an origin that is not ours.
+    Csrf,
 }
 
 impl Reason {
@@ -30,6 +32,7 @@ impl Reason {
             Reason::NoMatchingActivity => "no_matching_activity",
             Reason::PolicyUnavailable => "policy_unavailable",
             Reason::InvalidHeader => "invalid_header",
+            Reason::Csrf => "csrf",
         }
     }
 
@@ -38,7 +41,9 @@ impl Reason {
             Reason::MissingCredential | Reason::InvalidToken | Reason::AmbiguousCredential => {
                 DenyStatus::Unauthenticated
             }
-            Reason::InvalidPath | Reason::NoMatchingActivity => DenyStatus::Forbidden,
+            Reason::InvalidPath | Reason::NoMatchingActivity | Reason::Csrf => {
+                DenyStatus::Forbidden
+            }
             Reason::PolicyUnavailable => DenyStatus::Unavailable,
             Reason::InvalidHeader => DenyStatus::BadRequest,
         }
@@ -94,6 +99,17 @@ pub enum Revocation {
     EmailNotVerified,
 }
 
+/// Why a cookie-authenticated unsafe request was refused (logged, never sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CsrfError {
+    #[error("a cookie-authenticated unsafe request without Origin or Referer")]
+    MissingOrigin,
+    #[error("more than one Origin or Referer header")]
+    AmbiguousOrigin,
+    #[error("the request's Origin or Referer is not one of ours")]
+    ForeignOrigin,
+}
+
 /// What made a deny, for the log; never sent to the client.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DenyCause {
@@ -111,6 +127,8 @@ pub enum DenyCause {
     Token(#[from] TokenError),
     #[error(transparent)]
     Revoked(#[from] Revocation),
+    #[error(transparent)]
+    Csrf(#[from] CsrfError),
     /// None of the caller's permissions grants a matching activity.
     #[error("no activity granted by the caller's {} permission(s) matches", .held.ids().count())]
     NoActivity { held: Grants },
@@ -133,6 +151,7 @@ impl Deny {
             DenyCause::Credential(_) | DenyCause::Token(_) | DenyCause::Revoked(_) => {
                 Reason::InvalidToken
             }
+            DenyCause::Csrf(_) => Reason::Csrf,
             DenyCause::NoActivity { .. } if principal.is_none() => Reason::MissingCredential,
             DenyCause::NoActivity { .. } => Reason::NoMatchingActivity,
         };

@@ -8,7 +8,7 @@ use arc_swap::ArcSwapOption;
 
 mod deny;
 
-pub use deny::{Deny, DenyCause, DenyStatus, Reason, Revocation};
+pub use deny::{CsrfError, Deny, DenyCause, DenyStatus, Reason, Revocation};
 
 use crate::identity::{
     Identified, Identifier, IdentityError, JwtCaller, Principal, TokenDigest, TokenOwner,
@@ -22,6 +22,8 @@ use crate::policy::{path, PolicySnapshot, Subjects, TokenHolder};
 #[derive(Clone, Default)]
 pub struct AccessRequest<'a> {
     pub method: &'a str,
+    /// The URL scheme Envoy saw (`https`, `http`); empty when unknown.
+    pub scheme: &'a str,
     /// `Host`/`:authority` as received.
     pub host: &'a str,
     /// The raw request target: path and query, undecoded.
@@ -36,6 +38,7 @@ impl std::fmt::Debug for AccessRequest<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AccessRequest")
             .field("method", &self.method)
+            .field("scheme", &self.scheme)
             .field("host", &self.host)
             .field("path", &self.path)
             .field(

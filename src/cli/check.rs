@@ -61,6 +61,7 @@ async fn decide(
     let bearer = args.token.as_ref().map(|t| format!("Bearer {t}"));
     let request = AccessRequest {
         method: &args.method,
+        scheme: "https",
         host: &args.host,
         path: &args.path,
         headers: bearer

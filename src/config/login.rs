@@ -23,6 +23,8 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// A handoff code lives at most this long (and is used once).
 pub const HANDOFF_CODE_TTL: Duration = Duration::from_secs(60);
+/// A cookie JWT is renewed by Check when it expires within this (and its session lives).
+pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +57,10 @@ pub struct LoginConfig {
     pub session_lifetime: Duration,
     #[serde(default = "login_timeout", with = "humantime_serde")]
     pub login_timeout: Duration,
+    /// Check renews a cookie JWT that expires within this, while its session lives, with the
+    /// user's current roles (`Set-Cookie` on the response).
+    #[serde(default = "renew_before", with = "humantime_serde")]
+    pub renew_before: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +181,9 @@ fn session_lifetime() -> Duration {
 fn login_timeout() -> Duration {
     DEFAULT_LOGIN_TIMEOUT
 }
+fn renew_before() -> Duration {
+    DEFAULT_RENEW_BEFORE
+}
 fn es256() -> JwtAlgorithm {
     JwtAlgorithm::Es256
 }
@@ -225,7 +234,7 @@ pub fn is_loopback(u: &url::Url) -> bool {
     }
 }
 
-fn is_domain_name(d: &str) -> bool {
+pub(super) fn is_domain_name(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= 253
         && d.split('.').all(|label| {
@@ -424,6 +433,16 @@ login:
         );
         assert!(
             !warnings.iter().any(|w| w.starts_with("login.accounts")),
+            "{warnings:?}"
+        );
+        assert!(!warnings.iter().any(|w| w.contains("renew_before")));
+        let text = VALID.replace(
+            "  state_secret_env",
+            "  renew_before: 1h\n  state_secret_env",
+        );
+        let warnings = load(&text).expect("valid").warnings();
+        assert!(
+            warnings.iter().any(|w| w.starts_with("login.renew_before")),
             "{warnings:?}"
         );
     }

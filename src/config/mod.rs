@@ -115,6 +115,25 @@ pub struct Config {
     /// Sign-in at an OpenID provider, and portcullis as the issuer of the JWT.
     #[serde(default)]
     pub login: Option<LoginConfig>,
+    /// Whether upstreams receive the caller's credential (`Authorization`, the API-token
+    /// header, the JWT cookie) on allow. By default they do not: the `x-auth-*` headers say
+    /// who is calling, and a token in an upstream's hands could be replayed elsewhere.
+    #[serde(default)]
+    pub forward_credential: ForwardCredentialConfig,
+}
+
+/// `forward_credential`: `default` for every upstream, or only for some hosts (lower-case,
+/// without port) or some permissions (the one that allowed the request), for services that
+/// relay the token on purpose.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardCredentialConfig {
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

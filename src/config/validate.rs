@@ -31,6 +31,13 @@ impl Config {
                         .to_owned(),
                 );
             }
+            if login.renew_before >= login.token.lifetime {
+                out.push(
+                    "login.renew_before is not shorter than login.token.lifetime: every cookie \
+                     request renews the token; only for tests"
+                        .to_owned(),
+                );
+            }
             if login.accounts.hosted_domain.is_none() && login.accounts.email_domains.is_empty() {
                 out.push(
                     "login.accounts: neither hosted_domain nor email_domains is set, so any \
@@ -66,6 +73,14 @@ impl Config {
                 "server.http2_keepalive",
                 Problem::KeepaliveTooShort,
             ));
+        }
+        for h in &self.forward_credential.hosts {
+            if !super::login::is_domain_name(h) {
+                return Err(invalid(
+                    "forward_credential.hosts",
+                    Problem::NotADomain(h.clone()),
+                ));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", Problem::NotPositive));
@@ -271,6 +286,10 @@ mod tests {
                 "database.reload_interval",
             ),
             ("jwt: {cookie_name: 'a b'}\n", "jwt.cookie_name"),
+            (
+                "forward_credential: {hosts: ['Relay.example.com:443']}\n",
+                "forward_credential.hosts",
+            ),
             ("api_tokens: {header: authorization}\n", "api_tokens.header"),
             ("api_tokens: {header: x-auth-user}\n", "api_tokens.header"),
             (

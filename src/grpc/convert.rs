@@ -13,6 +13,7 @@ use envoy_types::pb::google::rpc;
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::authz::{AccessRequest, Allow, Decision, Deny, DenyStatus, Reason};
+use crate::browser::Stripping;
 
 /// Prefix of every identity header portcullis sets; client copies are always removed.
 pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
@@ -58,6 +59,7 @@ pub fn access_request(request: &CheckRequest) -> AccessRequest<'_> {
     // Empty for CONNECT and other requests without `:path`: canonicalization refuses it.
     AccessRequest {
         method: http.method.as_str(),
+        scheme: http.scheme.as_str(),
         host: http.host.as_str(),
         path: http.path.as_str(),
         headers,
@@ -163,14 +165,25 @@ pub fn identity_part(allow: &Allow) -> (CheckResponse, Vec<&'static str>) {
     (response, names)
 }
 
+/// What an allow changes per request besides the identity: the caller's credential taken out
+/// (`forward_credential`), and a renewed cookie for the browser.
+#[derive(Debug, Default, Clone)]
+pub struct PerRequest {
+    pub stripping: Stripping,
+    /// A `Set-Cookie` value for the response to the browser (a renewed JWT cookie).
+    pub set_cookie: Option<String>,
+}
+
 /// The part of an allow that differs per request: the status, the decision id, what matched,
-/// the policy version, and the client's own `x-auth-*` headers to remove (every one the
-/// identity part does not overwrite, whose `names` it gave).
+/// the policy version, the client's own `x-auth-*` headers to remove (every one the identity
+/// part does not overwrite, whose `names` it gave), the credential taken out and a renewed
+/// cookie (`extra`).
 pub fn request_part(
     allow: &Allow,
     request: &AccessRequest<'_>,
     decision_id: &str,
     names: &[&str],
+    extra: &PerRequest,
 ) -> CheckResponse {
     const DECISION_ID: &str = "x-auth-decision-id";
     let mut headers_to_remove: Vec<String> = request
@@ -189,8 +202,26 @@ pub fn request_part(
         })
         .map(str::to_ascii_lowercase)
         .collect();
+    headers_to_remove.extend(extra.stripping.remove.iter().cloned());
     headers_to_remove.sort_unstable();
     headers_to_remove.dedup();
+    let mut headers = vec![header(DECISION_ID, decision_id.to_owned())];
+    if let Some(cookie) = &extra.stripping.cookie {
+        headers.push(header("cookie", cookie.clone()));
+    }
+    let response_headers_to_add = extra
+        .set_cookie
+        .iter()
+        .map(|c| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: "set-cookie".to_owned(),
+                value: c.clone(),
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+            ..Default::default()
+        })
+        .collect();
 
     let fields = HashMap::from([
         (metadata_key(DECISION_ID), string_value(decision_id)),
@@ -212,8 +243,9 @@ pub fn request_part(
         }),
         dynamic_metadata: Some(Struct { fields }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: vec![header(DECISION_ID, decision_id.to_owned())],
+            headers,
             headers_to_remove,
+            response_headers_to_add,
             ..Default::default()
         })),
     }
@@ -226,10 +258,20 @@ pub fn check_response(
     request: &AccessRequest<'_>,
     decision_id: &str,
 ) -> CheckResponse {
+    check_response_with(decision, request, decision_id, &PerRequest::default())
+}
+
+/// [`check_response`] with an allow's per-request changes (`extra`), as one message.
+pub fn check_response_with(
+    decision: &Decision,
+    request: &AccessRequest<'_>,
+    decision_id: &str,
+    extra: &PerRequest,
+) -> CheckResponse {
     match decision {
         Decision::Allow(allow) => {
             let (mut response, names) = identity_part(allow);
-            let rest = request_part(allow, request, decision_id, &names);
+            let rest = request_part(allow, request, decision_id, &names, extra);
             merge_parts(&mut response, rest);
             response
         }
@@ -248,6 +290,37 @@ fn merge_parts(response: &mut CheckResponse, rest: CheckResponse) {
     {
         ok.headers.extend(more.headers);
         ok.headers_to_remove.extend(more.headers_to_remove);
+        ok.response_headers_to_add
+            .extend(more.response_headers_to_add);
+    }
+}
+
+/// A denied browser navigation, sent to the login page instead of a 401: `302` to `location`
+/// (built from an allow-listed host only), never cached.
+pub fn login_redirect_response(location: &str, decision_id: &str) -> CheckResponse {
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: tonic::Code::Unauthenticated as i32,
+            message: Reason::MissingCredential.code().to_owned(),
+            ..Default::default()
+        }),
+        dynamic_metadata: Some(Struct {
+            fields: [
+                ("decision_id".to_owned(), string_value(decision_id)),
+                ("reason".to_owned(), string_value("login_required")),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: 302 }),
+            headers: vec![
+                header("location", location.to_owned()),
+                header("cache-control", "no-store".to_owned()),
+                header("x-auth-decision-id", decision_id.to_owned()),
+            ],
+            body: String::new(),
+        })),
     }
 }
 

@@ -17,10 +17,16 @@ use moka::sync::Cache;
 use prost::bytes::Bytes;
 use prost::Message;
 
-use crate::authz::{AccessRequest, Allow, Authorizer, Decision, DecisionIds, DenyCause};
-use crate::identity::Principal;
+use crate::authz::{AccessRequest, Allow, Authorizer, Decision, DecisionIds, Deny, DenyCause};
+use crate::browser::{BrowserRules, CredentialForwarding};
+use crate::config::Config;
+use crate::identity::{Principal, UnixTime};
+use crate::login::LoginService;
 
-pub use convert::{access_request, check_response, identity_part, request_part};
+pub use convert::{
+    access_request, check_response, check_response_with, identity_part, login_redirect_response,
+    request_part, PerRequest,
+};
 pub use server::{Answer, AuthorizationService, CHECK_PATH};
 
 /// Most bytes of encoded identity parts kept for reuse (the weigher counts each entry's
@@ -30,6 +36,11 @@ const RENDERED_CAPACITY_BYTES: u64 = 8 << 20;
 /// An idle caller's identity part is dropped after this; a new snapshot makes the old parts
 /// unreachable at once (the key holds the snapshot's serial), this frees them.
 const RENDERED_IDLE: Duration = Duration::from_secs(60);
+/// A renewed cookie is reused for further requests with the same old token this long, so a
+/// page's burst of requests near expiry mints one token, not one each.
+const RENEWED_TTL: Duration = Duration::from_secs(30);
+/// Most renewed cookies kept (one per token being renewed right now).
+const RENEWED_CAPACITY: u64 = 10_000;
 
 /// A caller's identity part, encoded once per snapshot (see [`identity_part`]).
 #[derive(Clone)]
@@ -66,11 +77,28 @@ pub struct CheckService {
     /// principal is one verified token (the identifier caches it by the token's digest), and
     /// a snapshot fixes the roles and permissions it holds: the same key, the same part.
     rendered: Cache<(usize, u64), RenderedIdentity>,
+    /// Redirects to login and CSRF, when login is configured.
+    browser: Option<BrowserRules>,
+    /// What of the caller's credential upstreams get.
+    forwarding: CredentialForwarding,
+    /// Renews cookie JWTs close to expiry while their session lives (the login issuer's).
+    renewal: Option<Arc<LoginService>>,
+    /// The old token's id -> the renewed cookie (`Set-Cookie`), or `None`: not renewable.
+    renewed: Cache<String, Option<Arc<str>>>,
 }
 
 impl CheckService {
+    /// A Check service with the default browser behaviour: no login (401s, no CSRF check, no
+    /// renewal) and the credential never forwarded.
     pub fn new(authorizer: Arc<Authorizer>) -> Self {
         CheckService {
+            browser: None,
+            forwarding: CredentialForwarding::from_config(&Config::default()),
+            renewal: None,
+            renewed: Cache::builder()
+                .max_capacity(RENEWED_CAPACITY)
+                .time_to_live(RENEWED_TTL)
+                .build(),
             authorizer,
             ids: DecisionIds::new(),
             observers: Vec::new(),
@@ -90,15 +118,33 @@ impl CheckService {
         self
     }
 
+    /// The browser rules (`login` configured) and `forward_credential` of `config`.
+    pub fn with_config(mut self, config: &Config) -> Result<Self, url::ParseError> {
+        self.browser = BrowserRules::from_config(config)?;
+        self.forwarding = CredentialForwarding::from_config(config);
+        Ok(self)
+    }
+
+    /// Renews cookie JWTs close to expiry through the login issuer.
+    pub fn with_renewal(mut self, login: Arc<LoginService>) -> Self {
+        self.renewal = Some(login);
+        self
+    }
+
     /// Decides one request, as the server sends it: an allow's identity part comes encoded
     /// from the cache, the rest is built for this request.
     pub async fn answer(&self, request: &CheckRequest) -> Answer {
         let started = Instant::now();
         let decision_id = self.ids.next();
         let access = convert::access_request(request);
-        let decision = self.authorizer.decide(&access).await;
+        let mut decision = self.authorizer.decide(&access).await;
+        if let (Decision::Allow(allow), Some(browser)) = (&decision, &self.browser) {
+            if let Err(e) = browser.csrf(&access) {
+                decision = Decision::Deny(Deny::new(allow.principal.clone(), e.into()));
+            }
+        }
         log_decision(&decision, &access, &decision_id);
-        let answer = self.render(&decision, &access, &decision_id);
+        let answer = self.render(&decision, &access, &decision_id).await;
         if !self.observers.is_empty() {
             let observed = Observed {
                 decision: &decision,
@@ -113,17 +159,76 @@ impl CheckService {
         answer
     }
 
-    fn render(&self, decision: &Decision, access: &AccessRequest<'_>, decision_id: &str) -> Answer {
+    async fn render(
+        &self,
+        decision: &Decision,
+        access: &AccessRequest<'_>,
+        decision_id: &str,
+    ) -> Answer {
         match decision {
             Decision::Allow(allow) => {
                 let identity = self.identity_of(allow);
+                let extra = PerRequest {
+                    stripping: self.forwarding.stripping(access, allow),
+                    set_cookie: self.renewal_for(allow, access).await,
+                };
                 Answer {
                     encoded: identity.encoded,
-                    rest: convert::request_part(allow, access, decision_id, &identity.names),
+                    rest: convert::request_part(
+                        allow,
+                        access,
+                        decision_id,
+                        &identity.names,
+                        &extra,
+                    ),
                 }
             }
-            Decision::Deny(_) => convert::check_response(decision, access, decision_id).into(),
+            Decision::Deny(deny) => {
+                let redirect = self
+                    .browser
+                    .as_ref()
+                    .and_then(|b| b.login_redirect(deny, access));
+                match redirect {
+                    Some(location) => {
+                        convert::login_redirect_response(&location, decision_id).into()
+                    }
+                    None => convert::check_response(decision, access, decision_id).into(),
+                }
+            }
         }
+    }
+
+    /// A renewed cookie for an allowed request authenticated by a cookie JWT that expires
+    /// within `login.renew_before` and belongs to a live session; `None` otherwise.
+    async fn renewal_for(&self, allow: &Allow, access: &AccessRequest<'_>) -> Option<String> {
+        let login = self.renewal.as_ref()?;
+        let browser = self.browser.as_ref()?;
+        let Some(Principal::Jwt(jwt)) = allow.principal.as_deref() else {
+            return None;
+        };
+        let (jti, _) = jwt.jti.as_ref().zip(jwt.sid.as_ref())?;
+        let now = UnixTime::now()?;
+        let remaining = jwt.expires_at.as_secs().saturating_sub(now.as_secs());
+        if remaining > login.config().renew_before.as_secs() as i64 {
+            return None;
+        }
+        let token = browser.cookie_token(access)?;
+        if let Some(done) = self.renewed.get(jti) {
+            return done.map(|c| c.to_string());
+        }
+        let renewed = match login.renew(token).await {
+            Ok(r) => r.map(Arc::<str>::from),
+            Err(e) => {
+                // Not remembered: a store hiccup must not stop the next request renewing.
+                tracing::warn!(error = %crate::error_chain(&e), "cookie renewal failed");
+                return None;
+            }
+        };
+        self.renewed.insert(jti.clone(), renewed.clone());
+        if renewed.is_some() {
+            tracing::debug!(user_id = %jwt.subject, "cookie renewed");
+        }
+        renewed.map(|c| c.to_string())
     }
 
     /// Decides one request; the answer as the client decodes it (tests, the fuzz target,

@@ -78,9 +78,12 @@ pub struct AuthorizationService {
 
 impl AuthorizationService {
     pub fn new(inner: CheckService) -> Self {
-        AuthorizationService {
-            inner: Arc::new(inner),
-        }
+        Self::from_shared(Arc::new(inner))
+    }
+
+    /// Serves a Check service shared with another front (the HTTP mode).
+    pub fn from_shared(inner: Arc<CheckService>) -> Self {
+        AuthorizationService { inner }
     }
 }
 

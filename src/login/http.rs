@@ -110,7 +110,7 @@ fn redirect(status: StatusCode, location: &str) -> Response {
 }
 
 /// The JWT cookie on the parent domain, or its clearing (same Domain and Path).
-fn jwt_cookie(service: &LoginService, value: String, clear: bool) -> Cookie<'static> {
+pub(super) fn jwt_cookie(service: &LoginService, value: String, clear: bool) -> Cookie<'static> {
     cookie_for(
         &service.cookie_name,
         service.cookie(),

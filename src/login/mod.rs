@@ -360,6 +360,26 @@ impl LoginService {
         }
     }
 
+    /// A fresh cookie (its `Set-Cookie` value) for one of our cookie JWTs, with the user's
+    /// current roles, while its session lives; `None` when the token, its session or its user
+    /// is no longer good.
+    pub async fn renew(&self, token: &str) -> Result<Option<String>, LoginError> {
+        let Some((claims, user)) = self.verify_own(token).await? else {
+            return Ok(None);
+        };
+        let Some(sid) = claims.sid.as_deref() else {
+            return Ok(None);
+        };
+        let session = match self.store.session(sid).await? {
+            Some(s) if s.is_live(now()?) => s,
+            _ => return Ok(None),
+        };
+        let minted = self.mint(&user, sid, session.expires_at)?;
+        Ok(Some(
+            http::jwt_cookie(self, minted.token, false).to_string(),
+        ))
+    }
+
     pub fn store(&self) -> &dyn LoginStore {
         self.store.as_ref()
     }

@@ -9,6 +9,7 @@ mod echo_upstream;
 pub mod fronts;
 pub mod oidc;
 pub mod pg;
+pub mod sso;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -38,8 +39,13 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The binary cargo built for the integration tests. Examples that share this harness (such
+/// as `demo_sso`) are not given one; they get the default debug build's path.
 pub fn portcullis_bin() -> &'static str {
-    env!("CARGO_BIN_EXE_portcullis")
+    option_env!("CARGO_BIN_EXE_portcullis").unwrap_or(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/debug/portcullis"
+    ))
 }
 
 /// The Envoy binary `make test` installs into the project virtualenv (or `PORTCULLIS_ENVOY`).
@@ -332,9 +338,15 @@ impl Envoy {
             assert!(replaced.contains(&original), "{file}: no {original}");
             replaced = replaced.replace(&original, &format!("port_value: {to}"));
         }
+        Self::start_yaml(&replaced).await
+    }
+
+    /// Envoy running `yaml` (ports already replaced; the admin port may be 0), once it is
+    /// ready and its portcullis cluster healthy.
+    pub async fn start_yaml(yaml: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("envoy.yaml");
-        std::fs::write(&config, replaced).expect("write envoy config");
+        std::fs::write(&config, yaml).expect("write envoy config");
         let admin_file = dir.path().join("admin-address");
         let mut cmd = Command::new(envoy_bin());
         cmd.arg("-c")

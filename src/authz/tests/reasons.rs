@@ -69,6 +69,7 @@ async fn api_tokens_are_resolved_from_the_snapshot_never_the_store() {
     let authorizer = Authorizer::new(handle.clone(), Arc::new(identifier));
     let request = |method| AccessRequest {
         method,
+        scheme: "https",
         host: "",
         path: "/r",
         headers: vec![("x-api-token", Cow::Borrowed(issued.token.as_str()))],
