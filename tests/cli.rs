@@ -492,3 +492,36 @@ fn token_commands_name_what_does_not_exist() {
     let listed = cli_ok(&config, &["token", "list"]);
     assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
 }
+
+/// `check --permissions` decides for the permissions named, whatever `jwt.permissions_from`
+/// says: in `store` mode too (the caller is assumed, not a stored user).
+#[test]
+fn check_with_permissions_works_in_store_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let config = support::write_config_for(dir.path(), &url, "200ms", "store", "");
+    cli_ok(&config, &["policy", "apply", &example()]);
+    let (code, out, _) = cli(
+        &config,
+        &[
+            "check",
+            "--permissions",
+            "roles:read",
+            "GET",
+            "/api/v1/roles",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#"permission "roles:read" grants"#), "{out}");
+    let (code, out, _) = cli(
+        &config,
+        &[
+            "check",
+            "--permissions",
+            "roles:read",
+            "POST",
+            "/api/v1/roles",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+}
