@@ -105,6 +105,19 @@ async fn token(stack: &LoginStack, form: &[(&str, &str)]) -> (u16, Value) {
     post_form(&format!("{}/auth/token", stack.server.http), form).await
 }
 
+/// `/auth/token` exchanging a provider ID token (RFC 8693), as a mobile app does.
+async fn exchange_id_token(stack: &LoginStack, id_token: &str) -> (u16, Value) {
+    token(
+        stack,
+        &[
+            ("grant_type", EXCHANGE),
+            ("subject_token", id_token),
+            ("subject_token_type", ID_TOKEN),
+        ],
+    )
+    .await
+}
+
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -490,15 +503,7 @@ async fn account_rules_and_disabled_users_get_a_page_not_a_token() {
             json!({}),
         )
         .await;
-    let (status, body) = token(
-        &stack,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &id),
-            ("subject_token_type", ID_TOKEN),
-        ],
-    )
-    .await;
+    let (status, body) = exchange_id_token(&stack, &id).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -766,15 +771,7 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_session() {
             json!({}),
         )
         .await;
-    let (status, first) = token(
-        &stack,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &id),
-            ("subject_token_type", ID_TOKEN),
-        ],
-    )
-    .await;
+    let (status, first) = exchange_id_token(&stack, &id).await;
     assert_eq!(status, 200, "{first}");
     let r1 = first["refresh_token"].as_str().unwrap().to_owned();
     let (status, second) = token(
@@ -847,15 +844,7 @@ async fn logout_revokes_the_session_on_a_second_sidecar_sharing_postgres() {
             json!({}),
         )
         .await;
-    let (status, body) = token(
-        &stack,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &id),
-            ("subject_token_type", ID_TOKEN),
-        ],
-    )
-    .await;
+    let (status, body) = exchange_id_token(&stack, &id).await;
     assert_eq!(status, 200, "{body}");
     let jwt = body["access_token"].as_str().unwrap().to_owned();
     assert!(
@@ -907,15 +896,7 @@ async fn logout_revokes_the_session_on_a_second_sidecar_sharing_postgres() {
                 json!({}),
             )
             .await;
-        let (_, body) = token(
-            &stack,
-            &[
-                ("grant_type", EXCHANGE),
-                ("subject_token", &id),
-                ("subject_token_type", ID_TOKEN),
-            ],
-        )
-        .await;
+        let (_, body) = exchange_id_token(&stack, &id).await;
         body["access_token"].as_str().unwrap().to_owned()
     };
     let r = client
@@ -937,18 +918,7 @@ async fn provider_key_rotation_is_picked_up() {
     let p = &stack.provider;
     let exchange = |t: String| {
         let stack = &stack;
-        async move {
-            token(
-                stack,
-                &[
-                    ("grant_type", EXCHANGE),
-                    ("subject_token", &t),
-                    ("subject_token_type", ID_TOKEN),
-                ],
-            )
-            .await
-            .0
-        }
+        async move { exchange_id_token(stack, &t).await.0 }
     };
     let old = p
         .sign(
@@ -977,15 +947,7 @@ async fn provider_key_rotation_is_picked_up() {
     assert!(
         accepted,
         "the rotated key was never fetched: {:?}",
-        token(
-            &stack,
-            &[
-                ("grant_type", EXCHANGE),
-                ("subject_token", &new),
-                ("subject_token_type", ID_TOKEN)
-            ]
-        )
-        .await
+        exchange_id_token(&stack, &new).await
     );
     // The old key is gone from the provider's set, so is it from ours.
     assert_eq!(exchange(old).await, 400);
@@ -1176,15 +1138,7 @@ async fn a_failed_key_refresh_keeps_the_last_good_set() {
     // allows; the attempt fails.
     let mut attempted = false;
     for _ in 0..100 {
-        let (status, _) = token(
-            &stack,
-            &[
-                ("grant_type", EXCHANGE),
-                ("subject_token", &stray),
-                ("subject_token_type", ID_TOKEN),
-            ],
-        )
-        .await;
+        let (status, _) = exchange_id_token(&stack, &stray).await;
         assert_eq!(status, 400);
         if fetches(&stack.server.status().await) > before {
             attempted = true;
@@ -1194,15 +1148,7 @@ async fn a_failed_key_refresh_keeps_the_last_good_set() {
     }
     assert!(attempted, "no refresh was attempted");
     // The keys fetched before still verify.
-    let (status, body) = token(
-        &stack,
-        &[
-            ("grant_type", EXCHANGE),
-            ("subject_token", &good),
-            ("subject_token_type", ID_TOKEN),
-        ],
-    )
-    .await;
+    let (status, body) = exchange_id_token(&stack, &good).await;
     assert_eq!(status, 200, "{body}");
     stack.server.stop().await;
 }

@@ -68,6 +68,10 @@ pub trait DecisionObserver: Send + Sync {
     fn observe(&self, observed: &Observed<'_>);
 }
 
+/// The longest a Check waits for a cookie renewal (a store read) before answering without
+/// one; Envoy's timeout is 0.5 s.
+const RENEWAL_BUDGET: Duration = Duration::from_millis(100);
+
 /// Serves Check for Envoy's ext_authz filter.
 pub struct CheckService {
     authorizer: Arc<Authorizer>,
@@ -216,11 +220,18 @@ impl CheckService {
         if let Some(done) = self.renewed.get(jti) {
             return done.map(|c| c.to_string());
         }
-        let renewed = match login.renew(token).await {
-            Ok(r) => r.map(Arc::<str>::from),
-            Err(e) => {
+        // Renewal reads the session and the user's roles from the store: the one store read
+        // a Check can make, once per token (remembered below), only for a cookie inside its
+        // last `renew_before`, and bounded so a slow store delays no answer past this.
+        let renewed = match tokio::time::timeout(RENEWAL_BUDGET, login.renew(token)).await {
+            Ok(Ok(r)) => r.map(Arc::<str>::from),
+            Ok(Err(e)) => {
                 // Not remembered: a store hiccup must not stop the next request renewing.
                 tracing::warn!(error = %crate::error_chain(&e), "cookie renewal failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!("cookie renewal took too long; the request goes on unrenewed");
                 return None;
             }
         };
