@@ -91,11 +91,11 @@ async fn next(
     serving: &portcullis::policy::PolicySnapshot,
 ) -> anyhow::Result<(portcullis::policy::PolicySnapshot, f64)> {
     let started = Instant::now();
-    let snapshot = portcullis::app::next_snapshot(store, Some(serving))
+    let next = portcullis::app::next_snapshot(store, Some(serving))
         .await
         .map_err(|e| anyhow::anyhow!(e))?
         .ok_or_else(|| anyhow::anyhow!("no new version"))?;
-    Ok((snapshot, started.elapsed().as_secs_f64() * 1e3))
+    Ok((next.snapshot, started.elapsed().as_secs_f64() * 1e3))
 }
 
 #[allow(dead_code)]

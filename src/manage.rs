@@ -3,6 +3,10 @@
 //! building a snapshot from what is stored, and issuing API tokens whose limit never exceeds
 //! what their owner holds. The store only reads and writes rows.
 
+mod shadow;
+
+pub use shadow::{apply_shadow, candidate_subjects, compile_candidate, discard, promote};
+
 use crate::identity::api_token;
 use crate::policy::document::{AUTHENTICATED, PUBLIC};
 use crate::policy::{PolicyDocument, PolicyError, PolicySnapshot};
@@ -21,6 +25,8 @@ pub enum ManageError {
     UnknownPermission { permission: String },
     #[error("{owner} is disabled: a token for it could never be used")]
     OwnerDisabled { owner: String },
+    #[error("no candidate policy is stored (apply one with `policy apply FILE --shadow`)")]
+    NoCandidate,
 }
 
 impl From<StoreError> for ManageError {
@@ -69,14 +75,26 @@ pub async fn apply(
     let found = &mut changes;
     let version = store
         .update_policy(Box::new(move |current, version| {
-            let merged = current.merged_with(file, prune);
-            merged.validate_as("the policy after this apply")?;
-            PolicySnapshot::compile(&merged, version + 1)?;
+            let merged = checked(current, file, prune, version, "the policy after this apply")?;
             *found = current.diff(&merged);
             Ok((!found.is_empty() && !dry_run).then_some(merged))
         }))
         .await?;
     Ok(ApplyOutcome { changes, version })
+}
+
+/// `current` merged with `file`, validated and compiled as the next version would be.
+fn checked(
+    current: &PolicyDocument,
+    file: &PolicyDocument,
+    prune: bool,
+    version: i64,
+    what: &str,
+) -> Result<PolicyDocument, PolicyError> {
+    let merged = current.merged_with(file, prune);
+    merged.validate_as(what)?;
+    PolicySnapshot::compile(&merged, version + 1)?;
+    Ok(merged)
 }
 
 /// Loads what is stored and compiles it into a snapshot.

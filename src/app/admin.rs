@@ -28,6 +28,11 @@ impl ReloadStatus {
             "snapshot_age_seconds": self.loaded_at.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs_f64()),
             "store_reachable": self.store_reachable,
             "last_error": self.last_error,
+            "candidate": (self.candidate_stored_at.is_some() || self.candidate_error.is_some()).then(|| serde_json::json!({
+                "evaluated": self.candidate_stored_at.is_some(),
+                "stored_at": self.candidate_stored_at,
+                "error": self.candidate_error,
+            })),
         })
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use crate::authz::Decision;
 use crate::config::DecisionLogConfig;
 use crate::grpc::{DecisionObserver, Observed};
+use crate::identity::Principal;
 
 /// Events waiting for the writer; beyond this they are dropped and counted.
 const QUEUE: usize = 8192;
@@ -158,6 +159,23 @@ impl DecisionLog {
             Decision::Allow(a) => Some(a.policy_version),
             Decision::Deny(_) => None,
         };
+        let caller = principal.map(|p| caller(p.as_ref()));
+        let shadow = o
+            .shadow
+            .filter(|s| disagrees(o.decision, s))
+            .map(|s| match s {
+                Decision::Allow(a) => serde_json::json!({
+                    "outcome": "allow",
+                    "status": 200,
+                    "permission": a.matched_permission,
+                    "policy_version": a.policy_version,
+                }),
+                Decision::Deny(d) => serde_json::json!({
+                    "outcome": "deny",
+                    "status": d.reason.status().http_code(),
+                    "reason": d.reason.code(),
+                }),
+            });
         serde_json::json!({
             "event": "decision",
             "decision_id": o.decision_id,
@@ -171,11 +189,36 @@ impl DecisionLog {
             "permission": permission,
             "principal": principal.map(|p| p.subject_id()),
             "credential": principal.map(|p| p.credential().as_str()),
+            "caller": caller,
             "policy_version": policy_version,
             "latency_us": u64::try_from(o.elapsed.as_micros()).unwrap_or(u64::MAX),
             "traceparent": traceparent,
+            "shadow": shadow,
         })
         .to_string()
+    }
+}
+
+/// Whether the candidate's decision has another outcome than the live one.
+fn disagrees(live: &Decision, shadow: &Decision) -> bool {
+    matches!(live, Decision::Allow(_)) != matches!(shadow, Decision::Allow(_))
+}
+
+/// What replaying a decision against another policy needs of its caller, besides the subject
+/// id: the roles and permissions its credential named, or the API token's id and limit. Names
+/// and ids only, never a credential.
+fn caller(principal: &Principal) -> serde_json::Value {
+    match principal {
+        Principal::Jwt(j) => serde_json::json!({
+            "roles": j.roles,
+            "permissions": j.permissions,
+        }),
+        Principal::ApiToken(t) => serde_json::json!({
+            "token_id": t.token_id,
+            "roles": t.roles,
+            "limit": t.limit,
+        }),
+        Principal::Assumed { permissions } => serde_json::json!({ "permissions": permissions }),
     }
 }
 
@@ -193,12 +236,16 @@ fn is_traceparent(value: &str) -> bool {
 impl DecisionObserver for DecisionLog {
     fn observe(&self, observed: &Observed<'_>) {
         let now = SystemTime::now();
+        let disagreement = observed
+            .shadow
+            .is_some_and(|s| disagrees(observed.decision, s));
         let keep = match observed.decision {
-            // Sampled allows are not dropped events: they were never meant to be logged.
-            Decision::Allow(_) => {
+            // Sampled allows are not dropped events: they were never meant to be logged. An
+            // allow the candidate policy would deny is kept like a deny.
+            Decision::Allow(_) if !disagreement => {
                 self.allow_sample >= 1.0 || rand::random::<f64>() < self.allow_sample
             }
-            Decision::Deny(_) => {
+            _ => {
                 let second = now
                     .duration_since(UNIX_EPOCH)
                     .map(|d| d.as_secs())

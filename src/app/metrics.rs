@@ -33,11 +33,22 @@ struct DecisionLabels {
     reason: &'static str,
 }
 
+/// A request the candidate policy decides otherwise: `change` is `allow_to_deny` or
+/// `deny_to_allow`; `permission` the live policy's matched permission (allow_to_deny) or the
+/// candidate's (deny_to_allow), a name from the policy, so bounded by it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabels {
+    change: &'static str,
+    permission: String,
+}
+
 /// The server's registry and the metrics updated on the request path.
 pub struct Metrics {
     registry: Registry,
     decisions: Family<DecisionLabels, Counter>,
     check_seconds: Histogram,
+    shadow_evaluations: Counter,
+    shadow_disagreements: Family<ShadowLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,11 +82,25 @@ impl Metrics {
             "Time to decide and render one Check, in the server",
             check_seconds.clone(),
         );
+        let shadow_evaluations = Counter::default();
+        registry.register(
+            "shadow_evaluations",
+            "Requests also decided by the candidate policy (policy apply --shadow)",
+            shadow_evaluations.clone(),
+        );
+        let shadow_disagreements = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_disagreements",
+            "Requests the candidate policy decides otherwise than the live one, by change and permission",
+            shadow_disagreements.clone(),
+        );
         registry.register_collector(Box::new(State(sources)));
         Metrics {
             registry,
             decisions,
             check_seconds,
+            shadow_evaluations,
+            shadow_disagreements,
         }
     }
 
@@ -102,6 +127,21 @@ impl DecisionObserver for Metrics {
         };
         self.decisions.get_or_create(&labels).inc();
         self.check_seconds.observe(observed.elapsed.as_secs_f64());
+        if let Some(shadow) = observed.shadow {
+            self.shadow_evaluations.inc();
+            let disagreement = match (observed.decision, shadow) {
+                (Decision::Allow(a), Decision::Deny(_)) => Some(("allow_to_deny", a)),
+                (Decision::Deny(_), Decision::Allow(a)) => Some(("deny_to_allow", a)),
+                _ => None,
+            };
+            if let Some((change, allow)) = disagreement {
+                let labels = ShadowLabels {
+                    change,
+                    permission: allow.matched_permission.clone(),
+                };
+                self.shadow_disagreements.get_or_create(&labels).inc();
+            }
+        }
     }
 }
 

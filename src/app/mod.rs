@@ -7,11 +7,18 @@ mod decisions;
 mod metrics;
 mod reload;
 mod remote_keys;
+pub mod replay;
+mod shadow;
 mod usage;
 
-pub use decisions::{DecisionLog, DecisionWriter};
+pub use decisions::{DecisionLog, DecisionWriter, Output as DecisionOutput};
 pub use metrics::Metrics;
-pub use reload::{next_snapshot, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
+
+/// Where `log.decisions` sends events (`None`: off).
+pub fn decision_output(config: &crate::config::DecisionLogConfig) -> Option<DecisionOutput> {
+    DecisionOutput::parse(config.output.trim())
+}
+pub use reload::{next_snapshot, Next, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,6 +42,7 @@ use crate::login::LoginService;
 use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
 use remote_keys::RemoteIssuer;
+use shadow::ShadowReload;
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
@@ -103,6 +111,8 @@ pub struct Server {
     check: CheckService,
     identifier: Arc<Identifier>,
     snapshot: SnapshotHandle,
+    /// The candidate policy's snapshot, evaluated beside `snapshot` and never enforced.
+    shadow: SnapshotHandle,
     usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
     reload_interval: Duration,
     last_used_flush: Duration,
@@ -148,8 +158,10 @@ impl Server {
         identifier.report_usage_to(usage_tx);
         let identifier = Arc::new(identifier);
         let snapshot: SnapshotHandle = Arc::new(ArcSwapOption::empty());
+        let shadow: SnapshotHandle = Arc::new(ArcSwapOption::empty());
         let authorizer = Arc::new(
             Authorizer::new(snapshot.clone(), identifier.clone())
+                .with_shadow(shadow.clone())
                 .with_permission_source(config.jwt.permissions_from)
                 .with_subject_claim(config.jwt.subject_claim),
         );
@@ -213,6 +225,7 @@ impl Server {
             check,
             identifier,
             snapshot,
+            shadow,
             usage_rx,
             reload_interval: config.database.reload_interval,
             last_used_flush: config.api_tokens.last_used_flush,
@@ -265,6 +278,7 @@ impl Server {
             health: reporter.clone(),
             status: status.clone(),
             interval: self.reload_interval,
+            shadow: ShadowReload::new(self.shadow.clone()),
         };
         let reloader = tokio::spawn(reloader.run(stop_rx.clone()));
         let login_service = self.login.as_ref().map(|(_, s)| s.clone());

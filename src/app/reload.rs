@@ -12,10 +12,11 @@ use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use super::shadow::ShadowReload;
 use crate::authz::SnapshotHandle;
 use crate::identity::ApiTokenCache;
-use crate::policy::{PolicySnapshot, Subjects};
-use crate::store::{Change, ChangeFeed, PolicyStore, StoreError};
+use crate::policy::{PolicyDocument, PolicySnapshot, Subjects};
+use crate::store::{Candidate, Change, ChangeFeed, PolicyStore, StoreError};
 
 /// Longest pause between attempts while the store is unreachable.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -47,6 +48,10 @@ pub struct ReloadStatus {
     pub(super) refresh_failures: u64,
     /// How long the last refresh that loaded a snapshot took, seconds.
     pub(super) last_load_seconds: Option<f64>,
+    /// When the candidate policy being evaluated was stored (unix seconds), if one is.
+    pub(super) candidate_stored_at: Option<i64>,
+    /// Why the stored candidate policy is not evaluated, if it is not.
+    pub(super) candidate_error: Option<String>,
 }
 
 /// The reloader and everything it updates.
@@ -58,10 +63,12 @@ pub(super) struct Reloader {
     pub health: HealthReporter,
     pub status: Arc<Mutex<ReloadStatus>>,
     pub interval: Duration,
+    /// The candidate policy, rebuilt with every live snapshot.
+    pub shadow: ShadowReload,
 }
 
 impl Reloader {
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut failing: Option<String> = None;
         let mut feed: Option<Box<dyn ChangeFeed>> = None;
         let mut wait = self.interval;
@@ -143,19 +150,31 @@ impl Reloader {
     }
 
     /// Swaps in a newer snapshot when the stored version differs from the one serving.
-    async fn refresh(&self) -> Result<Option<i64>, RefreshError> {
+    async fn refresh(&mut self) -> Result<Option<i64>, RefreshError> {
         let serving = self.snapshot.load_full();
         let Some(next) = next_snapshot(&*self.store, serving.as_deref()).await? else {
             return Ok(None);
         };
-        let version = next.version();
-        self.snapshot.store(Some(Arc::new(next)));
+        let version = next.snapshot.version();
+        let live = Arc::new(next.snapshot);
+        self.snapshot.store(Some(live.clone()));
+        self.shadow.update(&live, next.loaded).await;
+        if let Ok(mut s) = self.status.lock() {
+            (s.candidate_stored_at, s.candidate_error) = self.shadow.status();
+        }
         Ok(Some(version))
     }
 }
 
 /// Why a refresh failed (the store, or a policy that does not compile).
 pub type RefreshError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A snapshot to serve, and the rules and candidate policy it was loaded with (`None` when
+/// only its subjects were patched).
+pub struct Next {
+    pub snapshot: PolicySnapshot,
+    pub loaded: Option<(PolicyDocument, Option<Candidate>)>,
+}
 
 /// The snapshot to serve after `serving`, or `None` when the store's version is the one
 /// serving. As cheap as the change allows: a change the store's log names entry by entry (a
@@ -165,25 +184,29 @@ pub type RefreshError = Box<dyn std::error::Error + Send + Sync>;
 pub async fn next_snapshot(
     store: &dyn PolicyStore,
     serving: Option<&PolicySnapshot>,
-) -> Result<Option<PolicySnapshot>, RefreshError> {
+) -> Result<Option<Next>, RefreshError> {
     let version = store.policy_version().await?;
     if serving.is_some_and(|s| s.version() == version) {
         return Ok(None);
     }
     if let Some(serving) = serving {
         if let Some(subjects) = patched_subjects(store, serving, version).await? {
-            return Ok(Some(serving.with_new_subjects(subjects, version)));
+            let snapshot = serving.with_new_subjects(subjects, version);
+            return Ok(Some(Next {
+                snapshot,
+                loaded: None,
+            }));
         }
     }
-    let state = store.load_state().await?;
+    let mut state = store.load_state().await?;
+    let loaded = Some((state.document.clone(), state.candidate.take()));
     // The rules are compared as stored, so a change written by hand is never missed.
     if let Some(serving) = serving.filter(|s| s.has_rules_of(&state.document)) {
-        return Ok(Some(
-            serving.with_new_subjects(state.subjects, state.version),
-        ));
+        let snapshot = serving.with_new_subjects(state.subjects, state.version);
+        return Ok(Some(Next { snapshot, loaded }));
     }
-    let fresh = tokio::task::spawn_blocking(move || crate::manage::compile(state)).await??;
-    Ok(Some(fresh))
+    let snapshot = tokio::task::spawn_blocking(move || crate::manage::compile(state)).await??;
+    Ok(Some(Next { snapshot, loaded }))
 }
 
 /// The serving subjects with every change since the serving version applied; `None` when a
@@ -278,6 +301,7 @@ mod tests {
             health,
             status: Arc::new(Mutex::new(ReloadStatus::default())),
             interval: Duration::from_secs(3600),
+            shadow: ShadowReload::new(Arc::new(ArcSwapOption::empty())),
         };
         (store, reloader)
     }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 mod deny;
+mod shadow;
 
 pub use deny::{CsrfError, Deny, DenyCause, DenyStatus, Reason, Revocation};
+pub use shadow::decide_on;
 
 use crate::identity::{
     Identified, Identifier, IdentityError, JwtCaller, Principal, TokenDigest, TokenOwner,
@@ -128,6 +130,8 @@ impl From<PermissionSource> for JwtSubjects {
 #[derive(Debug)]
 pub struct Authorizer {
     snapshot: SnapshotHandle,
+    /// The candidate policy, evaluated beside the live one and never enforced.
+    shadow: Option<SnapshotHandle>,
     identifier: Arc<Identifier>,
     jwt: JwtSubjects,
 }
@@ -136,6 +140,7 @@ impl Authorizer {
     pub fn new(snapshot: SnapshotHandle, identifier: Arc<Identifier>) -> Self {
         Authorizer {
             snapshot,
+            shadow: None,
             identifier,
             jwt: JwtSubjects::default(),
         }

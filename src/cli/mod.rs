@@ -4,6 +4,7 @@
 
 mod check;
 mod policy;
+mod replay;
 mod sessions;
 mod status;
 mod tokens;
@@ -55,6 +56,27 @@ pub enum Command {
     /// Login sessions (Sign in with Google): list them, revoke one or all of a user's.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Decide the requests of a decision log again against a candidate policy, offline, and
+    /// print those whose outcome would change: exit 0 when none, 1 when some.
+    Replay {
+        /// A decision log (`log.decisions` output), one JSON event a line.
+        log: PathBuf,
+        /// The candidate: a policy file applied over the stored policy; without it, the
+        /// stored candidate (`policy apply --shadow`).
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// The file replaces the stored policy whole, as `policy apply --prune` would.
+        #[arg(long, requires = "policy")]
+        prune: bool,
+    },
+    /// Explain a logged decision by its id (`x-auth-decision-id`, the deny body): the
+    /// caller, what it held, and why no activity matched, then and now.
+    Why {
+        decision_id: String,
+        /// The decision log; default `log.decisions.output` when it is a file.
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Ask a running portcullis for its snapshot version and age (its admin endpoint).
     Status {
         /// The admin address; default `server.admin_listen`.
@@ -124,7 +146,17 @@ pub enum PolicyCommand {
         /// Print the changes and write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Store the file as the candidate policy instead: every sidecar evaluates it beside
+        /// the live one, counts and logs where they disagree, and enforces only the live one.
+        #[arg(long)]
+        shadow: bool,
     },
+    /// Make the candidate policy live on every sidecar, atomically, and drop it.
+    Promote,
+    /// Drop the candidate policy; the live one is unchanged.
+    Discard,
+    /// Compare two policy files offline: one line per change; exit 0 when equal, 1 when not.
+    Diff { old: PathBuf, new: PathBuf },
     /// Print the stored policy in the policy-file format.
     Export,
     /// Validate a policy file and print lint warnings, without touching the database.
@@ -219,6 +251,8 @@ pub mod exit {
     pub const DENY: u8 = 1;
     /// `status`: the sidecar is not serving.
     pub const NOT_SERVING: u8 = 1;
+    /// `policy diff`, `replay`: there are differences.
+    pub const CHANGED: u8 = 1;
     /// EX_SOFTWARE: the command could not do what it was asked.
     pub const FAILURE: u8 = 70;
     /// EX_USAGE: bad configuration or arguments.
@@ -268,6 +302,12 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
             Ok(exit::OK)
         }
         Command::Check(args) => check::check_command(args, &config).await,
+        Command::Replay { log, policy, prune } => {
+            replay::replay_command(&log, policy.as_deref(), prune, &config).await
+        }
+        Command::Why { decision_id, log } => {
+            replay::why_command(&decision_id, log.as_deref(), &config).await
+        }
         Command::Jwt(JwtCommand::Mint { user, ttl }) => {
             tokens::mint_command(&user, ttl.unwrap_or(DEFAULT_MINT_TTL), &config).await
         }

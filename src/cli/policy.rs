@@ -1,4 +1,4 @@
-//! `policy apply|export|lint` and `service-account create|list|disable`: policy as code, through
+//! `policy apply|promote|discard|diff|export|lint` and `service-account create|list|disable`: policy as code, through
 //! the same `manage::apply` the server's store is written with.
 
 use std::path::Path;
@@ -15,7 +15,7 @@ use crate::store::{PolicyStore, SqlStore};
 use super::{PolicyCommand, ServiceAccountCommand};
 
 /// Reads and parses a policy file; errors and lint warnings go to stderr, `Err` is the exit code.
-fn read_policy(file: &Path) -> Result<PolicyDocument, u8> {
+pub(super) fn read_policy(file: &Path) -> Result<PolicyDocument, u8> {
     let origin = file.display().to_string();
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
@@ -51,13 +51,18 @@ pub(super) async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyho
             file,
             prune,
             dry_run,
+            shadow,
         } => {
             let doc = match read_policy(&file) {
                 Ok(doc) => doc,
                 Err(code) => return Ok(code),
             };
             let store = app::open_store(config).await?;
-            let result = manage::apply(&store, &doc, prune, dry_run).await;
+            let result = if shadow {
+                manage::apply_shadow(&store, &doc, prune, dry_run).await
+            } else {
+                manage::apply(&store, &doc, prune, dry_run).await
+            };
             store.close().await;
             let outcome = match result {
                 Ok(o) => o,
@@ -71,7 +76,13 @@ pub(super) async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyho
                 println!("{line}");
             }
             let n = outcome.changes.len();
-            if n == 0 {
+            if shadow {
+                let stored = if dry_run { "would store" } else { "stored" };
+                println!(
+                    "{stored} the candidate policy ({n} change(s) from the live one); evaluated beside it, not enforced (policy version {})",
+                    outcome.version
+                );
+            } else if n == 0 {
                 println!("no changes (policy version {})", outcome.version);
             } else if dry_run {
                 println!("would apply {n} change(s); nothing written (dry run)");
@@ -80,6 +91,53 @@ pub(super) async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyho
             }
             Ok(exit::OK)
         }
+        PolicyCommand::Promote => {
+            let store = app::open_store(config).await?;
+            let result = manage::promote(&store).await;
+            store.close().await;
+            match result {
+                Ok(outcome) => {
+                    for line in &outcome.changes {
+                        println!("{line}");
+                    }
+                    let n = outcome.changes.len();
+                    println!(
+                        "promoted the candidate policy: {n} change(s); policy version {}",
+                        outcome.version
+                    );
+                    Ok(exit::OK)
+                }
+                Err(e) => candidate_error(e),
+            }
+        }
+        PolicyCommand::Discard => {
+            let store = app::open_store(config).await?;
+            let result = manage::discard(&store).await;
+            store.close().await;
+            match result {
+                Ok(version) => {
+                    println!("discarded the candidate policy; policy version {version}");
+                    Ok(exit::OK)
+                }
+                Err(e) => candidate_error(e),
+            }
+        }
+        PolicyCommand::Diff { old, new } => {
+            let (old, new) = match (read_policy(&old), read_policy(&new)) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(code), _) | (_, Err(code)) => return Ok(code),
+            };
+            let lines = old.merged_with(&PolicyDocument::default(), true);
+            let lines = lines.diff(&new.merged_with(&PolicyDocument::default(), true));
+            for line in &lines {
+                println!("{line}");
+            }
+            Ok(if lines.is_empty() {
+                exit::OK
+            } else {
+                exit::CHANGED
+            })
+        }
         PolicyCommand::Export => {
             let store = app::open_store(config).await?;
             let loaded = store.load_policy().await;
@@ -87,6 +145,22 @@ pub(super) async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyho
             print!("{}", loaded?.0.to_yaml()?);
             Ok(exit::OK)
         }
+    }
+}
+
+/// Promote or discard without a candidate is the operator's mistake (exit 65); a candidate
+/// that no longer applies over the live policy is a bad policy (65); the rest is a failure.
+fn candidate_error(e: ManageError) -> anyhow::Result<u8> {
+    match e {
+        ManageError::NoCandidate => {
+            eprintln!("error: {e}");
+            Ok(exit::DATA)
+        }
+        ManageError::Policy(e) => {
+            eprintln!("error: the candidate policy: {}", error_chain(&e));
+            Ok(exit::DATA)
+        }
+        e => Err(e.into()),
     }
 }
 

@@ -60,6 +60,8 @@ pub struct Observed<'a> {
     /// The id in the deny body, in `x-auth-decision-id` and in the decision log.
     pub decision_id: &'a str,
     pub elapsed: Duration,
+    /// What the candidate policy decided, when one is loaded (never enforced).
+    pub shadow: Option<&'a Decision>,
 }
 
 /// Sees every decision the service answers (the metrics, the decision log). Called on the
@@ -150,11 +152,16 @@ impl CheckService {
         log_decision(&decision, &access, &decision_id);
         let answer = self.render(&decision, &access, &decision_id).await;
         if !self.observers.is_empty() {
+            let elapsed = started.elapsed();
+            // After the live answer is built, and outside `elapsed`: the candidate's decision
+            // is for the observers only.
+            let shadow = self.authorizer.decide_shadow(&access, &decision);
             let observed = Observed {
                 decision: &decision,
                 request: &access,
                 decision_id: &decision_id,
-                elapsed: started.elapsed(),
+                elapsed,
+                shadow: shadow.as_ref(),
             };
             for observer in &self.observers {
                 observer.observe(&observed);

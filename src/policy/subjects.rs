@@ -7,6 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use super::document::{ServiceAccountSpec, UserSpec};
+
 /// A stored user.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserState {
@@ -126,6 +128,55 @@ impl Subjects {
         self.revoked_jtis.contains(jti)
     }
 
+    /// These subjects as a candidate policy would leave them: each stored user it names (by
+    /// email) and each account it names takes the candidate's roles and disabled flag; with
+    /// `prune`, stored users it does not name are deleted and accounts it does not name gone,
+    /// as applying it would. Users it adds have no id yet, so no token names them.
+    pub fn overlaid(
+        &self,
+        users: &[UserSpec],
+        accounts: &[ServiceAccountSpec],
+        prune: bool,
+    ) -> Subjects {
+        let mut next = self.clone();
+        let named: HashMap<String, &UserSpec> = users
+            .iter()
+            .map(|u| (u.email.to_ascii_lowercase(), u))
+            .collect();
+        let stored: Vec<(String, String)> = self
+            .emails
+            .iter()
+            .map(|(email, id)| (email.clone(), id.clone()))
+            .collect();
+        for (email, id) in stored {
+            match named.get(&email) {
+                Some(spec) => {
+                    if let Some(user) = next.user_mut(&id) {
+                        user.roles = spec.roles.clone();
+                        user.disabled = spec.disabled;
+                    }
+                }
+                None if prune => {
+                    Arc::make_mut(&mut next.users).remove(&id);
+                    Arc::make_mut(&mut next.emails).remove(&email);
+                    next.mark_deleted(id);
+                }
+                None => {}
+            }
+        }
+        if prune {
+            next.accounts = Arc::default();
+        }
+        for account in accounts {
+            let state = AccountState {
+                disabled: account.disabled,
+                roles: account.roles.clone(),
+            };
+            next.insert_account(account.name.clone(), state);
+        }
+        next
+    }
+
     pub fn user_count(&self) -> usize {
         self.users.len()
     }
@@ -201,5 +252,37 @@ mod tests {
         assert!(b.user_by_email("a@x.com").is_none());
         assert!(b.user_by_email("NEW@x.com").is_some_and(|u| u.disabled));
         assert!(a.user_by_email("a@x.com").is_some_and(|u| !u.disabled));
+    }
+
+    #[test]
+    fn a_candidate_overlay_changes_named_subjects_and_prunes_the_rest() {
+        let mut live = Subjects::default();
+        for (id, email) in [("1", "a@x.com"), ("2", "b@x.com")] {
+            let state = UserState {
+                email: email.to_owned(),
+                roles: vec!["viewer".to_owned()],
+                ..UserState::default()
+            };
+            live.insert_user(id.to_owned(), state);
+        }
+        live.insert_account("bot".to_owned(), AccountState::default());
+        let users = [UserSpec {
+            email: "A@x.com".to_owned(),
+            name: None,
+            disabled: true,
+            roles: vec!["admin".to_owned()],
+        }];
+        let kept = live.overlaid(&users, &[], false);
+        assert!(kept
+            .user("1")
+            .is_some_and(|u| u.disabled && u.roles == ["admin"]));
+        assert!(kept.user("2").is_some_and(|u| u.roles == ["viewer"]));
+        assert!(kept.account("bot").is_some());
+        let pruned = live.overlaid(&users, &[], true);
+        assert!(pruned.user("1").is_some() && pruned.user("2").is_none());
+        assert!(pruned.is_deleted("2") && pruned.user_by_email("b@x.com").is_none());
+        assert!(pruned.account("bot").is_none());
+        // The live subjects are untouched.
+        assert!(live.user("1").is_some_and(|u| !u.disabled) && live.user("2").is_some());
     }
 }

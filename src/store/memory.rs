@@ -2,7 +2,7 @@
 //! token resolution and the management service run against it. It keeps the rules that matter
 //! to decisions the way `SqlStore` does (user ids never reused, tombstones, version bumps,
 //! announcements) and lets a test cut it off, count its lookups and hold a lookup in flight.
-//! Over 400 lines on purpose: one in-memory state behind the whole `PolicyStore` surface,
+//! Over 500 lines on purpose: one in-memory state behind the whole `PolicyStore` surface,
 //! which the SQL store spreads over four files by statement kind.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{oneshot, watch};
 
 use super::{
-    Change, ChangeFeed, ChangesSince, NewToken, OwnerRef, PolicyPlan, PolicyStore, StoreError,
-    StoredState, TokenInfo, UserRecord, REVOCATION_GRACE_SECS,
+    Candidate, CandidatePlan, CandidateStep, Change, ChangeFeed, ChangesSince, NewToken, OwnerRef,
+    PolicyPlan, PolicyStore, StoreError, StoredState, TokenInfo, UserRecord, REVOCATION_GRACE_SECS,
 };
 use crate::identity::api_token::{TokenOwner, TokenRecord};
 use crate::identity::TokenDigest;
@@ -50,6 +50,7 @@ struct State {
     revoked_jtis: BTreeMap<String, Option<i64>>,
     tokens: Vec<TokenRow>,
     changes: BTreeMap<i64, Change>,
+    candidate: Option<Candidate>,
     unreachable: bool,
 }
 
@@ -131,6 +132,41 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Writes `next` as the policy: new users get fresh ids, removed ones are tombstoned and
+    /// lose their tokens, as in the SQL store.
+    fn write_document(&mut self, mut next: PolicyDocument) {
+        next.normalize();
+        let kept: BTreeSet<&str> = next.users.iter().map(|u| u.email.as_str()).collect();
+        let removed: Vec<String> = self
+            .user_ids
+            .keys()
+            .filter(|e| !kept.contains(e.as_str()))
+            .cloned()
+            .collect();
+        for email in &removed {
+            if let Some(id) = self.user_ids.remove(email) {
+                self.deleted_users.insert(id);
+            }
+        }
+        for user in &next.users {
+            if !self.user_ids.contains_key(&user.email) {
+                self.last_user_id += 1;
+                let id = self.last_user_id;
+                self.user_ids.insert(user.email.clone(), id);
+            }
+        }
+        let accounts: BTreeSet<&str> = next
+            .service_accounts
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect();
+        self.tokens.retain(|t| match &t.owner {
+            Owner::User(email) => kept.contains(email.as_str()),
+            Owner::ServiceAccount(name) => accounts.contains(name.as_str()),
+        });
+        self.document = next;
+    }
+
     fn subjects(&self) -> Subjects {
         let mut subjects = Subjects::default();
         for user in &self.document.users {
@@ -234,6 +270,7 @@ impl PolicyStore for MemoryStore {
             document: rules,
             subjects: s.subjects(),
             version: s.version,
+            candidate: s.candidate.clone(),
         })
     }
 
@@ -266,39 +303,28 @@ impl PolicyStore for MemoryStore {
 
     async fn update_policy(&self, plan: PolicyPlan<'_>) -> Result<i64, StoreError> {
         let mut s = self.state()?;
-        let Some(mut next) = plan(&s.document, s.version)? else {
+        let Some(next) = plan(&s.document, s.version)? else {
             return Ok(s.version);
         };
-        next.normalize();
-        let kept: BTreeSet<&str> = next.users.iter().map(|u| u.email.as_str()).collect();
-        let removed: Vec<String> = s
-            .user_ids
-            .keys()
-            .filter(|e| !kept.contains(e.as_str()))
-            .cloned()
-            .collect();
-        for email in &removed {
-            if let Some(id) = s.user_ids.remove(email) {
-                s.deleted_users.insert(id);
+        s.write_document(next);
+        Ok(self.bump(&mut s, Change::Policy))
+    }
+
+    async fn load_candidate(&self) -> Result<Option<Candidate>, StoreError> {
+        Ok(self.state()?.candidate.clone())
+    }
+
+    async fn update_candidate(&self, plan: CandidatePlan<'_>) -> Result<i64, StoreError> {
+        let mut s = self.state()?;
+        match plan(&s.document, s.version, s.candidate.as_ref())? {
+            CandidateStep::Nothing => return Ok(s.version),
+            CandidateStep::Store(c) => s.candidate = Some(c),
+            CandidateStep::Discard => s.candidate = None,
+            CandidateStep::Promote(next) => {
+                s.write_document(next);
+                s.candidate = None;
             }
         }
-        for user in &next.users {
-            if !s.user_ids.contains_key(&user.email) {
-                s.last_user_id += 1;
-                let id = s.last_user_id;
-                s.user_ids.insert(user.email.clone(), id);
-            }
-        }
-        let accounts: BTreeSet<&str> = next
-            .service_accounts
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect();
-        s.tokens.retain(|t| match &t.owner {
-            Owner::User(email) => kept.contains(email.as_str()),
-            Owner::ServiceAccount(name) => accounts.contains(name.as_str()),
-        });
-        s.document = next;
         Ok(self.bump(&mut s, Change::Policy))
     }
 

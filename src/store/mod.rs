@@ -43,6 +43,8 @@ pub enum StoreError {
     UnknownServiceAccount { name: String },
     #[error("no api token {id:?}")]
     UnknownToken { id: String },
+    #[error("the stored candidate policy cannot be read or written")]
+    MalformedCandidate(#[source] PolicyError),
     /// The plan given to `update_policy` refused the change; nothing was written.
     #[error(transparent)]
     Plan(#[from] PolicyError),
@@ -114,7 +116,41 @@ pub struct StoredState {
     pub document: PolicyDocument,
     pub subjects: Subjects,
     pub version: i64,
+    /// The candidate policy stored beside the live one, if any.
+    pub candidate: Option<Candidate>,
 }
+
+/// A candidate policy (`policy apply --shadow`): a policy file as applied, and whether it
+/// prunes. What it would enforce is the live policy merged with it, so it follows changes
+/// made to the live policy meanwhile; every sidecar evaluates it beside the live one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub file: PolicyDocument,
+    pub prune: bool,
+    /// When it was stored (unix seconds).
+    pub created_at: i64,
+}
+
+/// What a candidate plan does, inside the store's write lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CandidateStep {
+    /// Nothing to write.
+    Nothing,
+    /// Store this candidate, replacing any other.
+    Store(Candidate),
+    /// Drop the candidate.
+    Discard,
+    /// Write this document as the live policy and drop the candidate, in one transaction.
+    Promote(PolicyDocument),
+}
+
+/// Decides, from the live policy (whole), its version and the stored candidate, what to do
+/// with the candidate. An error writes nothing and is returned.
+pub type CandidatePlan<'a> = Box<
+    dyn FnOnce(&PolicyDocument, i64, Option<&Candidate>) -> Result<CandidateStep, PolicyError>
+        + Send
+        + 'a,
+>;
 
 /// Decides, from the stored policy and its version, what to write: `Ok(None)` writes nothing,
 /// an error writes nothing and is returned. Runs inside the write transaction, after the lock.
@@ -152,6 +188,11 @@ pub trait PolicyStore: Send + Sync + 'static {
     /// Locks the policy, runs `plan` over what is stored and writes its result, bumping the
     /// version. Returns the version after (unchanged when nothing was written).
     async fn update_policy(&self, plan: PolicyPlan<'_>) -> Result<i64, StoreError>;
+    /// The candidate policy, if one is stored.
+    async fn load_candidate(&self) -> Result<Option<Candidate>, StoreError>;
+    /// Locks the policy, runs `plan` over the live policy and the candidate and does what it
+    /// says, bumping the version unless it says `Nothing`. Returns the version after.
+    async fn update_candidate(&self, plan: CandidatePlan<'_>) -> Result<i64, StoreError>;
     async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError>;
     /// Revokes one JWT by its `jti`. `expires_at` is the token's `exp` when known: once it is
     /// more than [`REVOCATION_GRACE_SECS`] past, no sidecar could accept the token any more,

@@ -4,6 +4,7 @@
 //! Every write is one transaction that first takes the policy-version row lock, so concurrent
 //! writers serialize, and bumps the version (announced with `NOTIFY` on PostgreSQL).
 
+mod candidate;
 mod login;
 mod read;
 mod tokens;
@@ -16,8 +17,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
 
 use super::{
-    Change, ChangeFeed, ChangesSince, NewToken, PolicyPlan, PolicyStore, StoreError, StoredState,
-    TokenInfo, UserRecord,
+    Candidate, CandidatePlan, Change, ChangeFeed, ChangesSince, NewToken, PolicyPlan, PolicyStore,
+    StoreError, StoredState, TokenInfo, UserRecord,
 };
 use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
@@ -224,11 +225,13 @@ impl PolicyStore for SqlStore {
         let mut tx = self.begin_read().await?;
         let (document, version) = read::rules(&mut tx).await?;
         let subjects = read::subjects(&mut tx).await?;
+        let candidate = candidate::load(&mut tx).await?;
         tx.commit().await?;
         Ok(StoredState {
             document,
             subjects,
             version,
+            candidate,
         })
     }
 
@@ -271,6 +274,15 @@ impl PolicyStore for SqlStore {
         let version = bump_version(&mut tx, self.dialect, &Change::Policy).await?;
         tx.commit().await?;
         Ok(version)
+    }
+
+    async fn load_candidate(&self) -> Result<Option<Candidate>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        candidate::load(&mut conn).await
+    }
+
+    async fn update_candidate(&self, plan: CandidatePlan<'_>) -> Result<i64, StoreError> {
+        candidate::update(self, plan).await
     }
 
     async fn find_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
