@@ -525,3 +525,25 @@ fn check_with_permissions_works_in_store_mode() {
     );
     assert_eq!(code, 1, "{out}");
 }
+
+#[test]
+fn policy_diff_compares_two_files_offline_and_exits_by_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    // No database is opened: the config names one that does not exist.
+    let config = write_config(dir.path(), "");
+    let changed = dir.path().join("changed.yaml");
+    let text = std::fs::read_to_string(example()).unwrap();
+    std::fs::write(&changed, text.replace("viewer: [roles:read]", "viewer: []")).unwrap();
+    let changed = changed.to_str().unwrap();
+    let (code, out, err) = cli(&config, &["policy", "diff", &example(), changed]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(out.trim(), "~ role viewer: -permission roles:read", "{out}");
+    let (code, out, _) = cli(&config, &["policy", "diff", &example(), &example()]);
+    assert_eq!((code, out.as_str()), (0, ""));
+    let (code, _, err) = cli(&config, &["policy", "diff", &example(), "/no/such.yaml"]);
+    assert_eq!(code, 65, "{err}");
+    assert!(
+        !dir.path().join("portcullis.db").exists(),
+        "diff opened the database"
+    );
+}

@@ -123,3 +123,65 @@ impl ShadowReload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::next_snapshot;
+    use crate::store::{MemoryStore, PolicyStore};
+    use arc_swap::ArcSwapOption;
+
+    const POLICY: &str =
+        "permissions:\n  read:\n    activities: [GET /r]\nroles:\n  viewer: [read]\n\
+                          users:\n  - {email: v@x.com, roles: [viewer]}\n";
+
+    /// One reloader step: the next live snapshot and the candidate rebuilt with it.
+    async fn step(
+        store: &MemoryStore,
+        serving: Option<Arc<PolicySnapshot>>,
+        shadow: &mut ShadowReload,
+    ) -> Arc<PolicySnapshot> {
+        let next = next_snapshot(store, serving.as_deref())
+            .await
+            .expect("loads")
+            .expect("a new version");
+        let live = Arc::new(next.snapshot);
+        shadow.update(&live, next.loaded).await;
+        live
+    }
+
+    #[tokio::test]
+    async fn the_candidate_is_rebuilt_with_every_live_snapshot_and_dropped_with_it() {
+        let store = MemoryStore::new();
+        let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
+        manage::apply(&store, &doc, false, false)
+            .await
+            .expect("applies");
+        let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
+        let mut shadow = ShadowReload::new(handle.clone());
+        let live = step(&store, None, &mut shadow).await;
+        assert!(handle.load().is_none(), "no candidate stored");
+
+        let candidate = PolicyDocument::from_yaml("c", "roles:\n  viewer: []\n").expect("doc");
+        manage::apply_shadow(&store, &candidate, false, false)
+            .await
+            .expect("stored");
+        let live = step(&store, Some(live), &mut shadow).await;
+        let first = handle.load_full().expect("candidate loaded");
+        assert_eq!(first.version(), live.version());
+        assert!(shadow.status().0.is_some_and(|t| t > 0));
+
+        // A revocation patches the live subjects: the candidate gets them, not recompiled.
+        store.revoke_jti("j1", None).await.expect("revokes");
+        let live = step(&store, Some(live), &mut shadow).await;
+        let second = handle.load_full().expect("still loaded");
+        assert!(second.subjects().is_revoked("j1"));
+        assert_eq!(second.version(), live.version());
+        assert_ne!(first.serial(), second.serial());
+
+        manage::discard(&store).await.expect("discards");
+        step(&store, Some(live), &mut shadow).await;
+        assert!(handle.load().is_none());
+        assert_eq!(shadow.status(), (None, None));
+    }
+}

@@ -123,12 +123,13 @@ pub(super) async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyho
             }
         }
         PolicyCommand::Diff { old, new } => {
-            let (old, new) = match (read_policy(&old), read_policy(&new)) {
+            let (mut old, mut new) = match (read_policy(&old), read_policy(&new)) {
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(code), _) | (_, Err(code)) => return Ok(code),
             };
-            let lines = old.merged_with(&PolicyDocument::default(), true);
-            let lines = lines.diff(&new.merged_with(&PolicyDocument::default(), true));
+            old.normalize();
+            new.normalize();
+            let lines = old.diff(&new);
             for line in &lines {
                 println!("{line}");
             }

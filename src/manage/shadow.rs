@@ -28,10 +28,13 @@ pub async fn apply_shadow(
             if dry_run || same {
                 return Ok(CandidateStep::Nothing);
             }
+            let created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
             Ok(CandidateStep::Store(Candidate {
                 file: file.clone(),
                 prune,
-                created_at: 0,
+                created_at,
             }))
         }))
         .await?;

@@ -3,7 +3,7 @@
 
 use sqlx::{AnyConnection, Row};
 
-use super::{bump_version, now_unix, read, write, SqlStore};
+use super::{bump_version, read, write, SqlStore};
 use crate::policy::PolicyDocument;
 use crate::store::{Candidate, CandidatePlan, CandidateStep, Change, StoreError};
 
@@ -46,7 +46,7 @@ pub(super) async fn update(store: &SqlStore, plan: CandidatePlan<'_>) -> Result<
             )
             .bind(text)
             .bind(i64::from(c.prune))
-            .bind(if c.created_at > 0 { c.created_at } else { now_unix() })
+            .bind(c.created_at)
             .execute(&mut *tx)
             .await?;
         }
