@@ -2,9 +2,10 @@
 //! 1,000-activity policy), signature + claims verification per algorithm without a cache, and
 //! whole Checks (CheckRequest in, CheckResponse out, shaped as Envoy sends them with
 //! `encode_raw_headers`): a cached JWT, a caller holding 1,000 permissions, a cached API token
-//! and a refusal. `make bench`; figures go to BENCHMARKS.md. Under `cargo test` each runs once.
+//! and a refusal; and a Check with a candidate policy evaluated beside the live one. `make bench`; figures go to BENCHMARKS.md. Under `cargo test` each runs once.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
@@ -14,9 +15,9 @@ use envoy_types::pb::envoy::service::auth::v3::{
     attribute_context, AttributeContext, CheckRequest, CheckResponse,
 };
 use jsonwebtoken::Algorithm;
-use portcullis::authz::Authorizer;
+use portcullis::authz::{Authorizer, Decision};
 use portcullis::config::{JwtAlgorithm, JwtConfig, KeyConfig};
-use portcullis::grpc::CheckService;
+use portcullis::grpc::{CheckService, DecisionObserver, Observed};
 use portcullis::identity::{
     ApiTokenSettings, ClaimRules, Identifier, KeySet, Principal, SigningKey, UnixTime, VerifyingKey,
 };
@@ -159,6 +160,19 @@ fn service(snapshot: PolicySnapshot, identifier: Identifier) -> CheckService {
     CheckService::new(Arc::new(Authorizer::new(snapshot, Arc::new(identifier))))
 }
 
+/// Counts the Checks the candidate policy decides otherwise (what the metrics observer does).
+#[derive(Default)]
+struct Disagreements(AtomicU64);
+
+impl DecisionObserver for Disagreements {
+    fn observe(&self, o: &Observed<'_>) {
+        let allowed = |d: &Decision| matches!(d, Decision::Allow(_));
+        if o.shadow.is_some_and(|s| allowed(s) != allowed(o.decision)) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 fn allowed(response: &CheckResponse) -> bool {
     response.status.as_ref().is_some_and(|s| s.code == 0)
 }
@@ -269,6 +283,52 @@ fn whole_check(c: &mut Criterion) {
     c.bench_function("check/allow-cached-jwt", |b| {
         b.iter(|| served(&runtime, &service_example, black_box(&request)))
     });
+
+    // The same Check seen by an observer, then with a candidate policy loaded: the difference
+    // is what shadow evaluation costs a sidecar while a candidate is stored.
+    let (keys, jwt) = hs256_keys();
+    let live = Arc::new(ArcSwapOption::from_pointee(
+        PolicySnapshot::compile(&example_policy(), 1).expect("compiles"),
+    ));
+    let candidate_doc = example_policy().merged_with(
+        &PolicyDocument::from_yaml("c", "roles:\n  admin: [roles:read]\n").expect("valid"),
+        false,
+    );
+    let candidate = Arc::new(ArcSwapOption::from_pointee(
+        PolicySnapshot::compile(&candidate_doc, 1).expect("compiles"),
+    ));
+    let seen = Arc::new(Disagreements::default());
+    let identifier = Arc::new(Identifier::new(keys, &jwt));
+    let observed = CheckService::new(Arc::new(Authorizer::new(live.clone(), identifier.clone())))
+        .with_observer(seen.clone());
+    let shadowed = CheckService::new(Arc::new(
+        Authorizer::new(live, identifier).with_shadow(candidate),
+    ))
+    .with_observer(seen.clone());
+    let token = hs256_token(&claims(&["admin"], &[]));
+    let request = bearer("/api/v1/roles", &token);
+    c.bench_function("check/allow-cached-jwt-observed", |b| {
+        b.iter(|| served(&runtime, &observed, black_box(&request)))
+    });
+    c.bench_function("check/allow-cached-jwt-with-candidate", |b| {
+        b.iter(|| served(&runtime, &shadowed, black_box(&request)))
+    });
+    let write = bearer("/api/v1/roles", &hs256_token(&claims(&["admin"], &[])));
+    let post = CheckRequest {
+        attributes: write.attributes.map(|mut a| {
+            if let Some(http) = a.request.as_mut().and_then(|r| r.http.as_mut()) {
+                http.method = "POST".to_owned();
+            }
+            a
+        }),
+    };
+    let before = seen.0.load(Ordering::Relaxed);
+    assert!(allowed(&runtime.block_on(shadowed.decide(&post))));
+    assert_eq!(
+        seen.0.load(Ordering::Relaxed),
+        before + 1,
+        "the candidate denies it"
+    );
 
     // A caller whose role holds 1,000 permissions: every allow lists all of them.
     let (keys, jwt) = hs256_keys();

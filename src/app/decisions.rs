@@ -6,7 +6,10 @@
 //! `decisions_dropped` line, and on `/metrics`.
 //!
 //! What an event never holds: a header value (so no token, cookie or API token), and by
-//! default the query string. It names the caller by subject id and credential kind only.
+//! default the query string. It names the caller by subject id and credential kind, with the
+//! role and permission names its credential carried (or an API token's id and limit), so
+//! `replay` and `why` can decide it again. When a candidate policy is loaded and decides
+//! otherwise, the event carries its decision (`shadow`) and is kept like a deny.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
