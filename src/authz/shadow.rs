@@ -16,11 +16,6 @@ impl Authorizer {
         self
     }
 
-    /// Whether a candidate is loaded, so `decide_shadow` would decide.
-    pub fn has_shadow(&self) -> bool {
-        self.shadow.as_ref().is_some_and(|s| s.load().is_some())
-    }
-
     /// What the candidate would decide for a request the live policy decided as `live`:
     /// `None` without a candidate, or when the live decision came before the policy (a bad
     /// path or credential, no snapshot, CSRF), which no policy changes.
