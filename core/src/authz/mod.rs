@@ -155,6 +155,12 @@ impl Authorizer {
 
     /// Decides a request: canonical path, then the caller's identity, then the policy.
     pub async fn decide(&self, req: &AccessRequest<'_>) -> Decision {
+        self.decide_now(req)
+    }
+
+    /// [`Authorizer::decide`], for callers without an executor (the in-process filter): the
+    /// decision never waits on anything.
+    pub fn decide_now(&self, req: &AccessRequest<'_>) -> Decision {
         let guard = self.snapshot.load();
         let (snapshot, canonical) = match prepare(guard.as_ref(), req) {
             Ok(ready) => ready,
