@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+pub mod answer;
 mod deny;
 
+pub use answer::{CredentialForwarding, ForwardCredentialConfig, Stripping};
 pub use deny::{CsrfError, Deny, DenyCause, DenyStatus, Reason, Revocation};
 
 use crate::identity::{
