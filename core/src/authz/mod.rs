@@ -7,9 +7,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwapOption;
 
 pub mod answer;
+pub mod bundle;
 mod deny;
 
 pub use answer::{CredentialForwarding, ForwardCredentialConfig, Stripping};
+pub use bundle::{Bundle, BundleError, BundleJwt, Decider, BUNDLE_FORMAT};
 pub use deny::{CsrfError, Deny, DenyCause, DenyStatus, Reason, Revocation};
 
 use crate::identity::{
@@ -90,7 +92,7 @@ pub type SnapshotHandle = Arc<ArcSwapOption<PolicySnapshot>>;
 
 /// Where a JWT caller's permissions come from: the token's claims as issued, or the user's
 /// current roles in the store (carried in the snapshot).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PermissionSource {
     #[default]
@@ -101,7 +103,7 @@ pub enum PermissionSource {
 /// Which claim of a JWT names the stored user (`jwt.subject_claim`): `sub`, the stored user
 /// id (tokens portcullis mints), or a verified `email` (tokens from an outside identity
 /// provider, whose `sub` the store does not know).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubjectClaim {
     #[default]
