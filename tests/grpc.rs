@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::authz::{Authorizer, Decision};
-use portcullis::browser::CredentialForwarding;
+use portcullis::browser::credential_forwarding;
 use portcullis::config::{Config, JwtAlgorithm, JwtConfig, KeyConfig};
 use portcullis::grpc::{access_request, check_response_with, CheckService, PerRequest};
 use portcullis::identity::Identifier;
@@ -666,8 +666,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
         // The credential stops at the gate: the one per-request change of these allows.
         let extra = match &decision {
             Decision::Allow(allow) => PerRequest {
-                stripping: CredentialForwarding::from_config(&Config::default())
-                    .stripping(&access, allow),
+                stripping: credential_forwarding(&Config::default()).stripping(&access, allow),
                 set_cookie: None,
             },
             Decision::Deny(_) => PerRequest::default(),
@@ -690,7 +689,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
         panic!("allowed: {decision:?}")
     };
     let extra = PerRequest {
-        stripping: CredentialForwarding::from_config(&Config::default()).stripping(&access, allow),
+        stripping: credential_forwarding(&Config::default()).stripping(&access, allow),
         set_cookie: None,
     };
     assert_eq!(extra.stripping.remove, ["authorization"]);

@@ -1,6 +1,7 @@
 //! The admin endpoint, for probes and operators: `/status` (JSON: policy version, snapshot
 //! age, store reachability, last error, log lines dropped, login provider state), `/ready` (200 once a snapshot is
-//! loaded and the login provider's and outside issuers' keys fetched) and `/live`.
+//! loaded and the login provider's and outside issuers' keys fetched), `/live` and `/bundle`
+//! (the in-process filter's bundle: users, roles, token digests, public keys).
 //! Plain HTTP, bound to loopback by default.
 
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ pub(super) struct Admin {
     pub issuers_ready: Vec<Arc<std::sync::atomic::AtomicBool>>,
     pub log_drops: LogDrops,
     pub metrics: Arc<Metrics>,
+    pub bundle: Arc<super::bundle::BundleSource>,
 }
 
 /// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`,
@@ -61,6 +63,7 @@ pub(super) async fn serve_admin(
         issuers_ready,
         log_drops,
         metrics,
+        bundle,
     } = admin;
     let for_status = status.clone();
     let for_status_login = login.clone();
@@ -103,6 +106,13 @@ pub(super) async fn serve_admin(
             }),
         )
         .route("/live", get(|| async { "live\n" }))
+        .route(
+            "/bundle",
+            get(move |headers: axum::http::HeaderMap| {
+                let response = bundle.respond(&headers);
+                async move { response }
+            }),
+        )
         .route(
             "/metrics",
             get(move || {

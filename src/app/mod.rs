@@ -3,6 +3,7 @@
 //! (`usage`), and shuts down gracefully. No rules live here.
 
 mod admin;
+mod bundle;
 mod decisions;
 mod metrics;
 mod reload;
@@ -122,6 +123,8 @@ pub struct Server {
     log_drops: LogDrops,
     /// The decision log and its writer, when `log.decisions.output` is not `off`.
     decisions: Option<(Arc<DecisionLog>, DecisionWriter)>,
+    /// The in-process filter's bundle, served on the admin endpoint.
+    bundle: Arc<bundle::BundleSource>,
 }
 
 /// How many log lines the non-blocking writer has dropped because stderr was too slow.
@@ -215,7 +218,9 @@ impl Server {
         if let Some((_, service)) = &login {
             check = check.with_renewal(service.clone());
         }
+        let bundle = Arc::new(bundle::BundleSource::new(config, snapshot.clone()));
         Ok(Server {
+            bundle,
             listener,
             admin_listener,
             login,
@@ -369,6 +374,7 @@ impl Server {
                         issuers_ready,
                         log_drops: self.log_drops.clone(),
                         metrics: metrics.clone(),
+                        bundle: self.bundle.clone(),
                     },
                     stop_rx.clone(),
                 )))

@@ -122,19 +122,9 @@ pub struct Config {
     pub forward_credential: ForwardCredentialConfig,
 }
 
-/// `forward_credential`: `default` for every upstream, or only for some hosts (lower-case,
-/// without port) or some permissions (the one that allowed the request), for services that
-/// relay the token on purpose.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardCredentialConfig {
-    #[serde(default)]
-    pub default: bool,
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    #[serde(default)]
-    pub permissions: Vec<String>,
-}
+/// `forward_credential`: which upstreams receive the caller's credential (the decision core
+/// applies it in both modes).
+pub use crate::authz::ForwardCredentialConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

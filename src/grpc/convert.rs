@@ -4,22 +4,15 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::authz::answer::{self, identity_facts, DECISION_ID_HEADER, IDENTITY_HEADER_PREFIX};
+use crate::authz::{AccessRequest, Allow, Decision, Deny, DenyStatus, Reason};
+use crate::browser::Stripping;
 use envoy_types::ext_authz::v3::pb::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
     HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
 use envoy_types::pb::google::rpc;
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-
-use crate::authz::{AccessRequest, Allow, Decision, Deny, DenyStatus, Reason};
-use crate::browser::Stripping;
-
-/// Prefix of every identity header portcullis sets; client copies are always removed.
-pub const IDENTITY_HEADER_PREFIX: &str = "x-auth-";
-
-/// Bytes escaped in header values: controls, `%` itself and (implicitly) all non-ASCII.
-const HEADER_VALUE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Borrows what the decision needs from a `CheckRequest`. Raw headers (`encode_raw_headers`)
 /// are preferred: they keep repeated headers apart.
@@ -79,11 +72,6 @@ fn header(key: &str, value: String) -> HeaderValueOption {
     }
 }
 
-/// Header-safe text: non-ASCII and control bytes percent-encoded (UTF-8), `%` too.
-pub fn header_safe(value: &str) -> String {
-    utf8_percent_encode(value, HEADER_VALUE_ESCAPES).to_string()
-}
-
 fn string_value(s: &str) -> Value {
     Value {
         kind: Some(Kind::StringValue(s.to_owned())),
@@ -96,30 +84,6 @@ fn list_value<S: AsRef<str>>(items: &[S]) -> Value {
             values: items.iter().map(|s| string_value(s.as_ref())).collect(),
         })),
     }
-}
-
-/// The identity facts, as (header, value) pairs; the same facts go to dynamic metadata.
-fn identity_facts(allow: &Allow) -> Vec<(&'static str, String)> {
-    let mut facts = Vec::with_capacity(8);
-    if let Some(p) = &allow.principal {
-        facts.push(("x-auth-user-id", header_safe(&p.subject_id())));
-        if let Some(email) = p.email() {
-            facts.push(("x-auth-email", header_safe(email)));
-        }
-        if let Some(name) = p.name() {
-            facts.push(("x-auth-name", header_safe(name)));
-        }
-        facts.push(("x-auth-subject-type", p.subject_type().as_str().to_owned()));
-        facts.push(("x-auth-roles", header_safe(&allow.roles.join(","))));
-        facts.push(("x-auth-credential", p.credential().as_str().to_owned()));
-        if let Some(jti) = p.token_id() {
-            facts.push(("x-auth-token-id", header_safe(jti)));
-        }
-    } else {
-        facts.push(("x-auth-subject-type", "anonymous".to_owned()));
-    }
-    facts.push(("x-auth-permissions", allow.permissions.join(",")));
-    facts
 }
 
 /// The dynamic-metadata key of an identity header: `x-auth-user-id` is `user_id`.
@@ -185,27 +149,8 @@ pub fn request_part(
     names: &[&str],
     extra: &PerRequest,
 ) -> CheckResponse {
-    const DECISION_ID: &str = "x-auth-decision-id";
-    let mut headers_to_remove: Vec<String> = request
-        .headers
-        .iter()
-        .map(|(k, _)| *k)
-        .filter(|k| {
-            // Bytes, not a str slice: a non-ASCII name must not panic on a char boundary.
-            k.as_bytes()
-                .get(..IDENTITY_HEADER_PREFIX.len())
-                .is_some_and(|p| p.eq_ignore_ascii_case(IDENTITY_HEADER_PREFIX.as_bytes()))
-        })
-        .filter(|k| {
-            !DECISION_ID.eq_ignore_ascii_case(k)
-                && !names.iter().any(|name| name.eq_ignore_ascii_case(k))
-        })
-        .map(str::to_ascii_lowercase)
-        .collect();
-    headers_to_remove.extend(extra.stripping.remove.iter().cloned());
-    headers_to_remove.sort_unstable();
-    headers_to_remove.dedup();
-    let mut headers = vec![header(DECISION_ID, decision_id.to_owned())];
+    let headers_to_remove = answer::headers_to_remove(request, names, &extra.stripping);
+    let mut headers = vec![header(DECISION_ID_HEADER, decision_id.to_owned())];
     if let Some(cookie) = &extra.stripping.cookie {
         headers.push(header("cookie", cookie.clone()));
     }
@@ -224,7 +169,7 @@ pub fn request_part(
         .collect();
 
     let fields = HashMap::from([
-        (metadata_key(DECISION_ID), string_value(decision_id)),
+        (metadata_key(DECISION_ID_HEADER), string_value(decision_id)),
         (
             "matched_permission".to_owned(),
             string_value(&allow.matched_permission),
@@ -332,22 +277,11 @@ fn deny_response(deny: &Deny, decision_id: &str) -> CheckResponse {
         DenyStatus::Forbidden => tonic::Code::PermissionDenied,
         DenyStatus::Unavailable => tonic::Code::Unavailable,
     };
-    let body = serde_json::json!({
-        "error": status.error(),
-        "reason": deny.reason.code(),
-        "decision_id": decision_id,
-    })
-    .to_string();
-    let mut headers = vec![header("content-type", "application/json".to_owned())];
-    if status == DenyStatus::Unauthenticated {
-        let challenge = match deny.reason {
-            Reason::InvalidToken => r#"Bearer realm="portcullis", error="invalid_token""#,
-            Reason::AmbiguousCredential => r#"Bearer realm="portcullis", error="invalid_request""#,
-            _ => r#"Bearer realm="portcullis""#,
-        };
-        headers.push(header("www-authenticate", challenge.to_owned()));
-    }
-    headers.push(header("x-auth-decision-id", decision_id.to_owned()));
+    let (code, deny_headers, body) = answer::deny_answer(deny, decision_id);
+    let headers = deny_headers
+        .into_iter()
+        .map(|(k, v)| header(k, v))
+        .collect();
     let mut fields = BTreeMap::new();
     fields.insert("decision_id".to_owned(), string_value(decision_id));
     fields.insert("reason".to_owned(), string_value(deny.reason.code()));
@@ -362,7 +296,7 @@ fn deny_response(deny: &Deny, decision_id: &str) -> CheckResponse {
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: status.http_code() as i32,
+                code: i32::from(code),
             }),
             headers,
             body,

@@ -18,7 +18,7 @@ use prost::bytes::Bytes;
 use prost::Message;
 
 use crate::authz::{AccessRequest, Allow, Authorizer, Decision, DecisionIds, Deny, DenyCause};
-use crate::browser::{BrowserRules, CredentialForwarding};
+use crate::browser::{credential_forwarding, BrowserRules, CredentialForwarding};
 use crate::config::Config;
 use crate::identity::{Principal, UnixTime};
 use crate::login::LoginService;
@@ -99,7 +99,7 @@ impl CheckService {
     pub fn new(authorizer: Arc<Authorizer>) -> Self {
         CheckService {
             browser: None,
-            forwarding: CredentialForwarding::from_config(&Config::default()),
+            forwarding: credential_forwarding(&Config::default()),
             renewal: None,
             renewed: Cache::builder()
                 .max_capacity(RENEWED_CAPACITY)
@@ -127,7 +127,7 @@ impl CheckService {
     /// The browser rules (`login` configured) and `forward_credential` of `config`.
     pub fn with_config(mut self, config: &Config) -> Result<Self, url::ParseError> {
         self.browser = BrowserRules::from_config(config)?;
-        self.forwarding = CredentialForwarding::from_config(config);
+        self.forwarding = credential_forwarding(config);
         Ok(self)
     }
 

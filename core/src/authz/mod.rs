@@ -6,9 +6,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 
+pub mod answer;
+pub mod bundle;
 mod deny;
 mod shadow;
 
+pub use answer::{CredentialForwarding, ForwardCredentialConfig, Stripping};
+pub use bundle::{Bundle, BundleError, BundleJwt, Decider, BUNDLE_FORMAT};
 pub use deny::{CsrfError, Deny, DenyCause, DenyStatus, Reason, Revocation};
 pub use shadow::decide_on;
 
@@ -90,7 +94,7 @@ pub type SnapshotHandle = Arc<ArcSwapOption<PolicySnapshot>>;
 
 /// Where a JWT caller's permissions come from: the token's claims as issued, or the user's
 /// current roles in the store (carried in the snapshot).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PermissionSource {
     #[default]
@@ -101,7 +105,7 @@ pub enum PermissionSource {
 /// Which claim of a JWT names the stored user (`jwt.subject_claim`): `sub`, the stored user
 /// id (tokens portcullis mints), or a verified `email` (tokens from an outside identity
 /// provider, whose `sub` the store does not know).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SubjectClaim {
     #[default]
@@ -160,6 +164,12 @@ impl Authorizer {
 
     /// Decides a request: canonical path, then the caller's identity, then the policy.
     pub async fn decide(&self, req: &AccessRequest<'_>) -> Decision {
+        self.decide_now(req)
+    }
+
+    /// [`Authorizer::decide`], for callers without an executor (the in-process filter): the
+    /// decision never waits on anything.
+    pub fn decide_now(&self, req: &AccessRequest<'_>) -> Decision {
         let guard = self.snapshot.load();
         let (snapshot, canonical) = match prepare(guard.as_ref(), req) {
             Ok(ready) => ready,

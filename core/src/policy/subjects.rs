@@ -4,13 +4,16 @@
 //! JWT ids. Carried in the snapshot beside the compiled rules and replaced on its own when only
 //! subjects change, so no request ever asks the store who someone is.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use super::document::{ServiceAccountSpec, UserSpec};
 
 /// A stored user.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UserState {
     pub email: String,
     pub name: Option<String>,
@@ -21,14 +24,16 @@ pub struct UserState {
 }
 
 /// A stored service account.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AccountState {
     pub disabled: bool,
     pub roles: Vec<String>,
 }
 
 /// Whom a stored API token acts for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TokenHolder {
     /// A user, by id.
     User(i64),
@@ -37,7 +42,8 @@ pub enum TokenHolder {
 }
 
 /// A stored API token (its digest is the key it is found by).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenState {
     pub id: String,
     pub holder: TokenHolder,
@@ -186,6 +192,86 @@ impl Subjects {
     }
 }
 
+/// Subjects as they travel in the in-process filter's bundle: every part in a stable order,
+/// API tokens by the hex of their SHA-256 digest (never the token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectsWire {
+    pub users: BTreeMap<String, UserState>,
+    pub accounts: BTreeMap<String, AccountState>,
+    pub tokens: BTreeMap<String, TokenState>,
+    pub deleted_users: Vec<String>,
+    pub revoked_jtis: Vec<String>,
+}
+
+/// A bundle's token key that is not 64 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an API token digest is not 64 hex digits")]
+pub struct DigestError;
+
+fn to_hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Result<[u8; 32], DigestError> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 64 {
+        return Err(DigestError);
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let pair = std::str::from_utf8(pair).map_err(|_| DigestError)?;
+        out[i] = u8::from_str_radix(pair, 16).map_err(|_| DigestError)?;
+    }
+    Ok(out)
+}
+
+impl Subjects {
+    /// Everything, for the bundle.
+    pub fn to_wire(&self) -> SubjectsWire {
+        let mut deleted_users: Vec<String> = self.deleted_users.iter().cloned().collect();
+        deleted_users.sort_unstable();
+        let mut revoked_jtis: Vec<String> = self.revoked_jtis.iter().cloned().collect();
+        revoked_jtis.sort_unstable();
+        SubjectsWire {
+            users: self
+                .users
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            accounts: (self.accounts.iter())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tokens: (self.tokens.iter())
+                .map(|(k, v)| (to_hex(k), v.clone()))
+                .collect(),
+            deleted_users,
+            revoked_jtis,
+        }
+    }
+
+    /// The subjects a bundle carries; refused whole when any token digest is malformed.
+    pub fn from_wire(wire: SubjectsWire) -> Result<Self, DigestError> {
+        let mut out = Subjects::default();
+        for (digest, token) in wire.tokens {
+            out.insert_token(from_hex(&digest)?, token);
+        }
+        for (id, user) in wire.users {
+            out.insert_user(id, user);
+        }
+        for (name, account) in wire.accounts {
+            out.insert_account(name, account);
+        }
+        for id in wire.deleted_users {
+            out.mark_deleted(id);
+        }
+        for jti in wire.revoked_jtis {
+            out.revoke_jti(jti);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +307,20 @@ mod tests {
         assert!(s.is_deleted("3") && !s.is_deleted("1"));
         assert!(s.is_revoked("j1") && !s.is_revoked("j2"));
         assert_eq!((s.user_count(), s.token_count()), (1, 1));
+        // The bundle's form carries every part, and a bad digest refuses it whole.
+        let wire = s.to_wire();
+        assert_eq!(
+            wire.tokens.keys().next().map(String::as_str),
+            Some("07".repeat(32).as_str())
+        );
+        assert_eq!(
+            Subjects::from_wire(wire.clone()).map(|b| b.to_wire()),
+            Ok(wire.clone())
+        );
+        let mut bad = wire;
+        let token = bad.tokens.pop_first().expect("one token").1;
+        bad.tokens.insert("zz".repeat(32), token);
+        assert_eq!(Subjects::from_wire(bad).err(), Some(DigestError));
     }
 
     #[test]

@@ -17,20 +17,20 @@ mod claims;
 mod keys;
 mod wycheproof;
 
-const RS256_PUB: &[u8] = include_bytes!("../../../tests/data/keys/rs256.pub.pem");
-const RS256_PKCS1_PUB: &[u8] = include_bytes!("../../../tests/data/keys/rs256.pkcs1.pub.pem");
-const RS256_KEY: &[u8] = include_bytes!("../../../tests/data/keys/rs256.key.pem");
-const ES256_PUB: &[u8] = include_bytes!("../../../tests/data/keys/es256.pub.pem");
-const ES256_KEY: &[u8] = include_bytes!("../../../tests/data/keys/es256.key.pem");
-const ED25519_PUB: &[u8] = include_bytes!("../../../tests/data/keys/ed25519.pub.pem");
-const ED25519_KEY: &[u8] = include_bytes!("../../../tests/data/keys/ed25519.key.pem");
-const P384_PUB: &[u8] = include_bytes!("../../../tests/data/keys/p384.pub.pem");
-const RSA1024_PUB: &[u8] = include_bytes!("../../../tests/data/keys/rsa1024.pub.pem");
-const RSA1024_KEY: &[u8] = include_bytes!("../../../tests/data/keys/rsa1024.key.pem");
-const ROCA_PUB: &[u8] = include_bytes!("../../../tests/data/keys/roca.pub.pem");
-const JWK_VECTORS: &str = include_str!("../../../tests/data/wycheproof/json_web_key_test.json");
+const RS256_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/rs256.pub.pem");
+const RS256_PKCS1_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/rs256.pkcs1.pub.pem");
+const RS256_KEY: &[u8] = include_bytes!("../../../../tests/data/keys/rs256.key.pem");
+const ES256_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/es256.pub.pem");
+const ES256_KEY: &[u8] = include_bytes!("../../../../tests/data/keys/es256.key.pem");
+const ED25519_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/ed25519.pub.pem");
+const ED25519_KEY: &[u8] = include_bytes!("../../../../tests/data/keys/ed25519.key.pem");
+const P384_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/p384.pub.pem");
+const RSA1024_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/rsa1024.pub.pem");
+const RSA1024_KEY: &[u8] = include_bytes!("../../../../tests/data/keys/rsa1024.key.pem");
+const ROCA_PUB: &[u8] = include_bytes!("../../../../tests/data/keys/roca.pub.pem");
+const JWK_VECTORS: &str = include_str!("../../../../tests/data/wycheproof/json_web_key_test.json");
 const JWS_VECTORS: &str =
-    include_str!("../../../tests/data/wycheproof/json_web_signature_test.json");
+    include_str!("../../../../tests/data/wycheproof/json_web_signature_test.json");
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
 

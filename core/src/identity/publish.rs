@@ -147,10 +147,10 @@ impl IssuerKeys {
 mod tests {
     use super::*;
 
-    const ES256_PUB: &[u8] = include_bytes!("../../tests/data/keys/es256.pub.pem");
-    const ES256_KEY: &[u8] = include_bytes!("../../tests/data/keys/es256.key.pem");
-    const RS256_PUB: &[u8] = include_bytes!("../../tests/data/keys/rs256.pub.pem");
-    const RS256_KEY: &[u8] = include_bytes!("../../tests/data/keys/rs256.key.pem");
+    const ES256_PUB: &[u8] = include_bytes!("../../../tests/data/keys/es256.pub.pem");
+    const ES256_KEY: &[u8] = include_bytes!("../../../tests/data/keys/es256.key.pem");
+    const RS256_PUB: &[u8] = include_bytes!("../../../tests/data/keys/rs256.pub.pem");
+    const RS256_KEY: &[u8] = include_bytes!("../../../tests/data/keys/rs256.key.pem");
 
     #[test]
     fn thumbprint_matches_rfc_7638_example() {
@@ -229,6 +229,6 @@ mod tests {
     }
 
     fn other_rsa_private() -> &'static [u8] {
-        include_bytes!("../../tests/data/keys/rs256-other.key.pem")
+        include_bytes!("../../../tests/data/keys/rs256-other.key.pem")
     }
 }

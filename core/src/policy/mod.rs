@@ -14,7 +14,9 @@ pub mod validate;
 pub use compile::{Grants, Match, PolicySnapshot};
 pub use document::{Activity, ActivityError, Method, PolicyDocument};
 pub use pattern::PatternError;
-pub use subjects::{AccountState, Subjects, TokenHolder, TokenState, UserState};
+pub use subjects::{
+    AccountState, DigestError, Subjects, SubjectsWire, TokenHolder, TokenState, UserState,
+};
 pub use validate::{EntryKind, Problem};
 
 /// Why a policy cannot be read, accepted or compiled. The cause is the source, so

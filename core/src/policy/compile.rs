@@ -251,6 +251,17 @@ impl PolicySnapshot {
         }
     }
 
+    /// What the rules were compiled from (permissions and roles), for the in-process filter's
+    /// bundle: compiling a document with exactly these gives the same rules.
+    pub fn rules_source(
+        &self,
+    ) -> (
+        &BTreeMap<String, PermissionSpec>,
+        &BTreeMap<String, Vec<String>>,
+    ) {
+        (&self.rules.source.permissions, &self.rules.source.roles)
+    }
+
     pub fn subjects(&self) -> &Subjects {
         &self.subjects
     }

@@ -1,0 +1,184 @@
+//! The differential test of the two modes: every case of the bypass corpus (`tests/corpus/`)
+//! that goes through Envoy is sent twice, once through Envoy with ext_authz to the sidecar
+//! (`envoy/envoy.yaml`) and once through Envoy with the in-process Wasm filter
+//! (`envoy/envoy-wasm.yaml`) fed by the same sidecar's bundle. The status, the deny's headers
+//! and body (reason code; the decision id aside) and what the upstream received (method,
+//! target, every header, `x-auth-*` included; the decision id's value and Envoy's request id
+//! aside) must be identical, case by case.
+//!
+//! One kind of case differs by design and is checked for what it must be instead: a request
+//! no route matches, which Envoy never sends to ext_authz (its router answers 404) and the
+//! filter refuses as the core does (`decided_where_ext_authz_is_skipped`).
+//! Cases that make the ext_authz server fail on purpose (the tap's error modes) have no
+//! counterpart in-process and are left out; the filter's own failure modes are in
+//! tests/wasm_live.rs.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+#[path = "support/corpus_case.rs"]
+mod corpus_case;
+#[path = "support/recording.rs"]
+mod recording;
+mod support;
+#[path = "support/wasm_filter.rs"]
+mod wasm_filter;
+#[path = "support/wire.rs"]
+mod wire;
+
+use serde_json::Value;
+
+use corpus_case::*;
+use recording::{RecordingUpstream, TapMode};
+use wire::WireResponse;
+
+/// One request as the upstream received it: method, target, headers.
+type Forwarded = (String, String, Vec<(String, String)>);
+
+/// What one mode did with one request, with what differs by nature (ids) taken out.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    status: u16,
+    /// Response headers the decision sets.
+    answer_headers: Vec<(String, String)>,
+    /// The deny body (JSON without its decision id), or the raw body.
+    body: String,
+    /// What the upstream received: method, target, headers.
+    upstream: Vec<Forwarded>,
+}
+
+const ANSWER_HEADERS: [&str; 3] = ["content-type", "www-authenticate", "location"];
+/// Upstream headers whose value is random per request (their presence is still compared).
+const RANDOM_VALUES: [&str; 2] = ["x-auth-decision-id", "x-request-id"];
+
+fn outcome(response: &WireResponse, upstream: &RecordingUpstream) -> Outcome {
+    let body = match serde_json::from_str::<Value>(&response.body) {
+        Ok(Value::Object(mut map)) => {
+            map.remove("decision_id");
+            Value::Object(map).to_string()
+        }
+        _ => response.body.clone(),
+    };
+    let answer_headers = response
+        .headers
+        .iter()
+        .filter(|(k, _)| ANSWER_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    let upstream = upstream
+        .take()
+        .into_iter()
+        .map(|r| {
+            let headers = r
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    let k = k.to_ascii_lowercase();
+                    let v = if RANDOM_VALUES.contains(&k.as_str()) {
+                        "<random>".to_owned()
+                    } else {
+                        v.clone()
+                    };
+                    (k, v)
+                })
+                .collect();
+            (r.method, r.target, headers)
+        })
+        .collect();
+    Outcome {
+        status: response.status,
+        answer_headers,
+        body,
+        upstream,
+    }
+}
+
+/// Envoy skips ext_authz for a request no route matches (CONNECT, `OPTIONS *`) and its router
+/// answers 404; the filter runs before routing and the core refuses the path (403
+/// `invalid_path`). Both refuse and nothing reaches the upstream; the filter's answer must be
+/// the one the corpus expects of the core for that request (its `grpc` expectation).
+fn decided_where_ext_authz_is_skipped(case: &Case, sidecar: &Outcome, filter: &Outcome) -> bool {
+    let core = case.grpc_expectation();
+    let reason = serde_json::from_str::<Value>(&filter.body)
+        .ok()
+        .and_then(|b| b["reason"].as_str().map(str::to_owned));
+    case.expect().by == By::Envoy
+        && sidecar.status == 404
+        && sidecar.upstream.is_empty()
+        && filter.upstream.is_empty()
+        && core.is_some_and(|(status, expected, _)| status == filter.status && expected == reason)
+}
+
+async fn send(case: &Case, creds: &Credentials, port: u16) -> Result<WireResponse, String> {
+    let (request, ctx) = materialize(case, creds);
+    match case.http.as_str() {
+        "1.1" => Ok(wire::send_raw_h1(port, &h1_bytes(case, &request, &ctx)).await),
+        "2" => {
+            let host = request
+                .host
+                .clone()
+                .unwrap_or_else(|| DEFAULT_HOST.to_owned());
+            let uri = format!("http://{host}{}", request.target);
+            let parsed: hyper::Uri = uri.parse().map_err(|e| format!("{uri:?}: {e}"))?;
+            let sent = parsed.path_and_query().map(|p| p.as_str()).unwrap_or("");
+            if sent != request.target {
+                return Err(format!("h2 client would send {sent:?}"));
+            }
+            Ok(wire::send_h2(port, &request.method, &uri, &request.headers).await)
+        }
+        other => Err(format!("unknown http version {other:?}")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_decides_alike_through_ext_authz_and_in_process() {
+    let corpus = load_corpus();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = wasm_filter::write_bundle_config(dir.path(), "");
+    let creds = Credentials::make(&config);
+    let portcullis = support::Portcullis::start(&config).await;
+    let admin = wasm_filter::admin_addr(&portcullis);
+    let (upstream, upstream_addr) = RecordingUpstream::start().await;
+    let ext_authz = support::Envoy::start(portcullis.addr, upstream_addr).await;
+    let in_process = wasm_filter::start_wasm_envoy(admin, upstream_addr, None).await;
+    wasm_filter::wait_for_bundle(&in_process).await;
+    upstream.take();
+
+    let mut failures = Vec::new();
+    let (mut run, mut allowed, mut skipped) = (0, 0, 0);
+    for Loaded { file, case } in &corpus {
+        if case.transport != Transport::Envoy || case.tap != TapMode::Forward {
+            continue;
+        }
+        run += 1;
+        let sidecar = match send(case, &creds, ext_authz.port).await {
+            Ok(r) => outcome(&r, &upstream),
+            Err(e) => panic!("{file} {}: {e}", case.id),
+        };
+        let filter = match send(case, &creds, in_process.port).await {
+            Ok(r) => outcome(&r, &upstream),
+            Err(e) => panic!("{file} {}: {e}", case.id),
+        };
+        if !sidecar.upstream.is_empty() {
+            allowed += 1;
+        }
+        if sidecar != filter && decided_where_ext_authz_is_skipped(case, &sidecar, &filter) {
+            skipped += 1;
+        }
+        if sidecar != filter && !decided_where_ext_authz_is_skipped(case, &sidecar, &filter) {
+            failures.push(format!(
+                "{file} {}:\n  ext_authz:  {sidecar:?}\n  in-process: {filter:?}",
+                case.id
+            ));
+        }
+    }
+    eprintln!(
+        "differential: {run} corpus cases through both modes ({allowed} reached the upstream, \
+         {skipped} refused by the core where Envoy skips ext_authz), {} differ",
+        failures.len()
+    );
+    assert!(run >= 200, "only {run} corpus cases ran");
+    assert!(
+        allowed > 0,
+        "no case reached the upstream: nothing compared"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
