@@ -80,11 +80,10 @@ pub(super) async fn run(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let outcome = store.collect_garbage(now_unix()).await;
+        let outcome = health
+            .call("housekeeping", store.collect_garbage(now_unix()))
+            .await;
         counts.record(&outcome);
-        if let Ok(GcOutcome::Done(_) | GcOutcome::Skipped) = outcome {
-            health.reached();
-        }
         match outcome {
             Ok(GcOutcome::Done(removed)) if removed.total() > 0 => {
                 let by_table: Vec<String> = removed
@@ -99,7 +98,7 @@ pub(super) async fn run(
                 tracing::debug!("housekeeping skipped: another portcullis holds the lock")
             }
             // An outage is logged once, by `health`.
-            Err(e) if health.failed("housekeeping", &e) => {}
+            Err(e) if e.is_outage() => {}
             Err(e) => {
                 tracing::warn!(error = %crate::error_chain(&e), "housekeeping failed; will try next round")
             }

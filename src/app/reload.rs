@@ -53,6 +53,9 @@ pub struct ReloadStatus {
     pub(super) outage: bool,
     /// Outages since start (each logged once).
     pub(super) outages: u64,
+    /// When a store call last found the store reachable, and unreachable.
+    pub(super) reached_since: Option<std::time::Instant>,
+    pub(super) unreachable_since: Option<std::time::Instant>,
 }
 
 /// The reloader and everything it updates.
@@ -82,7 +85,7 @@ impl Reloader {
                         set_health(&self.health, ServingStatus::Serving).await;
                     }
                     failing = None;
-                    self.store_health.reached();
+                    self.store_health.reached(started);
                     wait = self.interval;
                     if let Ok(mut s) = self.status.lock() {
                         s.last_error = None;
@@ -96,9 +99,10 @@ impl Reloader {
                 }
                 Err(e) => {
                     let message = crate::error_chain(&*e);
-                    let outage = e
-                        .downcast_ref::<StoreError>()
-                        .is_some_and(|e| self.store_health.failed("refreshing the policy", e));
+                    let outage = e.downcast_ref::<StoreError>().is_some_and(|e| {
+                        self.store_health
+                            .failed("refreshing the policy", e, started)
+                    });
                     // Not the store (a policy that does not compile): once per cause.
                     if !outage && failing.as_ref() != Some(&message) {
                         tracing::error!(error = %message, serving_version = self.snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot");
@@ -117,6 +121,7 @@ impl Reloader {
                 }
             }
             if feed.is_none() && failing.is_none() {
+                let started = std::time::Instant::now();
                 match self.store.listen().await {
                     Ok(Some(f)) => {
                         // A change announced before the listener existed was missed: check
@@ -126,7 +131,10 @@ impl Reloader {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        if !self.store_health.failed("listening for policy changes", &e) {
+                        if !self
+                            .store_health
+                            .failed("listening for policy changes", &e, started)
+                        {
                             tracing::debug!(error = %crate::error_chain(&e), "cannot listen for policy changes; polling")
                         }
                     }

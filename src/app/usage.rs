@@ -39,10 +39,8 @@ pub(super) async fn write_token_use(
         }
         if !pending.is_empty() {
             let batch: Vec<(String, i64)> = pending.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            match health.observe(
-                "recording api token use",
-                store.record_token_use(&batch).await,
-            ) {
+            let recorded = health.call("recording api token use", store.record_token_use(&batch));
+            match recorded.await {
                 Ok(()) => {
                     pending.clear();
                     failing = false;

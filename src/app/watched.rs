@@ -24,12 +24,13 @@ impl LoginStore for WatchedLogin {
         default_roles: &[String],
         now: i64,
     ) -> Result<LinkOutcome, StoreError> {
-        let r = self.store.link_account(account, default_roles, now).await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(DURING, self.store.link_account(account, default_roles, now))
+            .await
     }
 
     async fn login_user(&self, id: i64) -> Result<Option<LoginUser>, StoreError> {
-        self.health.observe(DURING, self.store.login_user(id).await)
+        self.health.call(DURING, self.store.login_user(id)).await
     }
 
     async fn create_session(
@@ -40,11 +41,13 @@ impl LoginStore for WatchedLogin {
         expires_at: i64,
         refresh: Option<&TokenDigest>,
     ) -> Result<(), StoreError> {
-        let r = self
-            .store
-            .create_session(id, user_id, now, expires_at, refresh)
-            .await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(
+                DURING,
+                self.store
+                    .create_session(id, user_id, now, expires_at, refresh),
+            )
+            .await
     }
 
     async fn add_refresh(
@@ -53,12 +56,13 @@ impl LoginStore for WatchedLogin {
         refresh: &TokenDigest,
         now: i64,
     ) -> Result<(), StoreError> {
-        let r = self.store.add_refresh(session_id, refresh, now).await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(DURING, self.store.add_refresh(session_id, refresh, now))
+            .await
     }
 
     async fn session(&self, id: &str) -> Result<Option<SessionInfo>, StoreError> {
-        self.health.observe(DURING, self.store.session(id).await)
+        self.health.call(DURING, self.store.session(id)).await
     }
 
     async fn rotate_refresh(
@@ -67,8 +71,9 @@ impl LoginStore for WatchedLogin {
         next: &TokenDigest,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
-        let r = self.store.rotate_refresh(presented, next, now).await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(DURING, self.store.rotate_refresh(presented, next, now))
+            .await
     }
 
     async fn insert_handoff(
@@ -78,11 +83,13 @@ impl LoginStore for WatchedLogin {
         origin: &str,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        let r = self
-            .store
-            .insert_handoff(code, session_id, origin, expires_at)
-            .await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(
+                DURING,
+                self.store
+                    .insert_handoff(code, session_id, origin, expires_at),
+            )
+            .await
     }
 
     async fn take_handoff(
@@ -91,21 +98,25 @@ impl LoginStore for WatchedLogin {
         now: i64,
     ) -> Result<Option<(String, String)>, StoreError> {
         self.health
-            .observe(DURING, self.store.take_handoff(code, now).await)
+            .call(DURING, self.store.take_handoff(code, now))
+            .await
     }
 
     async fn revoke_session(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
-        let r = self.store.revoke_session(id, reason, now).await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(DURING, self.store.revoke_session(id, reason, now))
+            .await
     }
 
     async fn revoke_user_sessions(&self, email: &str, now: i64) -> Result<usize, StoreError> {
-        let r = self.store.revoke_user_sessions(email, now).await;
-        self.health.observe(DURING, r)
+        self.health
+            .call(DURING, self.store.revoke_user_sessions(email, now))
+            .await
     }
 
     async fn list_sessions(&self, email: Option<&str>) -> Result<Vec<SessionInfo>, StoreError> {
         self.health
-            .observe(DURING, self.store.list_sessions(email).await)
+            .call(DURING, self.store.list_sessions(email))
+            .await
     }
 }
