@@ -25,6 +25,8 @@ EXPOSE 9001 9002 9003 9004
 # For docker and compose: `portcullis status` asks the admin endpoint and exits 1 unless it
 # serves a policy. Kubernetes ignores HEALTHCHECK and uses the probes in k8s/ instead. Assumes
 # the admin endpoint on port 9002 of the container's loopback (the default, or 0.0.0.0:9002).
+# With server.admin_token_file (needed off loopback), give the config as PORTCULLIS_CONFIG so
+# the check reads the same file and sends the token.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/portcullis", "status", "--admin", "127.0.0.1:9002"]
 ENTRYPOINT ["/usr/local/bin/portcullis"]

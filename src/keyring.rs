@@ -66,6 +66,36 @@ pub enum KeyringError {
     },
     #[error(transparent)]
     KeySet(#[from] KeyError),
+    #[error("server.admin_token_file: cannot read {}", path.display())]
+    ReadAdminToken {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server.admin_token_file: {} must hold at least {MIN_ADMIN_TOKEN_LEN} characters (no line breaks inside)", path.display())]
+    WeakAdminToken { path: PathBuf },
+}
+
+/// The shortest admin bearer token accepted (e.g. `openssl rand -hex 32` gives 64).
+pub const MIN_ADMIN_TOKEN_LEN: usize = 24;
+
+/// The admin endpoint's bearer token, from `server.admin_token_file` (trailing whitespace
+/// ignored), when one is configured. Never printed: it stays in a `Secret`.
+pub fn load_admin_token(
+    server: &crate::config::ServerConfig,
+) -> Result<Option<crate::config::Secret<String>>, KeyringError> {
+    let Some(path) = &server.admin_token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| KeyringError::ReadAdminToken {
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim_end();
+    if token.len() < MIN_ADMIN_TOKEN_LEN || token.chars().any(|c| c.is_control()) {
+        return Err(KeyringError::WeakAdminToken { path: path.clone() });
+    }
+    Ok(Some(crate::config::Secret::new(token.to_owned())))
 }
 
 /// Loads every configured key and the JWKS file; `env` resolves `secret_env`.

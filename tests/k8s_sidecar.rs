@@ -179,6 +179,10 @@ fn secrets(dir: &Path) -> BTreeMap<&'static str, String> {
             format!("sqlite://{}", dir.join("portcullis.db").display()),
         ),
         ("jwt-secret", support::SECRET.to_owned()),
+        (
+            "admin-token",
+            "k8s-sidecar-test-admin-token-0123".to_owned(),
+        ),
     ])
 }
 

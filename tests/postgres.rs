@@ -256,7 +256,7 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
     let store = portcullis::store::SqlStore::connect(&db.url, 1)
         .await
         .unwrap();
-    let before = portcullis::cli::fetch_status(admin_addr(&a)).await.unwrap();
+    let before = portcullis::cli::fetch_status(a.admin_addr()).await.unwrap();
     store
         .execute_raw(
             "UPDATE activities SET path = '/api/v1/reports(' WHERE path = '/api/v1/reports'",
@@ -273,7 +273,7 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let now = portcullis::cli::fetch_status(admin_addr(&a)).await.unwrap();
+        let now = portcullis::cli::fetch_status(a.admin_addr()).await.unwrap();
         if now["last_error"].is_string() {
             assert!(
                 now["last_error"]
@@ -310,18 +310,10 @@ async fn two_sidecars_on_one_database_see_every_change_within_a_second() {
             200
         );
     }
-    let (code, out, _) = cli(&config, &["status", "--admin", &admin_addr(&b).to_string()]);
+    let (code, out, _) = cli(&config, &["status", "--admin", &b.admin_addr().to_string()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("\"snapshot_age_seconds\""), "{out}");
     store.close().await;
-}
-
-fn admin_addr(p: &Portcullis) -> std::net::SocketAddr {
-    let line = p.proc.wait_for_log("serving admin endpoint");
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix("admin_addr="))
-        .and_then(|a| a.parse().ok())
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,6 +449,49 @@ async fn a_database_outage_under_load_fails_no_decision() {
     assert_eq!(wrong, 0, "{wrong} of {done} checks were wrong or failed");
     // The outage is logged once, not once per attempt.
     let log = server.proc.log_text();
-    assert_eq!(log.matches("cannot refresh policy").count(), 1, "{log}");
+    assert_eq!(log.matches("policy store unreachable").count(), 1, "{log}");
     assert!(log.contains("policy store reachable again"), "{log}");
+}
+
+/// `/status` while the database goes away and comes back, on a sidecar that polls once an
+/// hour: losing the LISTEN connection is what notices, within seconds. The outage and its
+/// end are each logged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_listen_connection_flips_store_reachable_and_back() {
+    let cluster = PgCluster::start();
+    let db = PgDatabase::create(&cluster.admin_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = prepared_config(dir.path(), &db.url, "1h", "token");
+    let server = Portcullis::start(&config).await;
+    let admin = server.admin_addr();
+    // Waits for `store_reachable` to be `want`; the status then.
+    let reachable = |want: bool, within: u64| async move {
+        let deadline = Instant::now() + Duration::from_secs(within);
+        loop {
+            let status = portcullis::cli::fetch_status(admin).await.unwrap();
+            if status["store_reachable"] == want {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not {want} in {within} s: {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    reachable(true, 15).await;
+    cluster.stop();
+    let status = reachable(false, 15).await;
+    assert!(status["last_error"].is_string(), "{status}");
+    assert_eq!(status["serving"], true, "the last snapshot keeps serving");
+    cluster.resume();
+    let status = reachable(true, 20).await;
+    assert!(status["last_error"].is_null(), "{status}");
+    let log = server.proc.log_text();
+    assert_eq!(log.matches("policy store unreachable").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("policy store reachable again").count(),
+        1,
+        "{log}"
+    );
 }

@@ -2,11 +2,17 @@
 //! age, store reachability, last error, log lines dropped, login provider state), `/ready` (200 once a snapshot is
 //! loaded and the login provider's and outside issuers' keys fetched), `/live` and `/bundle`
 //! (the in-process filter's bundle: users, roles, token digests, public keys).
-//! Plain HTTP, bound to loopback by default.
+//! Plain HTTP, bound to loopback by default. With `server.admin_token_file`, `/status` and
+//! `/metrics` need `Authorization: Bearer <token>` (compared in constant time, as digests;
+//! `/metrics` stays open with `server.admin_metrics_open`); `/live` and `/ready` are always
+//! open, for the kubelet's probes.
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -38,6 +44,55 @@ impl ReloadStatus {
     }
 }
 
+/// Who may read `/status` and `/metrics`.
+#[derive(Clone, Default)]
+pub(super) struct AdminAuth {
+    /// The digest of the bearer token; `None`: no token configured, all open.
+    token: Option<crate::identity::TokenDigest>,
+    metrics_open: bool,
+}
+
+impl AdminAuth {
+    pub fn new(token: Option<&crate::config::Secret<String>>, metrics_open: bool) -> Self {
+        AdminAuth {
+            token: token.map(|t| crate::identity::digest(t.expose())),
+            metrics_open,
+        }
+    }
+
+    /// Whether a request with these headers carries the token (exactly one `Authorization:
+    /// Bearer` header with it), or needs none.
+    fn allows(&self, headers: &HeaderMap, metrics: bool) -> bool {
+        let Some(expected) = &self.token else {
+            return true;
+        };
+        if metrics && self.metrics_open {
+            return true;
+        }
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return false;
+        };
+        let presented = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| crate::identity::digest(token.trim()));
+        presented.is_some_and(|p| bool::from(p.ct_eq(expected)))
+    }
+
+    /// The answer to a request without the token.
+    fn refuse() -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this endpoint needs Authorization: Bearer <server.admin_token_file>\n",
+        )
+            .into_response()
+    }
+}
+
 /// What the admin endpoint reports from.
 pub(super) struct Admin {
     pub status: Arc<Mutex<ReloadStatus>>,
@@ -46,6 +101,7 @@ pub(super) struct Admin {
     pub log_drops: LogDrops,
     pub metrics: Arc<Metrics>,
     pub bundle: Arc<super::bundle::BundleSource>,
+    pub auth: AdminAuth,
 }
 
 /// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`,
@@ -55,7 +111,6 @@ pub(super) async fn serve_admin(
     admin: Admin,
     mut stop: watch::Receiver<bool>,
 ) {
-    use axum::http::StatusCode;
     use axum::routing::get;
     let Admin {
         status,
@@ -64,13 +119,16 @@ pub(super) async fn serve_admin(
         log_drops,
         metrics,
         bundle,
+        auth,
     } = admin;
+    let metrics_auth = auth.clone();
     let for_status = status.clone();
     let for_status_login = login.clone();
     let app = axum::Router::new()
         .route(
             "/status",
-            get(move || {
+            get(move |headers: HeaderMap| {
+                let allowed = auth.allows(&headers, false);
                 let mut body = for_status.lock().map(|s| s.to_json()).unwrap_or_default();
                 body["log_lines_dropped"] = log_drops.count().into();
                 if let Some(login) = &for_status_login {
@@ -79,7 +137,13 @@ pub(super) async fn serve_admin(
                         "provider_key_fetches": login.provider().map(|p| p.keys.fetch_count()),
                     });
                 }
-                async move { axum::Json(body) }
+                async move {
+                    if allowed {
+                        axum::Json(body).into_response()
+                    } else {
+                        AdminAuth::refuse()
+                    }
+                }
             }),
         )
         .route(
@@ -115,13 +179,17 @@ pub(super) async fn serve_admin(
         )
         .route(
             "/metrics",
-            get(move || {
-                let body = metrics.encode();
+            get(move |headers: HeaderMap| {
+                let body = metrics_auth
+                    .allows(&headers, true)
+                    .then(|| metrics.encode());
                 async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-                        body,
-                    )
+                    match body {
+                        Some(body) => {
+                            ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
+                        }
+                        None => AdminAuth::refuse(),
+                    }
                 }
             }),
         );
@@ -133,5 +201,61 @@ pub(super) async fn serve_admin(
         .await
     {
         tracing::error!(error = %e, "admin endpoint failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "an-admin-token-of-enough-length";
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(header::AUTHORIZATION, v.parse().expect("header value"));
+        }
+        h
+    }
+
+    #[test]
+    fn status_and_metrics_need_exactly_the_configured_bearer_token() {
+        let secret = crate::config::Secret::new(TOKEN.to_owned());
+        let auth = AdminAuth::new(Some(&secret), false);
+        let right = format!("Bearer {TOKEN}");
+        let lower = format!("bearer {TOKEN}");
+        let basic = format!("Basic {TOKEN}");
+        let cases: [(&[&str], bool); 8] = [
+            (&[], false),
+            (&["Bearer wrong-token-of-enough-length-xx"], false),
+            (&[&basic], false),
+            (&[TOKEN], false),
+            (&["Bearer"], false),
+            (&[&right, &right], false),
+            (&[&right], true),
+            (&[&lower], true),
+        ];
+        for (values, allowed) in cases {
+            for metrics in [false, true] {
+                assert_eq!(
+                    auth.allows(&headers(values), metrics),
+                    allowed,
+                    "{values:?} metrics={metrics}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn metrics_open_only_when_the_operator_says_so_and_no_token_means_open() {
+        let secret = crate::config::Secret::new(TOKEN.to_owned());
+        let open_metrics = AdminAuth::new(Some(&secret), true);
+        assert!(open_metrics.allows(&headers(&[]), true));
+        assert!(!open_metrics.allows(&headers(&[]), false));
+        let none = AdminAuth::new(None, false);
+        assert!(none.allows(&headers(&[]), false) && none.allows(&headers(&[]), true));
+        let refused = AdminAuth::refuse();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(refused.headers()[header::WWW_AUTHENTICATE], "Bearer");
     }
 }

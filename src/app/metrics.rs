@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use super::decisions::DecisionLog;
+use super::housekeeping::GcCounts;
 use super::reload::ReloadStatus;
 use super::LogDrops;
 use crate::authz::Decision;
@@ -64,6 +65,7 @@ pub struct Sources {
     pub log_drops: LogDrops,
     pub login: Option<Arc<LoginService>>,
     pub decision_log: Option<Arc<DecisionLog>>,
+    pub gc: Arc<GcCounts>,
 }
 
 impl Metrics {
@@ -303,14 +305,14 @@ impl Collector for State {
         gauge(
             &mut encoder,
             "store_reachable",
-            "1 if the last refresh reached the store, else 0",
+            "0 while the store cannot be reached (found by a refresh, the LISTEN connection or any other store call), else 1",
             f64::from(u8::from(reachable)),
         )?;
         if let Some(at) = reachable_at {
             gauge(
                 &mut encoder,
                 "store_last_reachable_timestamp_seconds",
-                "When a refresh last reached the store (unix seconds)",
+                "When a store call last reached the store (unix seconds)",
                 unix_seconds(at),
             )?;
         }
@@ -328,6 +330,21 @@ impl Collector for State {
                 log.dropped(),
             )?;
         }
+        labelled_counters(
+            &mut encoder,
+            "gc_runs",
+            "Housekeeping rounds by outcome: done (this sidecar was the leader), skipped \
+             (another held the lock), failed",
+            "outcome",
+            &self.0.gc.runs(),
+        )?;
+        labelled_counters(
+            &mut encoder,
+            "gc_removed",
+            "Rows housekeeping removed, by table",
+            "table",
+            &self.0.gc.removed(),
+        )?;
         if let Some(provider) = self.0.login.as_ref().and_then(|l| l.provider()) {
             counter(
                 &mut encoder,

@@ -1,16 +1,20 @@
 //! Composition root: builds the store, identity, snapshot handle and servers from a `Config`,
-//! starts the reloader (`reload`), the admin endpoint (`admin`) and the last-used writer
-//! (`usage`), and shuts down gracefully. No rules live here.
+//! starts the reloader (`reload`), the admin endpoint (`admin`), the last-used writer
+//! (`usage`) and housekeeping (`housekeeping`), and shuts down gracefully. No rules live here.
 
 mod admin;
 mod bundle;
 mod decisions;
+mod health;
+mod housekeeping;
 mod metrics;
 mod reload;
 mod remote_keys;
 pub mod replay;
 mod shadow;
+mod transport;
 mod usage;
+mod watched;
 
 pub use decisions::{DecisionLog, DecisionWriter, Output as DecisionOutput};
 pub use metrics::Metrics;
@@ -20,19 +24,18 @@ pub fn decision_output(config: &crate::config::DecisionLogConfig) -> Option<Deci
     DecisionOutput::parse(config.output.trim())
 }
 pub use reload::{next_snapshot, Next, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
+pub use transport::shutdown_signal;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwapOption;
-use std::sync::Mutex;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::authz::{Authorizer, SnapshotHandle};
@@ -44,6 +47,7 @@ use crate::store::{Dialect, PolicyStore, SqlStore};
 use reload::{set_health, Reloader};
 use remote_keys::RemoteIssuer;
 use shadow::ShadowReload;
+use transport::{incoming, HTTP2_KEEPALIVE_TIMEOUT};
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
 pub fn identifier(config: &Config) -> anyhow::Result<Identifier> {
@@ -101,6 +105,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 pub struct Server {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
+    admin_auth: admin::AdminAuth,
+    /// What `/status` says about the snapshot and the store, and who reports to it.
+    status: Arc<Mutex<ReloadStatus>>,
+    store_health: health::StoreHealth,
     /// The login endpoints and their listener, when `login` is configured.
     login: Option<(TcpListener, Arc<LoginService>)>,
     /// The HTTP ext_authz listener and where it reads the request to decide from.
@@ -116,6 +124,7 @@ pub struct Server {
     shadow: SnapshotHandle,
     usage_rx: tokio::sync::mpsc::Receiver<(String, i64)>,
     reload_interval: Duration,
+    gc_interval: Option<Duration>,
     last_used_flush: Duration,
     shutdown_grace: Duration,
     max_concurrent_checks: usize,
@@ -150,6 +159,7 @@ impl Server {
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
         // Keys first: bad key material fails before anything is opened or bound.
         let (mut identifier, remote_issuers) = identifier_parts(config)?;
+        let admin_token = crate::keyring::load_admin_token(&config.server)?;
         let store = open_store(config).await?;
         if identifier.keys().is_empty() {
             tracing::warn!("no jwt keys configured: every JWT will be refused");
@@ -157,6 +167,8 @@ impl Server {
         for warning in config.warnings() {
             tracing::warn!("{warning}");
         }
+        let status = Arc::new(Mutex::new(ReloadStatus::default()));
+        let store_health = health::StoreHealth::new(status.clone());
         let (usage_tx, usage_rx) = tokio::sync::mpsc::channel(USAGE_QUEUE);
         identifier.report_usage_to(usage_tx);
         let identifier = Arc::new(identifier);
@@ -188,7 +200,10 @@ impl Server {
                     material.keys,
                     material.client_secret,
                     &material.state_secret,
-                    Arc::new(store.clone()),
+                    Arc::new(watched::WatchedLogin {
+                        store: store.clone(),
+                        health: store_health.clone(),
+                    }),
                     snapshot.clone(),
                 )?;
                 let listener = TcpListener::bind(addr)
@@ -223,6 +238,12 @@ impl Server {
             bundle,
             listener,
             admin_listener,
+            admin_auth: admin::AdminAuth::new(
+                admin_token.as_ref(),
+                config.server.admin_metrics_open,
+            ),
+            status,
+            store_health,
             login,
             http_authz,
             remote_issuers,
@@ -233,6 +254,7 @@ impl Server {
             shadow,
             usage_rx,
             reload_interval: config.database.reload_interval,
+            gc_interval: config.database.gc_every(),
             last_used_flush: config.api_tokens.last_used_flush,
             shutdown_grace: config.server.shutdown_grace,
             max_concurrent_checks: config.server.max_concurrent_checks,
@@ -273,7 +295,7 @@ impl Server {
         set_health(&reporter, ServingStatus::NotServing).await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let status = Arc::new(Mutex::new(ReloadStatus::default()));
+        let status = self.status.clone();
         let shared: Arc<dyn PolicyStore> = Arc::new(self.store.clone());
         let api_tokens = self.identifier.api_token_cache();
         let reloader = Reloader {
@@ -282,6 +304,7 @@ impl Server {
             api_tokens: api_tokens.clone(),
             health: reporter.clone(),
             status: status.clone(),
+            store_health: self.store_health.clone(),
             interval: self.reload_interval,
             shadow: ShadowReload::new(self.shadow.clone()),
         };
@@ -317,6 +340,12 @@ impl Server {
             }
             None => None,
         };
+        let gc_counts = Arc::new(housekeeping::GcCounts::default());
+        let housekeeping = self.gc_interval.map(|every| {
+            let (store, health) = (self.store.clone(), self.store_health.clone());
+            let task = housekeeping::run(store, every, gc_counts.clone(), health, stop_rx.clone());
+            tokio::spawn(task)
+        });
         // Metrics live where they are served: on the admin endpoint, when there is one.
         let metrics = self.admin_listener.as_ref().map(|_| {
             Arc::new(Metrics::new(metrics::Sources {
@@ -325,6 +354,7 @@ impl Server {
                 log_drops: self.log_drops.clone(),
                 login: login_service.clone(),
                 decision_log: self.decisions.as_ref().map(|(log, _)| log.clone()),
+                gc: gc_counts.clone(),
             }))
         });
         // One Check service for gRPC and the HTTP mode, observed by the metrics and the
@@ -375,6 +405,7 @@ impl Server {
                         log_drops: self.log_drops.clone(),
                         metrics: metrics.clone(),
                         bundle: self.bundle.clone(),
+                        auth: self.admin_auth,
                     },
                     stop_rx.clone(),
                 )))
@@ -383,6 +414,7 @@ impl Server {
         };
         let usage_writer = tokio::spawn(usage::write_token_use(
             shared,
+            self.store_health.clone(),
             self.usage_rx,
             self.last_used_flush,
             stop_rx.clone(),
@@ -429,6 +461,9 @@ impl Server {
             let _ = writer.await;
         }
         let _ = usage_writer.await;
+        if let Some(task) = housekeeping {
+            let _ = task.await;
+        }
         if let Some(admin) = admin {
             let _ = admin.await;
         }
@@ -448,61 +483,5 @@ impl Server {
             tracing::warn!(dropped, "log lines dropped because stderr was too slow");
         }
         Ok(())
-    }
-}
-
-/// How long an HTTP/2 PING may go unanswered before the connection is closed.
-const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TCP keepalive probe interval on accepted connections: a silently dead Envoy connection is
-/// noticed and closed instead of being kept forever.
-const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
-
-/// Accepted connections with `TCP_NODELAY` and keepalive set. tonic ignores its own
-/// `tcp_nodelay` setting for a caller-supplied listener, and without it every small Check
-/// response waits for Nagle's algorithm to meet the peer's delayed ACK (about 40 ms).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(TCP_KEEPALIVE))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio_stream::StreamExt as _;
-
-    #[tokio::test]
-    async fn accepted_connections_have_nodelay_and_keepalive() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut accepted = incoming(listener);
-        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let server_side = accepted.next().await.unwrap().unwrap();
-        assert!(server_side.nodelay().unwrap(), "TCP_NODELAY must be set");
-        assert!(socket2::SockRef::from(&server_side).keepalive().unwrap());
-        drop(client);
     }
 }

@@ -3,7 +3,8 @@
 //! change the store's log names entry by entry (a revocation, a token) is patched into the
 //! subjects; a change that leaves the rules as stored swaps the subjects; only a change of
 //! rules compiles, on a blocking thread. A snapshot that fails to load or compile leaves the
-//! previous one serving; an outage is logged once.
+//! previous one serving; an outage is logged once (`health`), and an outage another caller of
+//! the store finds wakes the reloader to retry on its backoff.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use super::health::StoreHealth;
 use super::shadow::ShadowReload;
 use crate::authz::SnapshotHandle;
 use crate::identity::ApiTokenCache;
@@ -52,6 +54,13 @@ pub struct ReloadStatus {
     pub(super) candidate_stored_at: Option<i64>,
     /// Why the stored candidate policy is not evaluated, if it is not.
     pub(super) candidate_error: Option<String>,
+    /// An outage has been logged and its end not yet.
+    pub(super) outage: bool,
+    /// Outages since start (each logged once).
+    pub(super) outages: u64,
+    /// When a store call last found the store reachable, and unreachable.
+    pub(super) reached_since: Option<std::time::Instant>,
+    pub(super) unreachable_since: Option<std::time::Instant>,
 }
 
 /// The reloader and everything it updates.
@@ -62,6 +71,7 @@ pub(super) struct Reloader {
     pub api_tokens: Arc<ApiTokenCache>,
     pub health: HealthReporter,
     pub status: Arc<Mutex<ReloadStatus>>,
+    pub store_health: StoreHealth,
     pub interval: Duration,
     /// The candidate policy, rebuilt with every live snapshot.
     pub shadow: ShadowReload,
@@ -81,14 +91,11 @@ impl Reloader {
                         tracing::info!(version, "policy snapshot loaded");
                         set_health(&self.health, ServingStatus::Serving).await;
                     }
-                    if failing.take().is_some() {
-                        tracing::info!("policy store reachable again");
-                    }
+                    failing = None;
+                    self.store_health.reached(started);
                     wait = self.interval;
                     if let Ok(mut s) = self.status.lock() {
-                        s.store_reachable = true;
                         s.last_error = None;
-                        s.reachable_at = Some(SystemTime::now());
                         s.refreshes += 1;
                         if let Some(version) = loaded {
                             s.version = Some(version);
@@ -99,15 +106,13 @@ impl Reloader {
                 }
                 Err(e) => {
                     let message = crate::error_chain(&*e);
-                    // Once per outage, not once per attempt; later causes only at debug.
-                    match &failing {
-                        None => {
-                            tracing::error!(error = %message, serving_version = self.snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot")
-                        }
-                        Some(previous) if *previous != message => {
-                            tracing::debug!(error = %message, "policy refresh still failing")
-                        }
-                        Some(_) => {}
+                    let outage = e.downcast_ref::<StoreError>().is_some_and(|e| {
+                        self.store_health
+                            .failed("refreshing the policy", e, started)
+                    });
+                    // Not the store (a policy that does not compile): once per cause.
+                    if !outage && failing.as_ref() != Some(&message) {
+                        tracing::error!(error = %message, serving_version = self.snapshot.load().as_ref().map(|s| s.version()), "cannot refresh policy; keeping the last good snapshot");
                     }
                     // Backoff from a short first retry, never longer than MAX_RETRY_WAIT: a
                     // long reload interval must not delay noticing the store is back.
@@ -117,13 +122,13 @@ impl Reloader {
                     };
                     failing = Some(message.clone());
                     if let Ok(mut s) = self.status.lock() {
-                        s.store_reachable = false;
                         s.last_error = Some(message);
                         s.refresh_failures += 1;
                     }
                 }
             }
             if feed.is_none() && failing.is_none() {
+                let started = std::time::Instant::now();
                 match self.store.listen().await {
                     Ok(Some(f)) => {
                         // A change announced before the listener existed was missed: check
@@ -133,17 +138,25 @@ impl Reloader {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::debug!(error = %crate::error_chain(&e), "cannot listen for policy changes; polling")
+                        if !self
+                            .store_health
+                            .failed("listening for policy changes", &e, started)
+                        {
+                            tracing::debug!(error = %crate::error_chain(&e), "cannot listen for policy changes; polling")
+                        }
                     }
                 }
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 changed = next_change(&mut feed) => {
+                    // A lost LISTEN connection: refresh now, which finds out whether the
+                    // store itself is gone.
                     if changed.is_err() {
                         feed = None;
                     }
                 }
+                () = self.store_health.outage_reported(), if failing.is_none() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
@@ -294,12 +307,14 @@ mod tests {
             .await
             .expect("applies");
         let (health, _service) = tonic_health::server::health_reporter();
+        let status = Arc::new(Mutex::new(ReloadStatus::default()));
         let reloader = Reloader {
             store: Arc::new(store.clone()),
             snapshot: Arc::new(ArcSwapOption::empty()),
             api_tokens: identifier().api_token_cache(),
             health,
-            status: Arc::new(Mutex::new(ReloadStatus::default())),
+            store_health: StoreHealth::new(status.clone()),
+            status,
             interval: Duration::from_secs(3600),
             shadow: ShadowReload::new(Arc::new(ArcSwapOption::empty())),
         };
@@ -335,6 +350,61 @@ mod tests {
         }
         stop_tx.send(true).expect("stop");
         task.await.expect("reloader stops");
+    }
+
+    /// Waits (bounded) until the status satisfies `until`.
+    async fn status_until(status: &Mutex<ReloadStatus>, until: impl Fn(&ReloadStatus) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !until(&status.lock().expect("status")) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "status never changed"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A store call between polls (here the last-used writer) that cannot reach the store
+    /// flips `store_reachable` at once, with an hour to the next poll; the outage counts once
+    /// however many calls fail; the reloader is woken and its backoff notices the end.
+    #[tokio::test]
+    async fn a_failed_store_call_between_polls_reports_the_outage_once_and_its_end() {
+        let (store, reloader) = example_reloader().await;
+        let (handle, status) = (reloader.snapshot.clone(), reloader.status.clone());
+        let health = reloader.store_health.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(reloader.run(stop_rx.clone()));
+        serving(&handle, |s| s.version() == 1).await;
+        assert!(status.lock().expect("status").store_reachable);
+        let (uses, rx) = tokio::sync::mpsc::channel(8);
+        let every = Duration::from_millis(20);
+        let shared: Arc<dyn PolicyStore> = Arc::new(store.clone());
+        let writer = super::super::usage::write_token_use(shared, health, rx, every, stop_rx);
+        let writer = tokio::spawn(writer);
+
+        store.set_unreachable(true);
+        uses.send(("tok_a".to_owned(), 1)).await.expect("queued");
+        status_until(&status, |s| !s.store_reachable && s.outage).await;
+        // Woken, the reloader fails too, and retries on its backoff: still one outage.
+        status_until(&status, |s| s.refresh_failures >= 2).await;
+        uses.send(("tok_b".to_owned(), 2)).await.expect("queued");
+        {
+            let s = status.lock().expect("status");
+            assert_eq!(s.outages, 1);
+            assert!(s
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("unavailable")));
+        }
+        store.set_unreachable(false);
+        status_until(&status, |s| s.store_reachable && !s.outage).await;
+        {
+            let s = status.lock().expect("status");
+            assert_eq!((s.outages, s.last_error.as_deref()), (1, None));
+        }
+        stop_tx.send(true).expect("stop");
+        task.await.expect("reloader stops");
+        writer.await.expect("writer stops");
     }
 
     #[tokio::test]

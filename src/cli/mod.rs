@@ -3,6 +3,7 @@
 //! services as the server (`crate::manage`, `crate::authz::Authorizer`), never a copy of them.
 
 mod check;
+mod gc;
 mod policy;
 mod replay;
 mod sessions;
@@ -83,6 +84,9 @@ pub enum Command {
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
     },
+    /// Remove expired and revoked tokens, ended sessions and spent codes now (sidecars also
+    /// do it every `database.gc_interval`, one at a time).
+    Gc,
     /// Non-human identities that reach the system only through API tokens.
     #[command(subcommand, name = "service-account")]
     ServiceAccount(ServiceAccountCommand),
@@ -320,5 +324,6 @@ pub async fn run(cli: Cli, config: Config, log_drops: app::LogDrops) -> anyhow::
         Command::Session(cmd) => sessions::session_command(cmd, &config).await,
         Command::Status { admin } => status::status_command(admin, &config).await,
         Command::ServiceAccount(cmd) => policy::service_account_command(cmd, &config).await,
+        Command::Gc => gc::gc_command(&config).await,
     }
 }

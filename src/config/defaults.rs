@@ -19,6 +19,8 @@ pub const DEFAULT_HTTP2_KEEPALIVE: Duration = Duration::from_secs(30);
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://portcullis.db";
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 5;
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// How often each sidecar runs a housekeeping round.
+pub const DEFAULT_GC_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_COOKIE_NAME: &str = "jwt-token";
@@ -60,6 +62,9 @@ pub(super) fn max_connections() -> u32 {
 }
 pub(super) fn reload_interval() -> Duration {
     DEFAULT_RELOAD_INTERVAL
+}
+pub(super) fn gc_interval() -> Option<Duration> {
+    Some(DEFAULT_GC_INTERVAL)
 }
 pub(super) fn leeway() -> Duration {
     DEFAULT_LEEWAY
@@ -104,6 +109,9 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: listen(),
             admin_listen: admin_listen(),
+            admin_token_file: None,
+            admin_metrics_open: false,
+            admin_insecure: false,
             http_listen: None,
             http_authz_listen: None,
             http_authz_trust_forwarded: false,
@@ -120,6 +128,7 @@ impl Default for DatabaseConfig {
             url: database_url(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             reload_interval: DEFAULT_RELOAD_INTERVAL,
+            gc_interval: gc_interval(),
         }
     }
 }

@@ -22,8 +22,8 @@ pub use login::{
 
 pub use defaults::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_API_TOKEN_CACHE_TTL, DEFAULT_API_TOKEN_HEADER,
-    DEFAULT_COOKIE_NAME, DEFAULT_DATABASE_URL, DEFAULT_LAST_USED_FLUSH, DEFAULT_LEEWAY,
-    DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MINT_TTL,
+    DEFAULT_COOKIE_NAME, DEFAULT_DATABASE_URL, DEFAULT_GC_INTERVAL, DEFAULT_LAST_USED_FLUSH,
+    DEFAULT_LEEWAY, DEFAULT_LISTEN, DEFAULT_LOG_LEVEL, DEFAULT_MAX_CONNECTIONS, DEFAULT_MINT_TTL,
     DEFAULT_RELOAD_INTERVAL, DEFAULT_SHUTDOWN_GRACE, DEFAULT_TOKEN_CACHE_CAPACITY,
     DEFAULT_TOKEN_CACHE_TTL,
 };
@@ -95,6 +95,8 @@ pub enum Problem {
     NotADomain(String),
     #[error("{0:?} is not an origin (scheme://host[:port], https or loopback http)")]
     NotAnOrigin(String),
+    #[error("is not a loopback address: set server.admin_token_file (or server.admin_insecure: true to let anyone who can connect read /status and /metrics)")]
+    AdminNeedsToken,
     #[error("{0:?} differs from login.token.{1}; portcullis must accept the tokens it mints")]
     DiffersFromLogin(String, &'static str),
 }
@@ -146,9 +148,21 @@ pub struct ApiTokenConfig {
 pub struct ServerConfig {
     #[serde(default = "defaults::listen")]
     pub listen: SocketAddr,
-    /// Plain-HTTP admin endpoint (`/status`, `/ready`, `/live`); `null` to disable.
+    /// Plain-HTTP admin endpoint (`/status`, `/ready`, `/live`, `/metrics`); `null` to
+    /// disable. Off loopback it needs `admin_token_file` (or `admin_insecure`).
     #[serde(default = "defaults::admin_listen")]
     pub admin_listen: Option<SocketAddr>,
+    /// A file holding the bearer token `/status` and `/metrics` require
+    /// (`Authorization: Bearer …`); `/live` and `/ready` stay open for probes. Never inline.
+    #[serde(default)]
+    pub admin_token_file: Option<PathBuf>,
+    /// Serve `/metrics` without the token, for a scraper that cannot send one.
+    #[serde(default)]
+    pub admin_metrics_open: bool,
+    /// Serve the admin endpoint off loopback with no token: whoever can connect reads
+    /// `/status` and `/metrics`. Only where the network alone keeps everyone else out.
+    #[serde(default)]
+    pub admin_insecure: bool,
     /// Plain-HTTP login endpoints (`/auth/*`, `/.well-known/*`), behind Envoy; `null` (the
     /// default) disables them. Needs the `login` section.
     #[serde(default)]
@@ -188,6 +202,17 @@ pub struct DatabaseConfig {
     /// How often the policy version is polled; a change rebuilds the snapshot.
     #[serde(default = "defaults::reload_interval", with = "humantime_serde")]
     pub reload_interval: Duration,
+    /// How often this sidecar runs a housekeeping round (expired and revoked tokens, ended
+    /// sessions; one leader at a time does the work, see `store::gc`). `0` or `null`: never.
+    #[serde(default = "defaults::gc_interval", with = "humantime_serde")]
+    pub gc_interval: Option<Duration>,
+}
+
+impl DatabaseConfig {
+    /// The housekeeping interval, when housekeeping is on.
+    pub fn gc_every(&self) -> Option<Duration> {
+        self.gc_interval.filter(|d| !d.is_zero())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

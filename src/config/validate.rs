@@ -62,6 +62,16 @@ impl Config {
         {
             return Err(invalid("database.url", Problem::UnsupportedDatabaseUrl));
         }
+        let admin_open_to_all = self
+            .server
+            .admin_listen
+            .is_some_and(|a| !a.ip().is_loopback());
+        if admin_open_to_all
+            && self.server.admin_token_file.is_none()
+            && !self.server.admin_insecure
+        {
+            return Err(invalid("server.admin_listen", Problem::AdminNeedsToken));
+        }
         if self.server.max_concurrent_checks == 0 {
             return Err(invalid(
                 "server.max_concurrent_checks",
@@ -90,6 +100,13 @@ impl Config {
                 "database.reload_interval",
                 Problem::ReloadTooFrequent,
             ));
+        }
+        if self
+            .database
+            .gc_every()
+            .is_some_and(|d| d < Duration::from_secs(1))
+        {
+            return Err(invalid("database.gc_interval", Problem::TooShort("1s")));
         }
         if self.jwt.leeway > MAX_LEEWAY {
             return Err(invalid("jwt.leeway", Problem::LeewayTooLong));
@@ -306,6 +323,18 @@ mod tests {
                 "jwt.keys[0].kid",
             ),
             ("log: {level: ' '}\n", "log.level: must not be empty"),
+            (
+                "server: {admin_listen: '0.0.0.0:9002'}\n",
+                "server.admin_listen: is not a loopback address: set server.admin_token_file",
+            ),
+            (
+                "server: {admin_listen: '[::]:9002', admin_metrics_open: true}\n",
+                "server.admin_listen: is not a loopback address",
+            ),
+            (
+                "database: {gc_interval: 500ms}\n",
+                "database.gc_interval: must be at least 1s",
+            ),
         ];
         for (text, expected) in cases {
             let err = parse(text).validate().expect_err(text);
@@ -316,6 +345,31 @@ mod tests {
             assert!(err.to_string().starts_with(expected), "{text}: {err}");
         }
         parse("").validate().expect("the defaults are valid");
+    }
+
+    #[test]
+    fn an_admin_listener_off_loopback_needs_a_token_or_an_explicit_opt_out() {
+        for ok in [
+            "server: {admin_listen: '127.0.0.1:9002'}\n",
+            "server: {admin_listen: '[::1]:9002'}\n",
+            "server: {admin_listen: null}\n",
+            "server: {admin_listen: '0.0.0.0:9002', admin_token_file: /run/t}\n",
+            "server: {admin_listen: '0.0.0.0:9002', admin_insecure: true}\n",
+        ] {
+            parse(ok).validate().expect(ok);
+        }
+    }
+
+    #[test]
+    fn housekeeping_runs_hourly_unless_zero_or_null() {
+        let every = |text: &str| parse(text).database.gc_every();
+        assert_eq!(every(""), Some(super::super::DEFAULT_GC_INTERVAL));
+        assert_eq!(
+            every("database: {gc_interval: 10m}\n"),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(every("database: {gc_interval: 0}\n"), None);
+        assert_eq!(every("database: {gc_interval: null}\n"), None);
     }
 }
 

@@ -4,6 +4,7 @@
 //! memory for tests. Merging, validating and compiling policies and checking token limits are
 //! the caller's (`crate::manage`): a write takes a plan and runs it inside its transaction.
 
+mod gc;
 mod login;
 mod memory;
 mod sql;
@@ -12,9 +13,10 @@ use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
 use crate::policy::{PolicyDocument, PolicyError, Subjects, TokenState, UserState};
 
+pub use gc::{GcOutcome, GcTable, Removed};
 pub use login::{AccountLink, LinkOutcome, LoginStore, LoginUser, RefreshOutcome, SessionInfo};
 pub use memory::MemoryStore;
-pub use sql::{Dialect, SqlStore, CHANGE_CHANNEL};
+pub use sql::{Dialect, SqlStore, CHANGE_CHANNEL, GC_LOCK_KEY};
 
 /// How long after a revoked token's `exp` its revocation is kept: the longest leeway a sidecar
 /// may be configured with (`config::MAX_LEEWAY`; a test holds the two equal), so no sidecar
@@ -31,6 +33,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("the store is unavailable")]
     Unavailable,
+    /// The connection announcing changes was lost (the store itself may still be reachable).
+    #[error("the connection listening for policy changes was lost")]
+    ListenerLost,
     #[error("stored permission {permission:?} has an activity with unknown method {method:?}")]
     UnknownStoredMethod { permission: String, method: String },
     #[error("stored api token {id:?} has a malformed digest")]
@@ -48,6 +53,31 @@ pub enum StoreError {
     /// The plan given to `update_policy` refused the change; nothing was written.
     #[error(transparent)]
     Plan(#[from] PolicyError),
+}
+
+impl StoreError {
+    /// Whether the store could not be reached (no connection, the pool timed out, the server
+    /// going away), as opposed to a statement it refused or data it holds.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StoreError::Connect(_) | StoreError::Unavailable => true,
+            StoreError::Query(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // Connection exceptions, insufficient resources, operator intervention
+                // (the server shutting down).
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("53") || c.starts_with("57")
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 /// Who an API token is issued to.

@@ -262,6 +262,15 @@ impl Portcullis {
         }
     }
 
+    /// Where its admin endpoint listens (from its "serving admin endpoint" log line).
+    pub fn admin_addr(&self) -> SocketAddr {
+        let line = self.proc.wait_for_log("serving admin endpoint");
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix("admin_addr="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no admin_addr in {line:?}"))
+    }
+
     pub async fn health(&self) -> Option<i32> {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
             .ok()?

@@ -5,6 +5,7 @@
 //! writers serialize, and bumps the version (announced with `NOTIFY` on PostgreSQL).
 
 mod candidate;
+mod gc;
 mod login;
 mod read;
 mod tokens;
@@ -25,6 +26,8 @@ use crate::identity::TokenDigest;
 use crate::policy::PolicyDocument;
 use crate::policy::{TokenState, UserState};
 
+pub use gc::GC_LOCK_KEY;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -33,6 +36,9 @@ pub enum Dialect {
 
 /// The PostgreSQL channel every policy change is announced on.
 pub const CHANGE_CHANNEL: &str = "portcullis_policy";
+
+/// How long a call waits for a connection before the store counts as unreachable.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct SqlStore {
@@ -92,7 +98,7 @@ impl SqlStore {
         let options: AnyConnectOptions = url.parse().map_err(StoreError::Connect)?;
         let pool_options = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(3));
+            .acquire_timeout(ACQUIRE_TIMEOUT);
         let pool = match dialect {
             // A local file: open it now, so a bad path is reported at once.
             Dialect::Sqlite => {
@@ -137,6 +143,12 @@ impl SqlStore {
         Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
     }
 
+    /// One housekeeping round at `now` (unix seconds): removes the rows that can no longer
+    /// matter, as one leader (`store::gc`, `sql::gc`). The policy version is not bumped.
+    pub async fn collect_garbage(&self, now: i64) -> Result<crate::store::GcOutcome, StoreError> {
+        gc::collect(self, now).await
+    }
+
     /// A read-only transaction with one consistent view of the whole store.
     async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -149,17 +161,18 @@ impl SqlStore {
     }
 }
 
-/// Wakes on policy changes announced by PostgreSQL (`LISTEN`/`NOTIFY`).
+/// Wakes on policy changes announced by PostgreSQL (`LISTEN`/`NOTIFY`). A lost connection is
+/// an error at once (never a silent reconnect that could wait out a pool timeout), so the
+/// reloader refreshes right away and finds out whether the database itself is gone.
 struct PgChanges(sqlx::postgres::PgListener);
 
 #[async_trait::async_trait]
 impl ChangeFeed for PgChanges {
     async fn next(&mut self) -> Result<Option<i64>, StoreError> {
-        Ok(self
-            .0
-            .try_recv()
-            .await?
-            .map(|n| n.payload().parse().unwrap_or(0)))
+        match self.0.try_recv().await? {
+            Some(n) => Ok(Some(n.payload().parse().unwrap_or(0))),
+            None => Err(StoreError::ListenerLost),
+        }
     }
 }
 
@@ -251,9 +264,17 @@ impl PolicyStore for SqlStore {
         if self.dialect != Dialect::Postgres {
             return Ok(None);
         }
-        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+        // Its own one-connection pool, bounded like the store's: a database that is down
+        // fails the attempt in seconds.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy(&self.url)
+            .map_err(StoreError::Connect)?;
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
             .await
             .map_err(StoreError::Connect)?;
+        listener.eager_reconnect(false);
         listener.listen(CHANGE_CHANNEL).await?;
         Ok(Some(Box::new(PgChanges(listener))))
     }
