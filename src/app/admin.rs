@@ -2,8 +2,8 @@
 //! age, store reachability, last error, log lines dropped, login provider state), `/ready` (200 once a snapshot is
 //! loaded and the login provider's and outside issuers' keys fetched), `/live` and `/bundle`
 //! (the in-process filter's bundle: users, roles, token digests, public keys).
-//! Plain HTTP, bound to loopback by default. With `server.admin_token_file`, `/status` and
-//! `/metrics` need `Authorization: Bearer <token>` (compared in constant time, as digests;
+//! Plain HTTP, bound to loopback by default. With `server.admin_token_file`, `/status`,
+//! `/bundle` and `/metrics` need `Authorization: Bearer <token>` (compared in constant time, as digests;
 //! `/metrics` stays open with `server.admin_metrics_open`); `/live` and `/ready` are always
 //! open, for the kubelet's probes.
 
@@ -122,6 +122,7 @@ pub(super) async fn serve_admin(
         auth,
     } = admin;
     let metrics_auth = auth.clone();
+    let bundle_auth = auth.clone();
     let for_status = status.clone();
     let for_status_login = login.clone();
     let app = axum::Router::new()
@@ -172,8 +173,14 @@ pub(super) async fn serve_admin(
         .route("/live", get(|| async { "live\n" }))
         .route(
             "/bundle",
-            get(move |headers: axum::http::HeaderMap| {
-                let response = bundle.respond(&headers);
+            get(move |headers: HeaderMap| {
+                // The bundle names users, roles and token digests: behind the token, as
+                // `/status` is, when one is configured.
+                let response = if bundle_auth.allows(&headers, false) {
+                    bundle.respond(&headers)
+                } else {
+                    AdminAuth::refuse()
+                };
                 async move { response }
             }),
         )
