@@ -151,12 +151,15 @@ async fn two_sidecars_take_turns_and_a_removed_token_stays_refused() {
         "each row removed once, by one leader"
     );
     assert!(done >= 1.0);
+    // By hand: nothing is left, or a sidecar's round holds the lock at that moment.
     let (code, out, _) = cli(&config, &["gc"]);
-    assert_eq!(code, 0);
-    assert!(
-        out.contains("api_tokens") && out.contains("revoked_jtis"),
-        "{out}"
-    );
+    assert_eq!(code, 0, "{out}");
+    if !out.starts_with("skipped") {
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 5, "{out}");
+        assert!(lines.iter().all(|l| l.ends_with(" 0 removed")), "{out}");
+        assert!(lines[4].starts_with("api_tokens"), "{out}");
+    }
 
     // The removed revoked token is refused by both sidecars, also after a full reload.
     for p in &sidecars {
