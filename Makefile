@@ -12,7 +12,7 @@ DEV_CONFIG   := examples/portcullis.yaml
 DEV_SECRET   := target/dev/jwt-secret
 PORTCULLIS   := $(BIN) --config $(DEV_CONFIG)
 
-.PHONY: all build wasm wasm-target run demo demo-sso chromium test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
+.PHONY: all build wasm wasm-target wasm-memory run demo demo-sso chromium test lint fmt bench load load-tools flood envoy postgres nginx k8s-tools manifests oidc-provider clean fuzz fuzz-smoke cargo-fuzz
 
 all: build
 
@@ -173,16 +173,22 @@ LOAD_BINARIES = --bin portcullis --example noop_authz --example sql_baseline_aut
 	--example loadgen --example gen_api_tokens
 
 # Through real Envoy, side by side in one run (Envoy alone, jwt_authn + rbac, a no-op ext_authz
-# server, portcullis allowed and denied, a per-request-SQL baseline), then the in-repo gRPC
+# server, portcullis allowed and denied, a per-request-SQL baseline, portcullis in-process), then the in-repo gRPC
 # generator without Envoy, then the API-token flood. Loopback only, private PostgreSQL, every
 # run bounded (DURATION per case, default 10s). Never part of `make test`.
-load: envoy postgres load-tools
+load: envoy wasm postgres load-tools
 	$(CARGO) build --locked --release $(LOAD_BINARIES)
 	./benches/envoy_load.sh
 	./benches/flood.sh
 
+# The in-process filter's memory per worker VM with a 10,000-activity policy (USERS users,
+# default 100,000): Envoy alone, with the filter and no bundle, with the bundle compiled.
+wasm-memory: envoy wasm postgres
+	$(CARGO) build --locked --release $(LOAD_BINARIES)
+	./benches/wasm_memory.sh
+
 # The flood alone: random well-formed API tokens and a revocation a second during allowed load.
-flood: envoy postgres load-tools
+flood: envoy wasm postgres load-tools
 	$(CARGO) build --locked --release $(LOAD_BINARIES)
 	./benches/flood.sh
 

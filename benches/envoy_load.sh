@@ -6,12 +6,14 @@
 #   c  Envoy + the no-op ext_authz server   envoy/bench/ext_authz.yaml -> examples/noop_authz
 #   d  Envoy + portcullis, allowed / denied envoy/bench/ext_authz.yaml -> portcullis (release)
 #   e  Envoy + per-request SQL baseline     envoy/bench/ext_authz.yaml -> examples/sql_baseline_authz
+#   f  Envoy + portcullis in-process        envoy/bench/wasm.yaml (the Wasm filter, bundle from d)
 # Every route is a direct response, so only Envoy and the authorization differ. wrk drives
 # GET /api/v1/roles (the denied case sends no credential: a 401); then, without Envoy, the
 # in-repo gRPC generator (examples/loadgen) drives Check on the no-op server and portcullis.
 # portcullis and the baseline use a private PostgreSQL cluster on a temp dir. Loopback only;
 # every run is bounded. Prints a table with requests/s, p50 and p99 per case and the ratios
-# d/c, d/b, d/e; writes it to target/load-report.md too.
+# d/c, d/b, d/e, f/b, f/d; writes it to target/load-report.md too, with the resident memory of
+# Envoy with the filter (f) beside Envoy alone (a).
 #
 # Environment: DURATION (10s per case), WARMUP (2s), THREADS (1), CONNECTIONS (32),
 # ROUNDS (1: a..e once; more rounds alternate again and report medians), GRPC (1: run the
@@ -47,11 +49,15 @@ start_envoy jwt_rbac b
 start_envoy ext_authz c "$NOOP_PORT"
 start_envoy ext_authz d "$P_PORT"
 start_envoy ext_authz e "$SQL_PORT"
-for n in a b c d e; do wait_for "Envoy $n" 60 envoy_ready "$n"; done
+start_envoy wasm f "$P_ADMIN"
+for n in a b c d e f; do wait_for "Envoy $n" 60 envoy_ready "$n"; done
+# The filter answers 503 until its first bundle has arrived.
+bundle_ready() { [ "$(status_of f /healthz)" = 200 ]; }
+wait_for "the in-process bundle" 30 bundle_ready
 
 # The configurations enforce what they claim before anything is measured.
-for n in a b c d e; do expect_status "$n" /api/v1/roles 200 -H "$AUTH"; done
-for n in b d e; do
+for n in a b c d e f; do expect_status "$n" /api/v1/roles 200 -H "$AUTH"; done
+for n in b d e f; do
   expect_status "$n" /api/v1/roles 401
   expect_status "$n" /api/v1/roles/42 403 -X DELETE -H "$AUTH"
   expect_status "$n" /healthz 200
@@ -64,14 +70,22 @@ declare -A LABEL=(
   [d]="d  Envoy + portcullis, allowed"
   [d-deny]="d  Envoy + portcullis, denied (401)"
   [e]="e  Envoy + per-request SQL baseline"
+  [f]="f  Envoy + portcullis in-process (Wasm)"
+  [f-deny]="f  Envoy + portcullis in-process, denied"
 )
-CASES=(a b c d d-deny e)
+CASES=(a b c d d-deny e f f-deny)
 
+# Resident memory of Envoy instance $1, MiB.
+rss_of() {
+  local pid
+  pid=$(pgrep -f -- "-c $work/envoy-$1.yaml" | head -1)
+  awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status"
+}
 results="$work/results"
 : >"$results"
 run_case() {
   local round=$1 case=$2 name=${2%-deny} header=()
-  [ "$case" = d-deny ] || header=(-H "$AUTH")
+  [ "$case" = "$name" ] && header=(-H "$AUTH")
   local url="http://127.0.0.1:${ENVOY_PORT[$name]}/api/v1/roles"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${header[@]}" "$url" >/dev/null
   local out
@@ -113,6 +127,7 @@ if [ "$GRPC" = 1 ]; then
 fi
 
 mkdir -p "$(dirname "$REPORT")"
+RSS="Envoy alone $(rss_of a) MiB, Envoy with the filter $(rss_of f) MiB (one worker VM, examples/policy.yaml)" \
 INFO=$info python3 - "$results" "$grpc_results" "$DURATION" "$THREADS" "$CONNECTIONS" "$ROUNDS" <<'PY' | tee "$REPORT"
 import os, statistics, sys
 results, grpc, duration, threads, conns, rounds = sys.argv[1:7]
@@ -123,6 +138,8 @@ labels = {
     "d": "d. Envoy + portcullis, allowed",
     "d-deny": "d. Envoy + portcullis, denied (401)",
     "e": "e. Envoy + per-request SQL baseline",
+    "f": "f. Envoy + portcullis in-process (Wasm filter)",
+    "f-deny": "f. Envoy + portcullis in-process, denied (401)",
 }
 rows = {}
 for line in open(results):
@@ -135,7 +152,7 @@ print(f"command:  make load (wrk -t{threads} -c{conns} -d{duration}, {rounds} ro
 print()
 print("| configuration | requests/s | p50 | p99 | non-2xx |")
 print("|---|---|---|---|---|")
-for case in ["a", "b", "c", "d", "d-deny", "e"]:
+for case in ["a", "b", "c", "d", "d-deny", "e", "f", "f-deny"]:
     if case in med:
         rps, p50, p99 = med[case]
         bad = sum(r[3] for r in rows[case])
@@ -150,6 +167,11 @@ ratio("d-deny", "c", "d/c denied vs no-op ceiling")
 ratio("d", "b", "d/b allowed vs jwt_authn + rbac")
 ratio("d", "e", "d/e allowed vs per-request SQL")
 ratio("c", "a", "c/a no-op ext_authz vs Envoy alone")
+ratio("f", "b", "f/b in-process vs jwt_authn + rbac")
+ratio("f", "d", "f/d in-process vs ext_authz sidecar")
+ratio("f", "a", "f/a in-process vs Envoy alone")
+if os.environ.get("RSS"):
+    print(f"- resident memory after the run: {os.environ['RSS']}")
 lines = [l.rstrip("\n").split("|") for l in open(grpc) if l.strip()]
 if lines:
     print()

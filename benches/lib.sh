@@ -41,6 +41,7 @@ mkdir -p "$work/bin"
 for b in portcullis examples/noop_authz examples/sql_baseline_authz examples/loadgen examples/gen_api_tokens; do
   cp "$TARGET_DIR/release/$b" "$work/bin/"
 done
+cp "$TARGET_DIR/wasm32-wasip1/wasm/portcullis_wasm.wasm" "$work/bin/"
 P_BIN="$work/bin/portcullis"
 
 # N free loopback ports, all distinct.
@@ -116,6 +117,7 @@ start_envoy() {
   local template=$1 name=$2 authz=${3:-0} listen admin
   read -r listen admin <<<"$(free_ports 2)"
   sed -e "s/@LISTEN_PORT@/$listen/" -e "s/@ADMIN_PORT@/$admin/" -e "s/@AUTHZ_PORT@/$authz/" \
+    -e "s#@WASM_FILE@#$work/bin/portcullis_wasm.wasm#" \
     "envoy/bench/$template.yaml" >"$work/envoy-$name.yaml"
   "$ENVOY_BIN" -c "$work/envoy-$name.yaml" --disable-hot-restart --concurrency 1 -l error \
     2>"$work/envoy-$name.log" &

@@ -16,7 +16,7 @@ mkdir -p "$out"
 cmp envoy/envoy.yaml k8s/overlays/sidecar/envoy.yaml
 cmp examples/policy.yaml k8s/base/policy.yaml
 
-for overlay in base overlays/dev overlays/sidecar overlays/istio overlays/istio-http; do
+for overlay in base overlays/dev overlays/sidecar overlays/istio overlays/istio-http overlays/istio-wasm; do
   name=${overlay##*/}
   "$KUBECTL" kustomize "k8s/$overlay" > "$out/$name.yaml"
   log=$("$VALIDATE" --strict "$out/$name.yaml" 2>&1) || { echo "$log" >&2; exit 1; }
@@ -28,7 +28,7 @@ for overlay in base overlays/dev overlays/sidecar overlays/istio overlays/istio-
   fi
   echo "k8s/$overlay: $(grep -c ' passed for resource ' <<<"$log") Kubernetes objects valid"
 done
-node k8s/validate/istio.mjs "$out/istio.yaml" "$out/istio-http.yaml" k8s/overlays/istio/mesh-config.yaml
+node k8s/validate/istio.mjs "$out/istio.yaml" "$out/istio-http.yaml" "$out/istio-wasm.yaml" k8s/overlays/istio/mesh-config.yaml
 
 # The image and the kind workflow, offline: hadolint on the Dockerfile, the workflow against
 # GitHub's workflow schema (SchemaStore's, vendored by check-jsonschema), the e2e script's syntax.

@@ -8,11 +8,13 @@ import { parseAllDocuments } from "yaml";
 import * as networking from "@kubernetes-models/istio/networking.istio.io/v1";
 import * as security from "@kubernetes-models/istio/security.istio.io/v1";
 import * as install from "@kubernetes-models/istio/install.istio.io/v1alpha1";
+import * as extensions from "@kubernetes-models/istio/extensions.istio.io/v1alpha1";
 
 const models = {
   "networking.istio.io/v1": networking,
   "security.istio.io/v1": security,
   "install.istio.io/v1alpha1": install,
+  "extensions.istio.io/v1alpha1": extensions,
 };
 
 // IstioOperator's CRD leaves spec.meshConfig free-form, so its schema checks nothing there.

@@ -162,3 +162,130 @@ impl Bundle {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::authz::{AccessRequest, Decision, Reason};
+    use crate::identity::api_token;
+    use crate::policy::{TokenHolder, TokenState};
+
+    const POLICY: &str = "permissions:\n  read:\n    activities: [GET /r]\n  public:\n    \
+                          activities: [GET /open]\nroles:\n  viewer: [read]\n\
+                          service_accounts:\n  - {name: bot, roles: [viewer]}\n";
+
+    fn jwt() -> BundleJwt {
+        BundleJwt {
+            jwks: serde_json::json!({"keys": []}),
+            issuer: Some("iss".to_owned()),
+            audience: vec!["aud".to_owned()],
+            leeway_seconds: 30,
+            cookie_name: "jwt-token".to_owned(),
+            permissions_from: PermissionSource::Token,
+            subject_claim: SubjectClaim::Sub,
+        }
+    }
+
+    /// A snapshot of `POLICY` with one API token of the account `bot`; the token.
+    fn snapshot() -> (PolicySnapshot, String) {
+        let doc = PolicyDocument::from_yaml("test", POLICY).expect("policy");
+        let mut subjects = Subjects::default();
+        subjects.insert_account("bot".to_owned(), Default::default());
+        if let Some(a) = subjects.account_mut("bot") {
+            a.roles = vec!["viewer".to_owned()];
+        }
+        let token = api_token::generate();
+        let state = TokenState {
+            id: "tok_1".to_owned(),
+            holder: TokenHolder::ServiceAccount("bot".to_owned()),
+            limit: None,
+            expires_at: None,
+            revoked: false,
+        };
+        subjects.insert_token(crate::identity::digest(&token), state);
+        let snapshot = PolicySnapshot::compile(&doc, 7)
+            .expect("compiles")
+            .with_subjects(subjects);
+        (snapshot, token)
+    }
+
+    fn bytes(bundle: &Bundle) -> Vec<u8> {
+        serde_json::to_vec(bundle).expect("encodes")
+    }
+
+    fn decide(decider: &Decider, path: &str, token: Option<&str>) -> Decision {
+        let headers = token
+            .map(|t| vec![("x-api-token", Cow::Borrowed(t))])
+            .unwrap_or_default();
+        decider.authorizer.decide_now(&AccessRequest {
+            method: "GET",
+            path,
+            headers,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_bundle_decides_as_its_snapshot_and_carries_no_token() {
+        let (snapshot, token) = snapshot();
+        let bundle = Bundle::of_snapshot(&snapshot, jwt(), "x-api-token", Default::default());
+        let encoded = bytes(&bundle);
+        let text = String::from_utf8(encoded.clone()).expect("utf-8");
+        assert!(!text.contains(&token), "the raw token travels");
+        let decider = Bundle::parse(&encoded)
+            .and_then(Bundle::compile)
+            .expect("compiles");
+        assert_eq!(decider.policy_version, 7);
+        assert!(matches!(
+            decide(&decider, "/r", Some(&token)),
+            Decision::Allow(_)
+        ));
+        assert!(matches!(
+            decide(&decider, "/open", None),
+            Decision::Allow(_)
+        ));
+        let Decision::Deny(d) = decide(&decider, "/r", None) else {
+            panic!("anonymous allowed")
+        };
+        assert_eq!(d.reason, Reason::MissingCredential);
+        let Decision::Deny(d) = decide(&decider, "/r", Some(&api_token::generate())) else {
+            panic!("an unknown token allowed")
+        };
+        assert_eq!(d.reason, Reason::InvalidToken);
+    }
+
+    #[test]
+    fn a_malformed_bundle_is_refused_whole() {
+        let (snapshot, _) = snapshot();
+        let good = Bundle::of_snapshot(&snapshot, jwt(), "x-api-token", Default::default());
+        let mut other_format = good.clone();
+        other_format.format = BUNDLE_FORMAT + 1;
+        let mut bad_digest = good.clone();
+        if let Some((_, t)) = bad_digest.subjects.tokens.pop_first() {
+            bad_digest.subjects.tokens.insert("not-hex".to_owned(), t);
+        }
+        let mut secret_key = good.clone();
+        secret_key.jwt.jwks =
+            serde_json::json!({"keys": [{"kty": "oct", "kid": "k", "k": "c2VjcmV0"}]});
+        let mut unknown_permission = good.clone();
+        unknown_permission
+            .roles
+            .insert("admin".to_owned(), vec!["nope".to_owned()]);
+        let mut unknown_field = serde_json::to_value(&good).expect("value");
+        unknown_field["extra"] = true.into();
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("not json", b"{".to_vec()),
+            ("other format", bytes(&other_format)),
+            ("bad digest", bytes(&bad_digest)),
+            ("a secret key", bytes(&secret_key)),
+            ("a role naming no permission", bytes(&unknown_permission)),
+            ("an unknown field", unknown_field.to_string().into_bytes()),
+        ];
+        for (what, body) in cases {
+            let outcome = Bundle::parse(&body).and_then(Bundle::compile);
+            assert!(outcome.is_err(), "{what}: accepted");
+        }
+    }
+}
