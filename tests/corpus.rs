@@ -32,7 +32,6 @@ use serde_json::Value;
 
 use corpus_case::*;
 use recording::{AuthzTap, RecordingUpstream, TapMode};
-use wire::WireResponse;
 
 /// The corpus must not shrink below the size the issue asked for.
 const MIN_CASES: usize = 300;
@@ -82,28 +81,9 @@ async fn run_through_envoy(
     tap.take();
     upstream.take();
     tap.set_mode(case.tap);
-    let response: WireResponse = match case.http.as_str() {
-        "1.1" => wire::send_raw_h1(envoy_port, &h1_bytes(case, &request, &ctx)).await,
-        "2" => {
-            let host = request
-                .host
-                .clone()
-                .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-            let uri = format!("http://{host}{}", request.target);
-            let parsed: hyper::Uri = match uri.parse() {
-                Ok(u) => u,
-                Err(e) => return vec![format!("h2 client cannot send {uri:?}: {e}")],
-            };
-            let sent = parsed.path_and_query().map(|p| p.as_str()).unwrap_or("");
-            if sent != request.target {
-                return vec![format!(
-                    "h2 client would send {sent:?}, not {:?}",
-                    request.target
-                )];
-            }
-            wire::send_h2(envoy_port, &request.method, &uri, &request.headers).await
-        }
-        other => return vec![format!("unknown http version {other:?}")],
+    let response = match wire::send_case(case, &request, &ctx, envoy_port, envoy_port).await {
+        Ok(r) => r,
+        Err(e) => return vec![e],
     };
     tap.set_mode(TapMode::Forward);
     let checks = tap.take();

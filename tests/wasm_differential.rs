@@ -16,6 +16,8 @@
 
 #[path = "support/corpus_case.rs"]
 mod corpus_case;
+#[path = "support/outcome.rs"]
+mod outcome;
 #[path = "support/recording.rs"]
 mod recording;
 mod support;
@@ -27,69 +29,9 @@ mod wire;
 use serde_json::Value;
 
 use corpus_case::*;
+use outcome::{outcome, Outcome};
 use recording::{RecordingUpstream, TapMode};
 use wire::WireResponse;
-
-/// One request as the upstream received it: method, target, headers.
-type Forwarded = (String, String, Vec<(String, String)>);
-
-/// What one mode did with one request, with what differs by nature (ids) taken out.
-#[derive(Debug, PartialEq)]
-struct Outcome {
-    status: u16,
-    /// Response headers the decision sets.
-    answer_headers: Vec<(String, String)>,
-    /// The deny body (JSON without its decision id), or the raw body.
-    body: String,
-    /// What the upstream received: method, target, headers.
-    upstream: Vec<Forwarded>,
-}
-
-const ANSWER_HEADERS: [&str; 3] = ["content-type", "www-authenticate", "location"];
-/// Upstream headers whose value is random per request (their presence is still compared).
-const RANDOM_VALUES: [&str; 2] = ["x-auth-decision-id", "x-request-id"];
-
-fn outcome(response: &WireResponse, upstream: &RecordingUpstream) -> Outcome {
-    let body = match serde_json::from_str::<Value>(&response.body) {
-        Ok(Value::Object(mut map)) => {
-            map.remove("decision_id");
-            Value::Object(map).to_string()
-        }
-        _ => response.body.clone(),
-    };
-    let answer_headers = response
-        .headers
-        .iter()
-        .filter(|(k, _)| ANSWER_HEADERS.iter().any(|h| k.eq_ignore_ascii_case(h)))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect();
-    let upstream = upstream
-        .take()
-        .into_iter()
-        .map(|r| {
-            let headers = r
-                .headers
-                .iter()
-                .map(|(k, v)| {
-                    let k = k.to_ascii_lowercase();
-                    let v = if RANDOM_VALUES.contains(&k.as_str()) {
-                        "<random>".to_owned()
-                    } else {
-                        v.clone()
-                    };
-                    (k, v)
-                })
-                .collect();
-            (r.method, r.target, headers)
-        })
-        .collect();
-    Outcome {
-        status: response.status,
-        answer_headers,
-        body,
-        upstream,
-    }
-}
 
 /// Envoy skips ext_authz for a request no route matches (CONNECT, `OPTIONS *`) and its router
 /// answers 404; the filter runs before routing and the core refuses the path (403
@@ -109,23 +51,7 @@ fn decided_where_ext_authz_is_skipped(case: &Case, sidecar: &Outcome, filter: &O
 
 async fn send(case: &Case, creds: &Credentials, port: u16) -> Result<WireResponse, String> {
     let (request, ctx) = materialize(case, creds);
-    match case.http.as_str() {
-        "1.1" => Ok(wire::send_raw_h1(port, &h1_bytes(case, &request, &ctx)).await),
-        "2" => {
-            let host = request
-                .host
-                .clone()
-                .unwrap_or_else(|| DEFAULT_HOST.to_owned());
-            let uri = format!("http://{host}{}", request.target);
-            let parsed: hyper::Uri = uri.parse().map_err(|e| format!("{uri:?}: {e}"))?;
-            let sent = parsed.path_and_query().map(|p| p.as_str()).unwrap_or("");
-            if sent != request.target {
-                return Err(format!("h2 client would send {sent:?}"));
-            }
-            Ok(wire::send_h2(port, &request.method, &uri, &request.headers).await)
-        }
-        other => Err(format!("unknown http version {other:?}")),
-    }
+    wire::send_case(case, &request, &ctx, port, port).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

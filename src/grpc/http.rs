@@ -63,7 +63,8 @@ async fn check(State(state): State<HttpAuthz>, request: Request) -> Response {
         &parts.headers,
         state.source,
     );
-    render(state.service.decide(&check).await)
+    let answer = state.service.decide(&check).await;
+    render(answer, &parts.headers, &state.service.credential_headers())
 }
 
 /// The one value of `name`, if it is sent exactly once and is UTF-8.
@@ -126,6 +127,27 @@ pub fn check_request(
     }
 }
 
+/// The client's `name` header as one value: repeated `cookie` headers joined as one cookie
+/// string, any other repeated header comma-joined (as a proxy would).
+fn as_sent(request: &HeaderMap, name: &str) -> Option<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_bytes(name.as_bytes()).ok()?;
+    let separator: &[u8] = if name == axum::http::header::COOKIE {
+        b"; "
+    } else {
+        b", "
+    };
+    let values: Vec<&[u8]> = request
+        .get_all(&name)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if values.is_empty() {
+        return None;
+    }
+    let value = HeaderValue::from_bytes(&values.join(separator)).ok()?;
+    Some((name, value))
+}
+
 fn header_pair(h: &core::HeaderValueOption) -> Option<(HeaderName, HeaderValue)> {
     let h = h.header.as_ref()?;
     let value = if h.raw_value.is_empty() {
@@ -136,20 +158,46 @@ fn header_pair(h: &core::HeaderValueOption) -> Option<(HeaderName, HeaderValue)>
     Some((HeaderName::from_bytes(h.key.as_bytes()).ok()?, value))
 }
 
-/// Envoy's answer as HTTP: an OK is a 200 with its headers set (each once) and the client
-/// headers to remove named in [`HEADERS_TO_REMOVE`]; a denial is its status, headers and
-/// body. Anything else (no answer at all) is a 503.
-pub fn render(response: CheckResponse) -> Response {
+/// Envoy's answer as HTTP. An OK is a 200 carrying:
+/// - its upstream headers, each set once (the identity headers; a cleaned `cookie`);
+/// - the client headers to remove, named in [`HEADERS_TO_REMOVE`] (Envoy `http_service`);
+/// - every credential header of `request` (`credential_headers`) the upstream keeps, with the
+///   value it must receive; one it must not receive is absent. A proxy that can only set
+///   headers from the answer (nginx's `auth_request_set`) sets each from here, so an absent
+///   one clears the client's;
+/// - the headers for the client (`set-cookie` of a renewed cookie).
+///
+/// A denial is its status, headers and body. Anything else (no answer at all) is a 503.
+pub fn render(
+    response: CheckResponse,
+    request: &HeaderMap,
+    credential_headers: &[&str],
+) -> Response {
     match response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {
             let mut headers = HeaderMap::new();
             for (name, value) in ok.headers.iter().filter_map(header_pair) {
                 headers.insert(name, value);
             }
+            for name in credential_headers {
+                let removed = ok
+                    .headers_to_remove
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(name));
+                if removed || headers.contains_key(*name) {
+                    continue;
+                }
+                if let Some((name, value)) = as_sent(request, name) {
+                    headers.insert(name, value);
+                }
+            }
             if !ok.headers_to_remove.is_empty() {
                 if let Ok(v) = HeaderValue::from_str(&ok.headers_to_remove.join(",")) {
                     headers.insert(HEADERS_TO_REMOVE, v);
                 }
+            }
+            for (name, value) in ok.response_headers_to_add.iter().filter_map(header_pair) {
+                headers.append(name, value);
             }
             (StatusCode::OK, headers).into_response()
         }
@@ -250,6 +298,96 @@ mod tests {
         let missing = headers(&[("x-forwarded-uri", "/healthz")]);
         let check = check_request("GET", "/healthz", &missing, RequestSource::Forwarded);
         assert_eq!(line(&check).1, "");
+    }
+
+    fn ok(set: &[(&str, &str)], remove: &[&str], client: &[(&str, &str)]) -> CheckResponse {
+        use envoy_types::ext_authz::v3::pb::OkHttpResponse;
+        let option = |(k, v): &(&str, &str)| core::HeaderValueOption {
+            header: Some(core::HeaderValue {
+                key: (*k).to_owned(),
+                value: (*v).to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        CheckResponse {
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                headers: set.iter().map(option).collect(),
+                headers_to_remove: remove.iter().map(|h| (*h).to_owned()).collect(),
+                response_headers_to_add: client.iter().map(option).collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn values(response: &Response, name: &str) -> Vec<String> {
+        response
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    const CREDENTIAL_HEADERS: [&str; 3] = ["authorization", "cookie", "x-api-token"];
+
+    #[test]
+    fn an_allow_leaves_out_the_credential_it_strips() {
+        let request = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("cookie", "theme=dark; jwt-token=a.b.c"),
+            ("cookie", "z=2"),
+            ("x-trace", "1"),
+        ]);
+        let answer = ok(
+            &[("x-auth-user-id", "7"), ("cookie", "theme=dark; z=2")],
+            &["authorization", "x-auth-anything"],
+            &[],
+        );
+        let r = render(answer, &request, &CREDENTIAL_HEADERS);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(values(&r, "authorization"), Vec::<String>::new());
+        assert_eq!(values(&r, "cookie"), vec!["theme=dark; z=2"]);
+        assert_eq!(values(&r, "x-api-token"), Vec::<String>::new());
+        assert_eq!(values(&r, "x-trace"), Vec::<String>::new());
+        assert_eq!(values(&r, "x-auth-user-id"), vec!["7"]);
+        assert_eq!(
+            values(&r, HEADERS_TO_REMOVE),
+            vec!["authorization,x-auth-anything"]
+        );
+    }
+
+    #[test]
+    fn an_allow_states_the_credential_headers_the_upstream_keeps() {
+        // Forwarded (`forward_credential`), or not a credential at all: as the client sent
+        // them, repeated cookie headers joined as one cookie string.
+        let request = headers(&[
+            ("authorization", "Bearer a.b.c"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+            ("x-api-token", "pc_x"),
+        ]);
+        let r = render(
+            ok(&[], &[], &[("set-cookie", "jwt-token=n; Secure")]),
+            &request,
+            &CREDENTIAL_HEADERS,
+        );
+        assert_eq!(values(&r, "authorization"), vec!["Bearer a.b.c"]);
+        assert_eq!(values(&r, "cookie"), vec!["a=1; b=2"]);
+        assert_eq!(values(&r, "x-api-token"), vec!["pc_x"]);
+        assert_eq!(values(&r, HEADERS_TO_REMOVE), Vec::<String>::new());
+        // A renewed cookie goes to the client.
+        assert_eq!(values(&r, "set-cookie"), vec!["jwt-token=n; Secure"]);
+        // A deny states nothing of them.
+        let denied = CheckResponse {
+            http_response: Some(HttpResponse::DeniedResponse(Default::default())),
+            ..Default::default()
+        };
+        let r = render(denied, &request, &CREDENTIAL_HEADERS);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(values(&r, "authorization"), Vec::<String>::new());
+        assert_eq!(values(&r, "cookie"), Vec::<String>::new());
     }
 
     #[test]

@@ -137,6 +137,12 @@ impl CheckService {
         self
     }
 
+    /// The request headers a credential can arrive in: what the upstream receives of each is
+    /// part of an allow's answer (`forward_credential`).
+    pub fn credential_headers(&self) -> [&str; 3] {
+        self.forwarding.credential_headers()
+    }
+
     /// Decides one request, as the server sends it: an allow's identity part comes encoded
     /// from the cache, the rest is built for this request.
     pub async fn answer(&self, request: &CheckRequest) -> Answer {

@@ -299,7 +299,8 @@ pub fn key_file(name: &str) -> PathBuf {
 }
 
 /// The corpus' portcullis config: the HS256 key `jwt mint` signs with, plus RS256 and ES256
-/// public keys, so that algorithm confusion between configured keys can be tried.
+/// public keys, so that algorithm confusion between configured keys can be tried; the caller's
+/// credential is forwarded to relay.example.com only.
 pub fn write_corpus_config(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("jwt-secret"), support::SECRET).expect("secret");
     let config = format!(
@@ -321,6 +322,8 @@ jwt:
   permissions_from: token
 api_tokens:
   last_used_flush: 200ms
+forward_credential:
+  hosts: [relay.example.com]
 log:
   level: info
 "#,

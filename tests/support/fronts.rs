@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{
-    cli_ok, prepared_config, request, root, start_echo, Envoy, Portcullis, Proc, Response,
-};
+use super::{cli_ok, request, root, Envoy, Portcullis, Proc, Response};
 
 /// Which proxy, and so which differences the case table allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +58,8 @@ fn free_port() -> u16 {
 pub struct Nginx {
     pub proc: Proc,
     pub port: u16,
+    /// The h2c (prior knowledge) listener.
+    pub h2_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -68,9 +68,11 @@ impl Nginx {
         let shipped = std::fs::read_to_string(root().join("examples/nginx.conf"))
             .expect("examples/nginx.conf");
         let port = free_port();
+        let h2_port = free_port();
         let mut config = shipped;
         for (from, to) in [
             ("127.0.0.1:10000", port),
+            ("127.0.0.1:10001", h2_port),
             ("127.0.0.1:9004", authz.port()),
             ("127.0.0.1:8080", upstream.port()),
             ("127.0.0.1:9003", free_port()),
@@ -108,6 +110,7 @@ impl Nginx {
         Nginx {
             proc,
             port,
+            h2_port,
             _dir: dir,
         }
     }
@@ -132,71 +135,83 @@ fn addr_in(line: &str, key: &str) -> SocketAddr {
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
-/// portcullis + echo + one proxy over a fresh database holding `examples/policy.yaml`.
+/// One proxy in front of portcullis.
 pub struct Front {
     pub kind: Kind,
     pub port: u16,
-    pub dir: tempfile::TempDir,
+    /// Where the front speaks HTTP/2 (h2c with prior knowledge).
+    pub h2_port: u16,
+    /// The sidecar's config: `jwt mint` and the other commands run with it.
     pub config: PathBuf,
-    pub portcullis: Portcullis,
     _envoy: Option<Envoy>,
     _nginx: Option<Nginx>,
 }
 
-impl Front {
-    pub async fn start(kind: Kind) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let url = format!("sqlite://{}", dir.path().join("portcullis.db").display());
-        let config = prepared_config(dir.path(), &url, "200ms", "token");
-        let http_authz = match kind {
-            Kind::EnvoyGrpc => "",
-            Kind::EnvoyHttp => "  http_authz_listen: 127.0.0.1:0\n",
-            Kind::Nginx => "  http_authz_listen: 127.0.0.1:0\n  http_authz_trust_forwarded: true\n",
+/// The three fronts over one database and one signing key, so a token minted once is good on
+/// each: the sidecar answers Envoy over gRPC and, untrusted, over HTTP (`http_service`); a
+/// second portcullis on the same database answers nginx with `http_authz_trust_forwarded`.
+pub struct Fronts {
+    pub sidecar: Portcullis,
+    pub forwarded: Portcullis,
+    /// Envoy gRPC (the reference), Envoy HTTP, nginx: in [`Kind`] order.
+    pub all: Vec<Front>,
+}
+
+impl Fronts {
+    /// Starts the fronts for `config` (written, migrated and with its policy; it must have
+    /// the `shutdown_grace: 5s` line the harness writes), each proxy forwarding to `upstream`.
+    pub async fn start(config: &Path, upstream: SocketAddr) -> Self {
+        let text = std::fs::read_to_string(config).expect("config");
+        let with = |extra: &str, file: &str| {
+            let marker = "  shutdown_grace: 5s\n";
+            assert!(text.contains(marker), "{}: no {marker:?}", config.display());
+            let path = config.with_file_name(file);
+            let changed = text.replacen(marker, &format!("{marker}{extra}"), 1);
+            std::fs::write(&path, changed).expect("write config");
+            path
         };
-        let text = std::fs::read_to_string(&config).expect("config");
-        let text = text.replacen(
-            "  shutdown_grace: 5s\n",
-            &format!("  shutdown_grace: 5s\n{http_authz}"),
-            1,
+        let sidecar_config = with("  http_authz_listen: 127.0.0.1:0\n", "sidecar.yaml");
+        let forwarded_config = with(
+            "  http_authz_listen: 127.0.0.1:0\n  http_authz_trust_forwarded: true\n",
+            "forwarded.yaml",
         );
-        std::fs::write(&config, text).expect("write config");
-        let portcullis = Portcullis::start(&config).await;
-        let echo = start_echo().await;
-        let (port, envoy, nginx) = match kind {
-            Kind::EnvoyGrpc => {
-                let envoy = Envoy::start(portcullis.addr, echo).await;
-                (envoy.port, Some(envoy), None)
-            }
-            Kind::EnvoyHttp => {
-                let envoy = Envoy::start_file(
-                    "envoy/envoy-http.yaml",
-                    &[
-                        (9004, http_authz_addr(&portcullis).port()),
-                        (9002, admin_addr(&portcullis).port()),
-                        (8080, echo.port()),
-                        (9901, 0),
-                        (10000, 0),
-                    ],
-                )
-                .await;
-                (envoy.port, Some(envoy), None)
-            }
-            Kind::Nginx => {
-                let nginx = Nginx::start(http_authz_addr(&portcullis), echo).await;
-                (nginx.port, None, Some(nginx))
-            }
-        };
-        Front {
+        let sidecar = Portcullis::start(&sidecar_config).await;
+        let forwarded = Portcullis::start(&forwarded_config).await;
+        let grpc = Envoy::start(sidecar.addr, upstream).await;
+        let http = Envoy::start_file(
+            "envoy/envoy-http.yaml",
+            &[
+                (9004, http_authz_addr(&sidecar).port()),
+                (9002, admin_addr(&sidecar).port()),
+                (8080, upstream.port()),
+                (9901, 0),
+                (10000, 0),
+            ],
+        )
+        .await;
+        let nginx = Nginx::start(http_authz_addr(&forwarded), upstream).await;
+        let front = |kind, port, h2_port, envoy, nginx| Front {
             kind,
             port,
-            dir,
-            config,
-            portcullis,
+            h2_port,
+            config: sidecar_config.clone(),
             _envoy: envoy,
             _nginx: nginx,
+        };
+        let all = vec![
+            front(Kind::EnvoyGrpc, grpc.port, grpc.port, Some(grpc), None),
+            front(Kind::EnvoyHttp, http.port, http.port, Some(http), None),
+            front(Kind::Nginx, nginx.port, nginx.h2_port, None, Some(nginx)),
+        ];
+        Fronts {
+            sidecar,
+            forwarded,
+            all,
         }
     }
+}
 
+impl Front {
     pub fn token(&self, email: &str) -> String {
         cli_ok(&self.config, &["jwt", "mint", "--user", email])
             .trim()
@@ -271,9 +286,17 @@ pub async fn allows_and_identifies(front: &Front) {
 pub async fn denies(front: &Front) {
     let r = front.get("/api/v1/roles", &[]).await;
     assert_eq!(r.status, 401, "{:?}: {}", front.kind, r.body);
+    let challenges: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .collect();
     assert_eq!(
-        r.header("www-authenticate"),
-        Some(r#"Bearer realm="portcullis""#)
+        challenges,
+        [r#"Bearer realm="portcullis""#],
+        "{:?}",
+        front.kind
     );
     assert!(r
         .header("x-auth-decision-id")
@@ -493,31 +516,31 @@ pub async fn denies_path_tricks(front: &Front) {
     }
 }
 
-/// With portcullis gone, every request is refused (Envoy: 503; nginx: 500).
-pub async fn fails_closed(front: &mut Front) {
-    let ada = format!("Bearer {}", front.token("ada@example.com"));
-    assert_eq!(
-        front
-            .get("/api/v1/roles", &[("authorization", &ada)])
-            .await
-            .status,
-        200
-    );
-    front.portcullis.proc.kill();
-    let refused: &[u16] = match front.kind {
-        Kind::Nginx => &[500],
-        Kind::EnvoyGrpc | Kind::EnvoyHttp => &[503, 403],
-    };
-    for path in ["/api/v1/roles", "/healthz"] {
-        for _ in 0..5 {
-            let r = front.get(path, &[("authorization", &ada)]).await;
-            assert!(
-                refused.contains(&r.status),
-                "{:?} {path}: {} {}",
-                front.kind,
-                r.status,
-                r.body
-            );
+/// With portcullis gone, every front refuses every request (Envoy: 503; nginx: 500).
+pub async fn fails_closed(fronts: &mut Fronts) {
+    let ada = format!("Bearer {}", fronts.all[0].token("ada@example.com"));
+    for front in &fronts.all {
+        let r = front.get("/api/v1/roles", &[("authorization", &ada)]).await;
+        assert_eq!(r.status, 200, "{:?}: {}", front.kind, r.body);
+    }
+    fronts.sidecar.proc.kill();
+    fronts.forwarded.proc.kill();
+    for front in &fronts.all {
+        let refused: &[u16] = match front.kind {
+            Kind::Nginx => &[500],
+            Kind::EnvoyGrpc | Kind::EnvoyHttp => &[503, 403],
+        };
+        for path in ["/api/v1/roles", "/healthz"] {
+            for _ in 0..5 {
+                let r = front.get(path, &[("authorization", &ada)]).await;
+                assert!(
+                    refused.contains(&r.status),
+                    "{:?} {path}: {} {}",
+                    front.kind,
+                    r.status,
+                    r.body
+                );
+            }
         }
     }
 }

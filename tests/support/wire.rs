@@ -10,6 +10,8 @@ use hyper::body::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::corpus_case::{h1_bytes, Case, Ctx, Request, DEFAULT_HOST};
+
 /// Longest a single exchange may take before it counts as "no answer".
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -210,4 +212,34 @@ async fn exchange_h2(
         body: String::from_utf8_lossy(&body).into_owned(),
         error: None,
     })
+}
+
+/// A bypass-corpus case on the wire as written: HTTP/1.1 bytes to `h1_port`, or HTTP/2 (h2c)
+/// to `h2_port`. An error when the case cannot be sent as written.
+pub async fn send_case(
+    case: &Case,
+    request: &Request,
+    ctx: &Ctx<'_>,
+    h1_port: u16,
+    h2_port: u16,
+) -> Result<WireResponse, String> {
+    match case.http.as_str() {
+        "1.1" => Ok(send_raw_h1(h1_port, &h1_bytes(case, request, ctx)).await),
+        "2" => {
+            let host = request.host.as_deref().unwrap_or(DEFAULT_HOST);
+            let uri = format!("http://{host}{}", request.target);
+            let parsed: hyper::Uri = uri
+                .parse()
+                .map_err(|e| format!("h2 client cannot send {uri:?}: {e}"))?;
+            let sent = parsed.path_and_query().map(|p| p.as_str()).unwrap_or("");
+            if sent != request.target {
+                return Err(format!(
+                    "h2 client would send {sent:?}, not {:?}",
+                    request.target
+                ));
+            }
+            Ok(send_h2(h2_port, &request.method, &uri, &request.headers).await)
+        }
+        other => Err(format!("unknown http version {other:?}")),
+    }
 }

@@ -143,6 +143,12 @@ impl CredentialForwarding {
         }
     }
 
+    /// The request headers a credential can arrive in (lower-case): `authorization`, `cookie`
+    /// and the API-token header. What the upstream receives of each is the answer's to say.
+    pub fn credential_headers(&self) -> [&str; 3] {
+        ["authorization", "cookie", &self.token_header]
+    }
+
     /// Whether the upstream of this allowed request receives the credential as sent.
     pub fn forwards(&self, host: &str, allow: &Allow) -> bool {
         let host = normalize_host(host);
