@@ -364,13 +364,22 @@ async fn browser_navigations_go_to_login_everything_else_keeps_the_401() {
             vec![("accept", HTML)],
             unauthenticated(),
         ),
-        // a target the redirect allow-list refuses is not rebuilt into one
+        // a target the redirect allow-list refuses (a malformed escape) is not rebuilt into one
         (
             "GET",
             "app1.portcullis.test",
-            "/notes?next=%0d%0aSet-Cookie:x",
+            "/notes?next=%zz",
             vec![("accept", HTML)],
             unauthenticated(),
+        ),
+        // percent-encoded characters in the query belong to the app (issue 21, item 5): the
+        // target is passed on as received, never decoded into the Location header
+        (
+            "GET",
+            "app1.portcullis.test",
+            "/search?q=a%20b&next=%0d%0aSet-Cookie:x",
+            vec![("accept", HTML)],
+            login("https://app1.portcullis.test/search?q=a%20b&next=%0d%0aSet-Cookie:x"),
         ),
         // a public path is allowed as before; a bad path is still 403
         (
