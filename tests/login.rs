@@ -313,6 +313,46 @@ async fn first_login_creates_the_user_with_default_roles_and_the_second_finds_it
         .await
         .unwrap();
     assert_eq!(sessions.len(), 2);
+    // Issue 21, item 6: the provider changes grace's verified email; the next sign-in stores
+    // it and the token carries it.
+    let mut changed = support::oidc::accounts();
+    changed["grace"]["email"] = "grace.hopper@example.com".into();
+    stack
+        .provider
+        .configure(
+            support::oidc::clients(&stack.setup.public_url()),
+            changed.clone(),
+        )
+        .await;
+    let third = claims(&login_jwt(&stack, "grace").await);
+    assert_eq!(third["sub"], first["sub"], "the same user");
+    assert_eq!(third["email"], "grace.hopper@example.com");
+    let user = store
+        .find_user("grace.hopper@example.com")
+        .await
+        .unwrap()
+        .expect("the stored user follows the provider");
+    assert_eq!(user.id.to_string(), first["sub"].as_str().unwrap());
+    // An email that another user has is refused with a page that says why.
+    login_jwt(&stack, "ada").await;
+    changed["grace"]["email"] = "ada@example.com".into();
+    stack
+        .provider
+        .configure(support::oidc::clients(&stack.setup.public_url()), changed)
+        .await;
+    let page = browser_login(&stack, &Browser::new(), "grace", APP).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(
+        page.body.contains("belongs to another user"),
+        "{}",
+        page.body
+    );
+    assert!(cookie_value(&page.set_cookies, "jwt-token").is_none());
+    assert!(store
+        .find_user("grace.hopper@example.com")
+        .await
+        .unwrap()
+        .is_some());
     store.close().await;
     stack.server.stop().await;
 }
