@@ -403,6 +403,36 @@ async fn browser_navigations_go_to_login_everything_else_keeps_the_401() {
     }
 }
 
+/// Issue 21, item 3: with the apps listed one by one (no parent domain), a sibling host under
+/// the cookie domain is no origin of ours: its cookie-borne writes are 403 `csrf`.
+#[tokio::test]
+async fn an_unlisted_sibling_host_cannot_write_with_the_cookie() {
+    let mut listed = config("");
+    let redirects = &mut listed.login.as_mut().unwrap().redirects;
+    redirects.domains.clear();
+    redirects.origins = vec![
+        "https://app1.portcullis.test".to_owned(),
+        "https://app2.portcullis.test".to_owned(),
+    ];
+    let svc = service_with(&listed);
+    let cookie = format!("jwt-token={}", editor());
+    for (origin, expected) in [
+        ("https://app2.portcullis.test", Outcome::Allow),
+        (
+            "https://evil.portcullis.test",
+            Outcome::Deny(403, "csrf".to_owned()),
+        ),
+        (
+            "https://login.portcullis.test",
+            Outcome::Deny(403, "csrf".to_owned()),
+        ),
+    ] {
+        let headers = vec![("cookie", cookie.as_str()), ("origin", origin)];
+        let got = outcome(&run(&svc, "POST", "app1.portcullis.test", "/notes", &headers).await);
+        assert_eq!(got, expected, "{origin}");
+    }
+}
+
 #[tokio::test]
 async fn without_login_configured_a_navigation_keeps_the_401() {
     let mut plain = config("");

@@ -995,6 +995,16 @@ async fn logout_revokes_the_session_on_a_second_sidecar_sharing_postgres() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Issue 21, item 3: so is one from a sibling host under the cookie domain that is not
+    // listed (the allow-list names apps one by one).
+    let r = client
+        .post(format!("{}/auth/logout", stack.server.http))
+        .header("cookie", format!("jwt-token={fresh}"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     assert!(is_allowed(stack.server.grpc, &fresh).await);
     second.stop().await;
     stack.server.stop().await;

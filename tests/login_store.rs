@@ -216,7 +216,10 @@ async fn story(store: &SqlStore) {
         "idempotent"
     );
     assert!(!store.revoke_session("nope", "x", 401).await.unwrap());
-    let listed = store.list_sessions(Some("ADA.Lovelace@example.com")).await.unwrap();
+    let listed = store
+        .list_sessions(Some("ADA.Lovelace@example.com"))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|s| s.revoked_at.is_some()));
     assert!(store

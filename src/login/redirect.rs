@@ -50,7 +50,8 @@ pub struct RedirectPolicy {
     origins: Vec<String>,
     domains: Vec<String>,
     cookie_domain: Option<String>,
-    /// The origin portcullis itself is reached at (host-only cookie when no cookie domain).
+    /// The origin portcullis itself is reached at: with no cookie domain, the host-only
+    /// cookie reaches only it. Not trusted for being ours: it must be listed.
     own_origin: String,
 }
 
@@ -129,7 +130,8 @@ impl RedirectPolicy {
             return Err(RedirectError::UserInfo);
         }
         let origin = url.origin().ascii_serialization();
-        let exact = self.origins.contains(&origin) || origin == self.own_origin;
+        // The login host itself is trusted only where it is listed, like any other.
+        let exact = self.origins.contains(&origin);
         match url.scheme() {
             "https" => {}
             "http" if exact && is_loopback(&url) => {}
@@ -286,6 +288,46 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Issue 21, item 3: with apps listed one by one, a sibling host under the cookie domain
+    /// and the login host itself are not trusted unless listed.
+    #[test]
+    fn only_listed_apps_are_trusted_not_their_siblings_nor_the_login_host() {
+        let config = RedirectConfig {
+            origins: vec![
+                "https://app1.example.com".to_owned(),
+                "https://app2.example.com".to_owned(),
+            ],
+            domains: Vec::new(),
+            default: "https://app1.example.com/".to_owned(),
+        };
+        let public = Url::parse("https://auth.example.com").expect("url");
+        let p = RedirectPolicy::new(&config, Some("example.com"), &public);
+        assert!(matches!(
+            p.check("https://app2.example.com/x"),
+            Ok(Target::UnderCookieDomain(_))
+        ));
+        assert_eq!(
+            p.allowed_origin("https://app1.example.com"),
+            Some("https://app1.example.com".to_owned())
+        );
+        for other in [
+            "https://evil.example.com/",
+            "https://example.com/",
+            "https://auth.example.com/",
+        ] {
+            assert_eq!(
+                p.check(other).map(|_| ()),
+                Err(RedirectError::NotAllowed),
+                "{other}"
+            );
+            assert_eq!(p.allowed_origin(other), None, "{other}");
+        }
+        let mut listed = config.clone();
+        listed.origins.push("https://auth.example.com".to_owned());
+        let p = RedirectPolicy::new(&listed, Some("example.com"), &public);
+        assert!(p.check("https://auth.example.com/").is_ok());
     }
 
     #[test]

@@ -452,8 +452,7 @@ login:
     - {{public_key_file: {pub1}, private_key_file: {key1}}}
   cookie: {{domain: example.com, secure: false}}
   redirects:
-    origins: ['https://partner.example.net']
-    domains: [example.com]
+    origins: ['https://app.example.com', 'https://partner.example.net']
     default: 'https://app.example.com/'
   state_secret_file: {dir}/state-secret
 {extra_login}"#,
