@@ -550,6 +550,7 @@ fn policy_diff_compares_two_files_offline_and_exits_by_difference() {
 
 /// A config with a login section whose state secret is `state` and whose
 /// `login.redirects` holds `redirects` (besides `default`); `config check`'s answer.
+#[allow(clippy::unwrap_used)]
 fn login_config_check(
     dir: &std::path::Path,
     state: &str,
