@@ -433,6 +433,21 @@ async fn an_unlisted_sibling_host_cannot_write_with_the_cookie() {
     }
 }
 
+/// Issue 21, item 2: Envoy's TLS listener on a non-default port (10443): a `host:port` entry
+/// sends a navigation there to sign in instead of a 401; the same host on another port keeps
+/// the 401.
+#[tokio::test]
+async fn a_host_port_entry_admits_navigations_on_that_port() {
+    let mut tls = config("");
+    tls.login.as_mut().unwrap().redirects.domains = vec!["app1.portcullis.test:10443".to_owned()];
+    let svc = service_with(&tls);
+    let html = vec![("accept", HTML)];
+    let got = outcome(&run(&svc, "GET", "app1.portcullis.test:10443", "/notes", &html).await);
+    assert_eq!(got, login("https://app1.portcullis.test:10443/notes"));
+    let got = outcome(&run(&svc, "GET", "app1.portcullis.test:8443", "/notes", &html).await);
+    assert_eq!(got, unauthenticated());
+}
+
 #[tokio::test]
 async fn without_login_configured_a_navigation_keeps_the_401() {
     let mut plain = config("");

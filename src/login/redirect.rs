@@ -48,7 +48,8 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct RedirectPolicy {
     origins: Vec<String>,
-    domains: Vec<String>,
+    /// Each domain with its explicit port (`None`: the default port only).
+    domains: Vec<(String, Option<u16>)>,
     cookie_domain: Option<String>,
     /// The origin portcullis itself is reached at: with no cookie domain, the host-only
     /// cookie reaches only it. Not trusted for being ours: it must be listed.
@@ -61,6 +62,19 @@ fn under(host: &str, domain: &str) -> bool {
         || (host.len() > domain.len()
             && host.ends_with(domain)
             && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
+}
+
+/// A `redirects.domains` entry as its domain and explicit port: `example.com:10443` admits
+/// that port only, `example.com` (or `example.com:443`) the default https port only.
+pub fn split_port(entry: &str) -> (String, Option<u16>) {
+    match entry.rsplit_once(':') {
+        Some((domain, port)) => match port.parse::<u16>() {
+            Ok(443) => (domain.to_owned(), None),
+            Ok(p) => (domain.to_owned(), Some(p)),
+            Err(_) => (entry.to_owned(), None),
+        },
+        None => (entry.to_owned(), None),
+    }
 }
 
 /// Refuses, anywhere in the raw text, whitespace, controls, backslashes, non-ASCII and
@@ -105,7 +119,7 @@ impl RedirectPolicy {
     pub fn new(config: &RedirectConfig, cookie_domain: Option<&str>, public_url: &Url) -> Self {
         RedirectPolicy {
             origins: config.origins.clone(),
-            domains: config.domains.clone(),
+            domains: config.domains.iter().map(|d| split_port(d)).collect(),
             cookie_domain: cookie_domain.map(str::to_owned),
             own_origin: public_url.origin().ascii_serialization(),
         }
@@ -139,7 +153,10 @@ impl RedirectPolicy {
         }
         let by_domain = match url.host() {
             Some(Host::Domain(host)) => {
-                url.port().is_none() && self.domains.iter().any(|d| under(host, d))
+                let port = url.port();
+                self.domains
+                    .iter()
+                    .any(|(d, p)| *p == port && under(host, d))
             }
             _ => false,
         };
@@ -328,6 +345,46 @@ mod tests {
         listed.origins.push("https://auth.example.com".to_owned());
         let p = RedirectPolicy::new(&listed, Some("example.com"), &public);
         assert!(p.check("https://auth.example.com/").is_ok());
+    }
+
+    /// Issue 21, item 2: a `host:port` entry admits that port (and only it), as
+    /// oauth2-proxy's whitelist does; a bare entry stays on the default port.
+    #[test]
+    fn domain_entries_with_a_port_admit_that_port_only() {
+        let config = RedirectConfig {
+            origins: Vec::new(),
+            domains: vec![
+                "app1.example.com:10443".to_owned(),
+                "app2.example.com".to_owned(),
+            ],
+            default: "https://app1.example.com:10443/".to_owned(),
+        };
+        let public = Url::parse("https://login.example.com:10443").expect("url");
+        let p = RedirectPolicy::new(&config, Some("example.com"), &public);
+        for ok in [
+            "https://app1.example.com:10443/x",
+            "https://app2.example.com/x",
+            "https://app2.example.com:443/x",
+        ] {
+            assert!(p.check(ok).is_ok(), "{ok}: {:?}", p.check(ok));
+        }
+        for refused in [
+            "https://app1.example.com/x",
+            "https://app1.example.com:10444/x",
+            "https://app2.example.com:10443/x",
+            "https://evil.example.com:10443/x",
+            "https://app1.example.com.evil.com:10443/x",
+        ] {
+            assert_eq!(
+                p.check(refused).map(|_| ()),
+                Err(RedirectError::NotAllowed),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            split_port("a.example.com:443"),
+            ("a.example.com".to_owned(), None)
+        );
     }
 
     #[test]
