@@ -63,11 +63,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// Bad key material is a configuration error, like a bad config file.
+/// Bad key material (Check's or the login section's keys and secrets) is a configuration
+/// error, like a bad config file.
 fn is_config_error(e: &anyhow::Error) -> bool {
-    use portcullis::{identity::KeyError, keyring::KeyringError};
+    use portcullis::{
+        identity::KeyError,
+        keyring::{KeyringError, LoginKeyringError},
+    };
     e.chain()
-        .any(|c| c.is::<KeyError>() || c.is::<KeyringError>())
+        .any(|c| c.is::<KeyError>() || c.is::<KeyringError>() || c.is::<LoginKeyringError>())
 }
 
 /// Lines the log writer holds while stderr is slow; beyond this, lines are dropped and

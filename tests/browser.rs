@@ -364,13 +364,22 @@ async fn browser_navigations_go_to_login_everything_else_keeps_the_401() {
             vec![("accept", HTML)],
             unauthenticated(),
         ),
-        // a target the redirect allow-list refuses is not rebuilt into one
+        // a target the redirect allow-list refuses (a malformed escape) is not rebuilt into one
         (
             "GET",
             "app1.portcullis.test",
-            "/notes?next=%0d%0aSet-Cookie:x",
+            "/notes?next=%zz",
             vec![("accept", HTML)],
             unauthenticated(),
+        ),
+        // percent-encoded characters in the query belong to the app (issue 21, item 5): the
+        // target is passed on as received, never decoded into the Location header
+        (
+            "GET",
+            "app1.portcullis.test",
+            "/search?q=a%20b&next=%0d%0aSet-Cookie:x",
+            vec![("accept", HTML)],
+            login("https://app1.portcullis.test/search?q=a%20b&next=%0d%0aSet-Cookie:x"),
         ),
         // a public path is allowed as before; a bad path is still 403
         (
@@ -392,6 +401,51 @@ async fn browser_navigations_go_to_login_everything_else_keeps_the_401() {
         let got = outcome(&run(&svc, method, host, path, &headers).await);
         assert_eq!(got, expected, "{method} {host}{path} {headers:?}");
     }
+}
+
+/// Issue 21, item 3: with the apps listed one by one (no parent domain), a sibling host under
+/// the cookie domain is no origin of ours: its cookie-borne writes are 403 `csrf`.
+#[tokio::test]
+async fn an_unlisted_sibling_host_cannot_write_with_the_cookie() {
+    let mut listed = config("");
+    let redirects = &mut listed.login.as_mut().unwrap().redirects;
+    redirects.domains.clear();
+    redirects.origins = vec![
+        "https://app1.portcullis.test".to_owned(),
+        "https://app2.portcullis.test".to_owned(),
+    ];
+    let svc = service_with(&listed);
+    let cookie = format!("jwt-token={}", editor());
+    for (origin, expected) in [
+        ("https://app2.portcullis.test", Outcome::Allow),
+        (
+            "https://evil.portcullis.test",
+            Outcome::Deny(403, "csrf".to_owned()),
+        ),
+        (
+            "https://login.portcullis.test",
+            Outcome::Deny(403, "csrf".to_owned()),
+        ),
+    ] {
+        let headers = vec![("cookie", cookie.as_str()), ("origin", origin)];
+        let got = outcome(&run(&svc, "POST", "app1.portcullis.test", "/notes", &headers).await);
+        assert_eq!(got, expected, "{origin}");
+    }
+}
+
+/// Issue 21, item 2: Envoy's TLS listener on a non-default port (10443): a `host:port` entry
+/// sends a navigation there to sign in instead of a 401; the same host on another port keeps
+/// the 401.
+#[tokio::test]
+async fn a_host_port_entry_admits_navigations_on_that_port() {
+    let mut tls = config("");
+    tls.login.as_mut().unwrap().redirects.domains = vec!["app1.portcullis.test:10443".to_owned()];
+    let svc = service_with(&tls);
+    let html = vec![("accept", HTML)];
+    let got = outcome(&run(&svc, "GET", "app1.portcullis.test:10443", "/notes", &html).await);
+    assert_eq!(got, login("https://app1.portcullis.test:10443/notes"));
+    let got = outcome(&run(&svc, "GET", "app1.portcullis.test:8443", "/notes", &html).await);
+    assert_eq!(got, unauthenticated());
 }
 
 #[tokio::test]

@@ -547,3 +547,82 @@ fn policy_diff_compares_two_files_offline_and_exits_by_difference() {
         "diff opened the database"
     );
 }
+
+/// A config with a login section whose state secret is `state` and whose
+/// `login.redirects` holds `redirects` (besides `default`); `config check`'s answer.
+#[allow(clippy::unwrap_used)]
+fn login_config_check(
+    dir: &std::path::Path,
+    state: &str,
+    redirects: &str,
+    args: &[&str],
+) -> (i32, String, String) {
+    let key = |name: &str| {
+        root()
+            .join("tests/data/keys")
+            .join(name)
+            .display()
+            .to_string()
+    };
+    std::fs::write(dir.join("client-secret"), "client-secret\n").unwrap();
+    std::fs::write(dir.join("state-secret"), state).unwrap();
+    let text = format!(
+        "server: {{listen: 127.0.0.1:0, http_listen: 127.0.0.1:0}}\n\
+         database: {{url: 'sqlite://{db}'}}\n\
+         login:\n  public_url: https://auth.example.com\n\
+         \x20 provider: {{client_id: web, client_secret_file: {dir}/client-secret}}\n\
+         \x20 accounts: {{email_domains: [example.com]}}\n\
+         \x20 token: {{issuer: 'https://auth.example.com', audience: apps}}\n\
+         \x20 signing_keys: [{{public_key_file: {pub1}, private_key_file: {key1}}}]\n\
+         \x20 redirects: {{{redirects}, default: 'https://app.example.com/'}}\n\
+         \x20 state_secret_file: {dir}/state-secret\n",
+        db = dir.join("p.db").display(),
+        dir = dir.display(),
+        pub1 = key("es256.pub.pem"),
+        key1 = key("es256.key.pem"),
+    );
+    let path = dir.join("login.yaml");
+    std::fs::write(&path, text).unwrap();
+    let mut all = vec!["config", "check"];
+    all.extend_from_slice(args);
+    cli(&path, &all)
+}
+
+const GOOD_STATE_SECRET: &str = "state-secret-0123456789abcdef-0123456789abcdef\n";
+const APPS: &str = "origins: ['https://app.example.com']";
+
+/// Issue 21, item 8: a login state secret shorter than 32 bytes is a configuration error
+/// (exit 64, one line), not a store or I/O failure (70); a long enough one passes.
+#[test]
+fn a_short_login_state_secret_is_a_config_error_exit_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = login_config_check(dir.path(), "too-short-secret\n", APPS, &[]);
+    assert_eq!(code, 64, "{out}{err}");
+    assert!(err.contains("state secret has 16 bytes"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(
+        !err.contains("too-short-secret"),
+        "the secret is never printed: {err}"
+    );
+    let (code, out, err) = login_config_check(dir.path(), GOOD_STATE_SECRET, APPS, &["--strict"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Issue 21, item 3: a bare parent domain in the redirect allow-list trusts every sibling
+/// host: `config check` warns, and `--strict` refuses; apps listed one by one do not warn.
+#[test]
+fn config_check_warns_when_a_parent_domain_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let parent = "domains: [example.com]";
+    let (code, out, err) = login_config_check(dir.path(), GOOD_STATE_SECRET, parent, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("warning: login.redirects.domains: example.com trusts every host under it"),
+        "{err}"
+    );
+    let (code, _, err) = login_config_check(dir.path(), GOOD_STATE_SECRET, parent, &["--strict"]);
+    assert_eq!(code, 64, "{err}");
+    let (code, _, err) = login_config_check(dir.path(), GOOD_STATE_SECRET, APPS, &["--strict"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}

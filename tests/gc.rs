@@ -81,7 +81,9 @@ async fn user_id(store: &SqlStore, email: &'static str, subject: &'static str, a
     };
     match store.link_account(&link, &[], at).await.unwrap() {
         LinkOutcome::User { user, .. } => user.id,
-        LinkOutcome::EmailLinkedElsewhere => panic!("linked elsewhere"),
+        LinkOutcome::EmailLinkedElsewhere | LinkOutcome::EmailTakenByAnother => {
+            panic!("not linked")
+        }
     }
 }
 

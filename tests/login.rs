@@ -313,6 +313,46 @@ async fn first_login_creates_the_user_with_default_roles_and_the_second_finds_it
         .await
         .unwrap();
     assert_eq!(sessions.len(), 2);
+    // Issue 21, item 6: the provider changes grace's verified email; the next sign-in stores
+    // it and the token carries it.
+    let mut changed = support::oidc::accounts();
+    changed["grace"]["email"] = "grace.hopper@example.com".into();
+    stack
+        .provider
+        .configure(
+            support::oidc::clients(&stack.setup.public_url()),
+            changed.clone(),
+        )
+        .await;
+    let third = claims(&login_jwt(&stack, "grace").await);
+    assert_eq!(third["sub"], first["sub"], "the same user");
+    assert_eq!(third["email"], "grace.hopper@example.com");
+    let user = store
+        .find_user("grace.hopper@example.com")
+        .await
+        .unwrap()
+        .expect("the stored user follows the provider");
+    assert_eq!(user.id.to_string(), first["sub"].as_str().unwrap());
+    // An email that another user has is refused with a page that says why.
+    login_jwt(&stack, "ada").await;
+    changed["grace"]["email"] = "ada@example.com".into();
+    stack
+        .provider
+        .configure(support::oidc::clients(&stack.setup.public_url()), changed)
+        .await;
+    let page = browser_login(&stack, &Browser::new(), "grace", APP).await;
+    assert_eq!(page.status, 403, "{}", page.body);
+    assert!(
+        page.body.contains("belongs to another user"),
+        "{}",
+        page.body
+    );
+    assert!(cookie_value(&page.set_cookies, "jwt-token").is_none());
+    assert!(store
+        .find_user("grace.hopper@example.com")
+        .await
+        .unwrap()
+        .is_some());
     store.close().await;
     stack.server.stop().await;
 }
@@ -535,12 +575,12 @@ async fn open_redirect_targets_get_400_and_never_a_redirect() {
         "https:evil.com",
         " https://app.example.com/",
         "https://app.example.com/\tx",
-        "https://app.example.com/%09",
-        "https://app.example.com/%0d%0aSet-Cookie:x=1",
-        "https://app.example.com/%00",
-        "https://app.example.com/%5c",
-        "https://app.example.com/%C2%85",
-        "https://app.example.com/%E2%80%A8",
+        "https://app.example.com%09.evil.com/",
+        "https://app.example.com%0d%0a/",
+        "https://app.example.com%5c.evil.com/",
+        "https://app.example.com%C2%85/",
+        "https://app.example.com/%zz",
+        "https://app.example.com/?q=%",
         "javascript:alert(1)",
         "JaVaScRiPt:alert(1)",
         "javascript://app.example.com/%0aalert(1)",
@@ -574,7 +614,55 @@ async fn open_redirect_targets_get_400_and_never_a_redirect() {
     let page = browser.get(&stack.login_url(APP)).await;
     assert_eq!(page.status, 302);
     assert!(page.location.unwrap().starts_with(&stack.provider.issuer));
+    logout_takes_redirect_url_from_the_query_or_the_form(&stack).await;
+    // Issue 21, item 5: percent-encoded characters in the path, query and fragment belong to
+    // the app: a search page sends a person to sign in and gets them back, byte for byte.
+    let search = "https://app.example.com/search%20page?q=a%20b&c=%26%0A#r%C3%A9sum%C3%A9";
+    let page = browser_login(&stack, &Browser::new(), "ada", search).await;
+    assert_eq!(page.status, 302, "{}", page.body);
+    assert_eq!(page.location.as_deref(), Some(search));
+    assert!(cookie_value(&page.set_cookies, "jwt-token").is_some());
     stack.server.stop().await;
+}
+
+/// Issue 21, item 4: `POST /auth/logout` reads `redirect_url` from the query string (where
+/// `/auth/login` takes it) as well as the form body; different values in both are a 400.
+async fn logout_takes_redirect_url_from_the_query_or_the_form(stack: &LoginStack) {
+    let bye = "https://app.example.com/bye?from=logout";
+    let logout = |query: Option<&str>, form: Option<&str>| {
+        let mut url = reqwest::Url::parse(&format!("{}/auth/logout", stack.server.http)).unwrap();
+        if let Some(q) = query {
+            url.query_pairs_mut().append_pair("redirect_url", q);
+        }
+        let mut request = Browser::new().client.post(url);
+        if let Some(f) = form {
+            request = request.form(&[("redirect_url", f)]);
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            let location = r
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.status().as_u16(), location)
+        }
+    };
+    assert_eq!(logout(Some(bye), None).await, (303, Some(bye.to_owned())));
+    assert_eq!(logout(None, Some(bye)).await, (303, Some(bye.to_owned())));
+    assert_eq!(
+        logout(Some(bye), Some(bye)).await,
+        (303, Some(bye.to_owned()))
+    );
+    assert_eq!(
+        logout(None, None).await,
+        (303, Some("https://app.example.com/".to_owned()))
+    );
+    assert_eq!(
+        logout(Some(bye), Some("https://app.example.com/other")).await,
+        (400, None),
+        "a conflict is refused"
+    );
+    assert_eq!(logout(Some("https://evil.com/"), None).await, (400, None));
 }
 
 #[tokio::test]
@@ -907,6 +995,16 @@ async fn logout_revokes_the_session_on_a_second_sidecar_sharing_postgres() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Issue 21, item 3: so is one from a sibling host under the cookie domain that is not
+    // listed (the allow-list names apps one by one).
+    let r = client
+        .post(format!("{}/auth/logout", stack.server.http))
+        .header("cookie", format!("jwt-token={fresh}"))
+        .header("origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     assert!(is_allowed(stack.server.grpc, &fresh).await);
     second.stop().await;
     stack.server.stop().await;
@@ -1112,7 +1210,7 @@ async fn readiness_waits_for_the_providers_keys() {
 }
 
 #[tokio::test]
-async fn a_failed_key_refresh_keeps_the_last_good_set() {
+async fn a_failed_key_refresh_keeps_the_last_good_set_and_says_so() {
     let mut stack = LoginStack::start("").await;
     let p = &stack.provider;
     let good = p
@@ -1150,7 +1248,59 @@ async fn a_failed_key_refresh_keeps_the_last_good_set() {
     // The keys fetched before still verify.
     let (status, body) = exchange_id_token(&stack, &good).await;
     assert_eq!(status, 200, "{body}");
+    // Issue 21, item 7: still ready (serving with the last good keys), and saying so.
+    let ready = reqwest::get(format!("http://{}/ready", stack.server.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let status = stack.server.status().await;
+    assert_eq!(
+        status["login"]["provider_keys"]["refresh"], "failing",
+        "{status}"
+    );
+    assert!(
+        status["login"]["provider_keys"]["failing_since"].is_u64(),
+        "{status}"
+    );
+    assert_eq!(
+        metric(&stack, "portcullis_login_provider_keys_stale").await,
+        1.0
+    );
+    assert!(metric(&stack, "portcullis_login_provider_key_fetch_failures_total").await >= 1.0);
+    // The provider comes back (same address): the next fetch recovers.
+    let port = reqwest::Url::parse(&stack.provider.issuer)
+        .unwrap()
+        .port()
+        .unwrap();
+    stack.provider = support::oidc::OidcProvider::start_at(port);
+    let mut recovered = false;
+    for _ in 0..100 {
+        let _ = exchange_id_token(&stack, &stray).await;
+        if stack.server.status().await["login"]["provider_keys"]["refresh"] == "ok" {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recovered, "{}", stack.server.status().await);
+    assert_eq!(
+        metric(&stack, "portcullis_login_provider_keys_stale").await,
+        0.0
+    );
     stack.server.stop().await;
+}
+
+/// One unlabelled sample of the admin `/metrics` page.
+async fn metric(stack: &LoginStack, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{}/metrics", stack.server.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 const OUTSIDE_ISSUER: &str = "jwt:

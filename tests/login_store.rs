@@ -79,6 +79,42 @@ async fn story(store: &SqlStore) {
             .unwrap(),
         LinkOutcome::EmailLinkedElsewhere
     );
+    // Issue 21, item 6: the provider is the source of truth for the email of a linked
+    // account: a changed one is stored and sidecars reload...
+    let before = store.policy_version().await.unwrap();
+    let LinkOutcome::User { user, created } = store
+        .link_account(&link("g-ada", "ada.lovelace@example.com"), &roles, 104)
+        .await
+        .unwrap()
+    else {
+        panic!("found")
+    };
+    assert!(!created);
+    assert_eq!(
+        (user.id, user.email.as_str()),
+        (ada.id, "ada.lovelace@example.com")
+    );
+    assert!(store.policy_version().await.unwrap() > before);
+    assert_eq!(
+        store.login_user(ada.id).await.unwrap().unwrap().email,
+        "ada.lovelace@example.com"
+    );
+    // ...unless another user has it: refused, nothing changed.
+    assert_eq!(
+        store
+            .link_account(&link("g-ada", "provisioned@example.com"), &roles, 105)
+            .await
+            .unwrap(),
+        LinkOutcome::EmailTakenByAnother
+    );
+    assert_eq!(
+        store.login_user(ada.id).await.unwrap().unwrap().email,
+        "ada.lovelace@example.com"
+    );
+    assert_eq!(
+        store.login_user(prov.id).await.unwrap().unwrap().email,
+        "provisioned@example.com"
+    );
 
     // Sessions and refresh rotation.
     let r1 = digest("refresh-1");
@@ -170,7 +206,7 @@ async fn story(store: &SqlStore) {
     // Revocation by user, and listing.
     assert_eq!(
         store
-            .revoke_user_sessions("ada@example.com", 400)
+            .revoke_user_sessions("ada.lovelace@example.com", 400)
             .await
             .unwrap(),
         2
@@ -180,7 +216,10 @@ async fn story(store: &SqlStore) {
         "idempotent"
     );
     assert!(!store.revoke_session("nope", "x", 401).await.unwrap());
-    let listed = store.list_sessions(Some("ADA@example.com")).await.unwrap();
+    let listed = store
+        .list_sessions(Some("ADA.Lovelace@example.com"))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 3);
     assert!(listed.iter().all(|s| s.revoked_at.is_some()));
     assert!(store

@@ -136,6 +136,7 @@ pub(super) async fn serve_admin(
                     body["login"] = serde_json::json!({
                         "provider_ready": login.is_ready(),
                         "provider_key_fetches": login.provider().map(|p| p.keys.fetch_count()),
+                        "provider_keys": login.provider().map(|p| p.keys.status()),
                     });
                 }
                 async move {

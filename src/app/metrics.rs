@@ -352,6 +352,19 @@ impl Collector for State {
                 "Fetches of the login provider's signing keys (JWKS)",
                 provider.keys.fetch_count(),
             )?;
+            counter(
+                &mut encoder,
+                "login_provider_key_fetch_failures",
+                "Failed fetches of the login provider's signing keys",
+                provider.keys.failed_fetches(),
+            )?;
+            gauge(
+                &mut encoder,
+                "login_provider_keys_stale",
+                "1 while the login provider's keys cannot be refreshed (the last good set \
+                 still verifies), else 0",
+                f64::from(u8::from(provider.keys.failing_since().is_some())),
+            )?;
         }
         Ok(())
     }

@@ -154,6 +154,7 @@ pub struct RedirectConfig {
     pub origins: Vec<String>,
     /// Domains whose subdomains (and themselves) are allowed over https, matched on a dot
     /// boundary: `example.com` allows `https://a.example.com`, never `example.com.evil.com`.
+    /// On the default port only; `example.com:10443` admits port 10443 only.
     #[serde(default)]
     pub domains: Vec<String>,
     /// Where to go after login or logout when no target is given.
@@ -345,9 +346,23 @@ impl LoginConfig {
                 ));
             }
         }
-        for d in &self.redirects.domains {
+        for entry in &self.redirects.domains {
+            // `host:port` admits that port only (e.g. Envoy's TLS listener on 10443).
+            let d = match entry.rsplit_once(':') {
+                Some((d, port)) if port.parse::<u16>().is_ok_and(|p| p > 0) => d,
+                Some(_) => {
+                    return Err(invalid(
+                        "redirects.domains",
+                        Problem::NotADomain(entry.clone()),
+                    ))
+                }
+                None => entry.as_str(),
+            };
             if !is_domain_name(d) || !d.contains('.') {
-                return Err(invalid("redirects.domains", Problem::NotADomain(d.clone())));
+                return Err(invalid(
+                    "redirects.domains",
+                    Problem::NotADomain(entry.clone()),
+                ));
             }
         }
         for o in &self.redirects.origins {

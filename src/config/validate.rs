@@ -38,6 +38,14 @@ impl Config {
                         .to_owned(),
                 );
             }
+            for d in &login.redirects.domains {
+                out.push(format!(
+                    "login.redirects.domains: {d} trusts every host under it, so a page on any \
+                     sibling (a third-party or compromised subdomain) can receive sign-in \
+                     redirects and send cookie-authenticated writes and sign-outs; list the \
+                     apps one by one in login.redirects.origins"
+                ));
+            }
             if login.accounts.hosted_domain.is_none() && login.accounts.email_domains.is_empty() {
                 out.push(
                     "login.accounts: neither hosted_domain nor email_domains is set, so any \

@@ -43,6 +43,8 @@ pub enum Refusal {
     EmailDomainNotAllowed,
     #[error("this email address belongs to another account")]
     EmailLinkedElsewhere,
+    #[error("the account's new email address belongs to another user")]
+    EmailTaken,
     #[error("this account is disabled")]
     UserDisabled,
 }
@@ -212,7 +214,8 @@ impl LoginService {
         keys.refresh_in_background(after, stop).await;
     }
 
-    /// Finds or creates the user of a verified provider account, after the account rules.
+    /// Finds or creates the user of a verified provider account, after the account rules; a
+    /// linked user's email follows the provider's.
     pub async fn user_for(&self, id: &VerifiedIdToken) -> Result<LoginUser, LoginError> {
         let email = check_account(&self.config.accounts, id)?;
         let account = crate::store::AccountLink {
@@ -247,6 +250,7 @@ impl LoginService {
                 Ok(user)
             }
             LinkOutcome::EmailLinkedElsewhere => Err(Refusal::EmailLinkedElsewhere.into()),
+            LinkOutcome::EmailTakenByAnother => Err(Refusal::EmailTaken.into()),
         }
     }
 

@@ -36,6 +36,8 @@ pub enum LinkOutcome {
     User { user: LoginUser, created: bool },
     /// A user has this email but is linked to another account at the same provider.
     EmailLinkedElsewhere,
+    /// The account is linked, but the email the provider now gives it belongs to another user.
+    EmailTakenByAnother,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

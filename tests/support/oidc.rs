@@ -24,6 +24,11 @@ pub struct OidcProvider {
 
 impl OidcProvider {
     pub fn start() -> Self {
+        Self::start_at(0)
+    }
+
+    /// The provider on `port` (0: any free port), e.g. again where a killed one was.
+    pub fn start_at(port: u16) -> Self {
         let dir = super::root().join("tests/oidc");
         assert!(
             dir.join("node_modules/oidc-provider").is_dir(),
@@ -31,7 +36,7 @@ impl OidcProvider {
         );
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
-            .arg("0")
+            .arg(port.to_string())
             .current_dir(&dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -447,8 +452,7 @@ login:
     - {{public_key_file: {pub1}, private_key_file: {key1}}}
   cookie: {{domain: example.com, secure: false}}
   redirects:
-    origins: ['https://partner.example.net']
-    domains: [example.com]
+    origins: ['https://app.example.com', 'https://partner.example.net']
     default: 'https://app.example.com/'
   state_secret_file: {dir}/state-secret
 {extra_login}"#,

@@ -97,6 +97,10 @@ fn refused_page(r: &Refusal) -> Response {
         Refusal::EmailLinkedElsewhere => {
             "This email address is already linked to another account at the provider."
         }
+        Refusal::EmailTaken => {
+            "Your identity provider now gives your account an email address that belongs to \
+             another user here. Ask an administrator to resolve it."
+        }
     };
     page(StatusCode::FORBIDDEN, "Sign-in refused", message)
 }

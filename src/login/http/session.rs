@@ -1,5 +1,7 @@
 //! The signed-in caller's own endpoints: `GET /auth/userinfo` and `POST /auth/logout`.
 
+use axum::extract::RawQuery;
+
 use super::*;
 
 /// The one JWT a request carries (Bearer or the cookie); two different ones are refused.
@@ -74,18 +76,43 @@ pub(super) async fn userinfo(State(service): State<Shared>, headers: HeaderMap) 
         .into_response()
 }
 
+/// The one `redirect_url` of a logout, from the query string or the form body: given twice in
+/// one place, or differently in both, is an error (`None` when it is given nowhere).
+fn logout_target(query: Option<&str>, body: &[u8]) -> Result<Option<String>, ()> {
+    let one = |pairs: url::form_urlencoded::Parse<'_>| {
+        let mut found = None;
+        for (k, v) in pairs {
+            if k == "redirect_url" && found.replace(v.into_owned()).is_some() {
+                return Err(());
+            }
+        }
+        Ok(found)
+    };
+    let from_query = one(url::form_urlencoded::parse(
+        query.unwrap_or_default().as_bytes(),
+    ))?;
+    let from_body = one(url::form_urlencoded::parse(body))?;
+    match (from_query, from_body) {
+        (Some(q), Some(b)) if q != b => Err(()),
+        (Some(t), _) | (None, Some(t)) => Ok(Some(t)),
+        (None, None) => Ok(None),
+    }
+}
+
 pub(super) async fn logout(
     State(service): State<Shared>,
     headers: HeaderMap,
+    RawQuery(query): RawQuery,
     body: axum::body::Bytes,
 ) -> Response {
-    let params: HashMap<String, String> = url::form_urlencoded::parse(&body)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    let target = params
-        .get("redirect_url")
-        .cloned()
-        .unwrap_or_else(|| service.config.redirects.default.clone());
+    let Ok(target) = logout_target(query.as_deref(), &body) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Sign-out link not valid",
+            "The address to return to after signing out is given more than once.",
+        );
+    };
+    let target = target.unwrap_or_else(|| service.config.redirects.default.clone());
     let Ok(target) = service.redirects.check(&target) else {
         return page(
             StatusCode::BAD_REQUEST,
@@ -150,4 +177,31 @@ pub(super) async fn logout(
         response.headers_mut().append(SET_COOKIE, v);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logout_target;
+
+    #[test]
+    fn logout_takes_redirect_url_from_the_query_or_the_body_once() {
+        let t = |q: Option<&str>, b: &str| logout_target(q, b.as_bytes());
+        let app = "https://app.example.com/bye?q=1";
+        let encoded = "redirect_url=https%3A%2F%2Fapp.example.com%2Fbye%3Fq%3D1";
+        assert_eq!(t(Some(encoded), ""), Ok(Some(app.to_owned())));
+        assert_eq!(t(None, encoded), Ok(Some(app.to_owned())));
+        assert_eq!(t(Some(encoded), encoded), Ok(Some(app.to_owned())));
+        assert_eq!(t(Some("other=1"), "x=2"), Ok(None));
+        assert_eq!(t(None, ""), Ok(None));
+        assert_eq!(
+            t(
+                Some(encoded),
+                "redirect_url=https%3A%2F%2Fevil.example.com%2F"
+            ),
+            Err(()),
+            "a conflict is refused, not resolved"
+        );
+        assert_eq!(t(Some(&format!("{encoded}&{encoded}")), ""), Err(()));
+        assert_eq!(t(None, &format!("{encoded}&{encoded}")), Err(()));
+    }
 }

@@ -115,6 +115,41 @@ pub(super) struct FetchState {
     pub(super) unknown: HashMap<String, Instant>,
 }
 
+/// Whether refreshing the keys works. When it does not, the last good set keeps verifying
+/// and this says so: `/status`, a metric, and one log line when refreshes start failing and
+/// one when they recover (never one per attempt).
+#[derive(Debug, Default)]
+pub(super) struct RefreshHealth {
+    failures: std::sync::atomic::AtomicU64,
+    failing_since: std::sync::Mutex<Option<std::time::SystemTime>>,
+}
+
+impl RefreshHealth {
+    fn record(&self, outcome: &Result<Duration, ProviderError>) {
+        let mut since = match self.failing_since.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        match outcome {
+            Ok(_) => {
+                if since.take().is_some() {
+                    tracing::info!("provider keys: refresh recovered");
+                }
+            }
+            Err(e) => {
+                self.failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if since.is_none() {
+                    *since = Some(std::time::SystemTime::now());
+                    tracing::warn!(error = %crate::error_chain(e), "provider keys: refresh failing; serving with the last good set");
+                } else {
+                    tracing::debug!(error = %crate::error_chain(e), "provider keys: refresh still failing");
+                }
+            }
+        }
+    }
+}
+
 /// The provider's signing keys, with the refresh rules above.
 pub struct ProviderKeys {
     pub(super) url: String,
@@ -124,9 +159,56 @@ pub struct ProviderKeys {
     /// Held while fetching: at most one fetch in flight.
     pub(super) fetch_state: tokio::sync::Mutex<FetchState>,
     pub(super) fetches: std::sync::atomic::AtomicU64,
+    pub(super) health: RefreshHealth,
 }
 
 impl ProviderKeys {
+    /// No keys yet, none fetched: the first fetch fills the set.
+    pub(super) fn new(url: String, http: reqwest::Client, cooldown: Duration) -> Self {
+        ProviderKeys {
+            url,
+            http,
+            cooldown,
+            current: RwLock::new(Arc::new(CoreJsonWebKeySet::new(Vec::new()))),
+            fetch_state: tokio::sync::Mutex::new(FetchState {
+                last_fetch: None,
+                unknown: HashMap::new(),
+            }),
+            fetches: std::sync::atomic::AtomicU64::new(0),
+            health: RefreshHealth::default(),
+        }
+    }
+
+    /// Since when fetching the keys has failed (the last good set still serves); `None` while
+    /// the last fetch succeeded.
+    pub fn failing_since(&self) -> Option<std::time::SystemTime> {
+        match self.health.failing_since.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        }
+    }
+
+    /// For `/status`: `refresh` is `ok` or `failing` (the last good set still verifies),
+    /// since when (unix seconds), and the failed fetches so far.
+    pub fn status(&self) -> serde_json::Value {
+        let since = self.failing_since().map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
+        serde_json::json!({
+            "refresh": if since.is_some() { "failing" } else { "ok" },
+            "failing_since": since,
+            "failed_fetches": self.failed_fetches(),
+        })
+    }
+
+    /// How many fetches of the key set have failed.
+    pub fn failed_fetches(&self) -> u64 {
+        self.health
+            .failures
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn current(&self) -> Arc<CoreJsonWebKeySet> {
         match self.current.read() {
             Ok(g) => g.clone(),
@@ -148,6 +230,12 @@ impl ProviderKeys {
         state.last_fetch = Some(Instant::now());
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let outcome = self.fetch_set(state).await;
+        self.health.record(&outcome);
+        outcome
+    }
+
+    async fn fetch_set(&self, state: &mut FetchState) -> Result<Duration, ProviderError> {
         let (body, max_age) = fetch(&self.http, &self.url, None).await?;
         let set: CoreJsonWebKeySet = json(&self.url, &body)?;
         match self.current.write() {
@@ -184,9 +272,8 @@ impl ProviderKeys {
             remember_unknown(&mut state.unknown, kid, now);
             return set;
         }
-        if let Err(e) = self.fetch_locked(&mut state).await {
-            tracing::warn!(error = %crate::error_chain(&e), "provider keys: refresh failed; keeping the last good set");
-        }
+        // A failure keeps the last good set (logged once by the health record).
+        let _ = self.fetch_locked(&mut state).await;
         let set = self.current();
         if !Self::has(&set, kid) {
             remember_unknown(&mut state.unknown, kid, now);
@@ -213,10 +300,7 @@ impl ProviderKeys {
             let mut state = self.fetch_state.lock().await;
             next = match self.fetch_locked(&mut state).await {
                 Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!(error = %crate::error_chain(&e), "provider keys: scheduled refresh failed; keeping the last good set");
-                    self.cooldown.max(MIN_REFRESH)
-                }
+                Err(_) => self.cooldown.max(MIN_REFRESH),
             };
         }
     }

@@ -114,17 +114,11 @@ impl Provider {
         if metadata.token_endpoint().is_none() {
             return Err(ProviderError::NoTokenEndpoint);
         }
-        let keys = Arc::new(ProviderKeys {
-            url: metadata.jwks_uri().to_string(),
-            http: http.clone(),
-            cooldown: p.jwks_cooldown,
-            current: RwLock::new(Arc::new(CoreJsonWebKeySet::new(Vec::new()))),
-            fetch_state: tokio::sync::Mutex::new(FetchState {
-                last_fetch: None,
-                unknown: HashMap::new(),
-            }),
-            fetches: std::sync::atomic::AtomicU64::new(0),
-        });
+        let keys = Arc::new(ProviderKeys::new(
+            metadata.jwks_uri().to_string(),
+            http.clone(),
+            p.jwks_cooldown,
+        ));
         let refresh_after = {
             let mut state = keys.fetch_state.lock().await;
             keys.fetch_locked(&mut state).await?

@@ -94,17 +94,11 @@ async fn keys_served(body: String) -> (Arc<ProviderKeys>, Arc<std::sync::atomic:
         }),
     );
     tokio::spawn(async move { axum::serve(listener, app).await });
-    let keys = Arc::new(ProviderKeys {
-        url: format!("http://{addr}/jwks"),
-        http: http_client(Duration::from_secs(5)).expect("client"),
-        cooldown: Duration::from_secs(3600),
-        current: RwLock::new(Arc::new(CoreJsonWebKeySet::new(Vec::new()))),
-        fetch_state: tokio::sync::Mutex::new(FetchState {
-            last_fetch: None,
-            unknown: HashMap::new(),
-        }),
-        fetches: std::sync::atomic::AtomicU64::new(0),
-    });
+    let keys = Arc::new(ProviderKeys::new(
+        format!("http://{addr}/jwks"),
+        http_client(Duration::from_secs(5)).expect("client"),
+        Duration::from_secs(3600),
+    ));
     (keys, hits)
 }
 

@@ -116,7 +116,28 @@ impl LoginStore for SqlStore {
                 .await?;
         if let Some(row) = linked {
             let id: i64 = row.try_get(0)?;
-            let user = user_by_id(&mut tx, id).await?;
+            let mut user = user_by_id(&mut tx, id).await?;
+            // The provider is the source of truth for the email: a changed one is stored (and
+            // the snapshot reloaded), unless another user has it.
+            if let Some(u) = user.as_ref().filter(|u| u.email != account.email) {
+                let taken = sqlx::query("SELECT 1 FROM users WHERE email = $1 AND id <> $2")
+                    .bind(account.email)
+                    .bind(u.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if taken.is_some() {
+                    tx.rollback().await?;
+                    return Ok(LinkOutcome::EmailTakenByAnother);
+                }
+                sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+                    .bind(account.email)
+                    .bind(u.id)
+                    .execute(&mut *tx)
+                    .await?;
+                bump_version(&mut tx, self.dialect, &Change::Policy).await?;
+                tracing::info!(user_id = u.id, "user's email updated from the provider");
+                user = user_by_id(&mut tx, id).await?;
+            }
             tx.commit().await?;
             return Ok(match user {
                 Some(user) => LinkOutcome::User {
