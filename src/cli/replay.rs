@@ -67,7 +67,7 @@ pub(super) async fn replay_command(
         Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(exit::DATA);
+            return Ok(exit::NOT_FOUND);
         }
     };
     let store = app::open_store(config).await?;
@@ -83,7 +83,7 @@ pub(super) async fn replay_command(
         (None, Some(stored)) => stored,
         (None, None) => {
             eprintln!("error: no candidate: pass --policy FILE, or store one with `policy apply FILE --shadow`");
-            return Ok(exit::DATA);
+            return Ok(exit::NOT_FOUND);
         }
     };
     let snapshot = match manage::compile_candidate(
@@ -188,7 +188,7 @@ pub(super) async fn why_command(
         Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(exit::DATA);
+            return Ok(exit::NOT_FOUND);
         }
     };
     let Some((_, event)) = events
@@ -199,7 +199,7 @@ pub(super) async fn why_command(
             "error: no decision {decision_id:?} in {} (allows may be sampled out)",
             log.display()
         );
-        return Ok(exit::DATA);
+        return Ok(exit::NOT_FOUND);
     };
     println!(
         "decision {} at {}: {}",

@@ -32,18 +32,21 @@ fn unix_now() -> anyhow::Result<i64> {
 }
 
 /// Refusals the operator can fix: printed as one line, exit 70.
-fn is_refusal(e: &ManageError) -> bool {
-    matches!(
-        e,
-        ManageError::LimitBeyondOwner { .. }
-            | ManageError::UnknownPermission { .. }
-            | ManageError::OwnerDisabled { .. }
-            | ManageError::Store(
-                StoreError::UnknownUser { .. }
-                    | StoreError::UnknownServiceAccount { .. }
-                    | StoreError::UnknownToken { .. }
-            )
-    )
+/// The exit code of a change refused for what it names: 66 when that does not exist, 70 when
+/// it exists but the change cannot be made; `None` for any other error.
+fn refusal(e: &ManageError) -> Option<u8> {
+    match e {
+        ManageError::UnknownPermission { .. }
+        | ManageError::Store(
+            StoreError::UnknownUser { .. }
+            | StoreError::UnknownServiceAccount { .. }
+            | StoreError::UnknownToken { .. },
+        ) => Some(exit::NOT_FOUND),
+        ManageError::LimitBeyondOwner { .. } | ManageError::OwnerDisabled { .. } => {
+            Some(exit::FAILURE)
+        }
+        _ => None,
+    }
 }
 
 fn report(result: Result<String, ManageError>) -> anyhow::Result<u8> {
@@ -52,11 +55,13 @@ fn report(result: Result<String, ManageError>) -> anyhow::Result<u8> {
             println!("{message}");
             Ok(exit::OK)
         }
-        Err(e) if is_refusal(&e) => {
-            eprintln!("error: {e}");
-            Ok(exit::FAILURE)
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => match refusal(&e) {
+            Some(code) => {
+                eprintln!("error: {e}");
+                Ok(code)
+            }
+            None => Err(e.into()),
+        },
     }
 }
 
@@ -119,7 +124,7 @@ async fn token(store: &SqlStore, cmd: TokenCommand) -> anyhow::Result<u8> {
                     || doc.service_accounts.iter().any(|s| s.name == owner);
                 if !known {
                     eprintln!("error: no user or service account {owner:?}");
-                    return Ok(exit::FAILURE);
+                    return Ok(exit::NOT_FOUND);
                 }
             }
             println!(
@@ -210,7 +215,8 @@ pub(super) async fn mint_command(
 ) -> anyhow::Result<u8> {
     let identifier = app::identifier(config)?;
     if config.jwt.signing_key.is_none() {
-        bail!("jwt.signing_key is not configured: name the kid to sign with");
+        eprintln!("error: jwt.signing_key is not configured: name the kid to sign with");
+        return Ok(exit::CONFIG);
     }
     let store = app::open_store(config).await?;
     let found = async {
@@ -221,7 +227,10 @@ pub(super) async fn mint_command(
     .await;
     store.close().await;
     let (user, snapshot) = found?;
-    let user = user.with_context(|| format!("no user {email:?} in the store"))?;
+    let Some(user) = user else {
+        eprintln!("error: no user {email:?} in the store");
+        return Ok(exit::NOT_FOUND);
+    };
     if user.disabled {
         bail!("user {email:?} is disabled");
     }
