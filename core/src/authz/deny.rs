@@ -23,6 +23,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for those who list them all (metrics export each from the start).
+    pub const ALL: [Reason; 8] = [
+        Reason::MissingCredential,
+        Reason::InvalidToken,
+        Reason::AmbiguousCredential,
+        Reason::InvalidPath,
+        Reason::NoMatchingActivity,
+        Reason::PolicyUnavailable,
+        Reason::InvalidHeader,
+        Reason::Csrf,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Reason::MissingCredential => "missing_credential",
