@@ -435,8 +435,9 @@ fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("deny 401"), "{out}");
 
-    // An id whose token expired long ago (RFC 3339 form) is not kept.
-    cli_ok(
+    // An id whose token expired long ago (RFC 3339 form) is not kept, and the command says
+    // so rather than claim a revocation.
+    let out = cli_ok(
         &config,
         &[
             "jwt",
@@ -446,6 +447,11 @@ fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
             "2020-01-01T00:00:00Z",
         ],
     );
+    assert!(
+        out.starts_with("not stored: jti old-id expired at 2020-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(!out.contains("revoked jti"), "{out}");
     let (code, _, err) = cli(
         &config,
         &["jwt", "revoke", "--user", "a@b", "--expires-at", "1"],

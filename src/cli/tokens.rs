@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::{exit, TokenCommand};
 use crate::app;
 use crate::config::Config;
-use crate::manage::{self, ManageError};
+use crate::manage::{self, JtiRevocation, ManageError};
 use crate::policy::document::{AUTHENTICATED, PUBLIC};
-use crate::store::{OwnerRef, PolicyStore, SqlStore, StoreError};
+use crate::store::{OwnerRef, PolicyStore, SqlStore, StoreError, REVOCATION_GRACE_SECS};
 
 fn format_time(unix: Option<i64>) -> String {
     match unix {
@@ -165,29 +165,48 @@ pub(super) async fn revoke_jwt_command(
     expires_at: Option<i64>,
     config: &Config,
 ) -> anyhow::Result<u8> {
+    let now = unix_now()?;
     let store = app::open_store(config).await?;
     let result = match (&jti, &user) {
-        (_, Some(email)) => match unix_now() {
-            Ok(now) => store
-                .revoke_user_tokens(email, now)
-                .await
-                .map(|()| format!("revoked every token of {email} issued until now")),
-            Err(e) => {
-                store.close().await;
-                return Err(e);
-            }
-        },
-        (Some(jti), None) => store
-            .revoke_jti(jti, expires_at)
+        (_, Some(email)) => store
+            .revoke_user_tokens(email, now)
             .await
-            .map(|()| format!("revoked jti {jti}")),
+            .map(|()| format!("revoked every token of {email} issued until now"))
+            .map_err(ManageError::from),
+        (Some(jti), None) => manage::revoke_jti(&store, jti, expires_at, now)
+            .await
+            .map(|done| jti_revoked(jti, done, expires_at)),
         (None, None) => {
             store.close().await;
             bail!("name a jti or --user");
         }
     };
     store.close().await;
-    report(result.map_err(ManageError::from))
+    report(result)
+}
+
+/// What `jwt revoke JTI` says it did.
+fn jti_revoked(jti: &str, done: JtiRevocation, expires_at: Option<i64>) -> String {
+    match done {
+        JtiRevocation::Stored => format!("revoked jti {jti}"),
+        JtiRevocation::AlreadyExpired => format!(
+            "not stored: jti {jti} expired at {}, more than {} min ago (the longest leeway); \
+             no sidecar accepts its token any more, so there is nothing to revoke",
+            expiry(expires_at.unwrap_or_default()),
+            REVOCATION_GRACE_SECS / 60
+        ),
+    }
+}
+
+/// Unix seconds as RFC 3339 (the seconds themselves when out of range).
+fn expiry(secs: i64) -> String {
+    u64::try_from(secs)
+        .ok()
+        .map(|s| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .to_string()
+        })
+        .unwrap_or_else(|| secs.to_string())
 }
 
 #[derive(Serialize)]
