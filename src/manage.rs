@@ -229,7 +229,9 @@ mod tests {
         let v0 = store.policy_version().await.unwrap();
         let long_ago = now - REVOCATION_GRACE_SECS - 1;
         assert_eq!(
-            revoke_jti(&store, "old", Some(long_ago), now).await.unwrap(),
+            revoke_jti(&store, "old", Some(long_ago), now)
+                .await
+                .unwrap(),
             JtiRevocation::AlreadyExpired
         );
         assert_eq!(store.policy_version().await.unwrap(), v0, "nothing written");

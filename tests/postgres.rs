@@ -451,6 +451,8 @@ async fn a_database_outage_under_load_fails_no_decision() {
     let log = server.proc.log_text();
     assert_eq!(log.matches("policy store unreachable").count(), 1, "{log}");
     assert!(log.contains("policy store reachable again"), "{log}");
+    let sqlx: Vec<&str> = log.lines().filter(|l| l.contains("sqlx::")).collect();
+    assert!(sqlx.is_empty(), "one outage, one line: {sqlx:#?}");
 }
 
 /// `/status` while the database goes away and comes back, on a sidecar that polls once an
@@ -494,4 +496,7 @@ async fn losing_the_listen_connection_flips_store_reachable_and_back() {
         1,
         "{log}"
     );
+    // One outage, one line: none of sqlx's own (its pool logs each dropped connection).
+    let sqlx: Vec<&str> = log.lines().filter(|l| l.contains("sqlx::")).collect();
+    assert!(sqlx.is_empty(), "{sqlx:#?}");
 }
