@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use support::pg::{shared_admin_url, PgCluster, PgDatabase};
@@ -27,16 +26,7 @@ async fn status(
     path: &str,
     headers: &[(&str, &str)],
 ) -> u16 {
-    let res = client
-        .check(request(method, path, headers))
-        .await
-        .expect("a CheckResponse, never a gRPC error")
-        .into_inner();
-    match res.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.map(|s| s.code as u16).unwrap_or(0),
-        _ => 0,
-    }
+    support::check_status(client, request(method, path, headers)).await
 }
 
 async fn client(p: &Portcullis) -> AuthorizationClient<Channel> {

@@ -8,24 +8,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use support::{cli, cli_ok, prepared_config, Portcullis};
 use tonic::transport::Channel;
 
-/// The HTTP status a Check answers with (200 for an allow).
+/// The HTTP status a Check of `GET /api/v1/roles` with `headers` answers with.
 async fn status(client: &mut AuthorizationClient<Channel>, headers: &[(&str, &str)]) -> u16 {
     let request = support::check_request("GET", "app.example.com", "/api/v1/roles", headers);
-    let res = client
-        .check(request)
-        .await
-        .expect("a CheckResponse")
-        .into_inner();
-    match res.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.map(|s| s.code as u16).unwrap_or(0),
-        _ => 0,
-    }
+    support::check_status(client, request).await
 }
 
 /// Polls until the sidecar answers `want`; panics after `within` (far below the hour-long

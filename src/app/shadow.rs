@@ -152,8 +152,13 @@ mod tests {
         live
     }
 
-    #[tokio::test]
-    async fn the_candidate_is_rebuilt_with_every_live_snapshot_and_dropped_with_it() {
+    /// A store with `POLICY`, and a candidate reloader that has loaded its first snapshot.
+    async fn started() -> (
+        MemoryStore,
+        SnapshotHandle,
+        ShadowReload,
+        Arc<PolicySnapshot>,
+    ) {
         let store = MemoryStore::new();
         let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
         manage::apply(&store, &doc, false, false)
@@ -162,6 +167,12 @@ mod tests {
         let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
         let mut shadow = ShadowReload::new(handle.clone());
         let live = step(&store, None, &mut shadow).await;
+        (store, handle, shadow, live)
+    }
+
+    #[tokio::test]
+    async fn the_candidate_is_rebuilt_with_every_live_snapshot_and_dropped_with_it() {
+        let (store, handle, mut shadow, live) = started().await;
         assert!(handle.load().is_none(), "no candidate stored");
 
         let candidate = PolicyDocument::from_yaml("c", "roles:\n  viewer: []\n").expect("doc");
@@ -191,14 +202,7 @@ mod tests {
     /// `/status` still says when it was stored, beside why it is not evaluated.
     #[tokio::test]
     async fn a_candidate_that_no_longer_compiles_keeps_its_stored_at() {
-        let store = MemoryStore::new();
-        let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
-        manage::apply(&store, &doc, false, false)
-            .await
-            .expect("applies");
-        let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
-        let mut shadow = ShadowReload::new(handle.clone());
-        let live = step(&store, None, &mut shadow).await;
+        let (store, handle, mut shadow, live) = started().await;
         let candidate = PolicyDocument::from_yaml("c", "roles:\n  auditor: [read]\n").expect("doc");
         manage::apply_shadow(&store, &candidate, false, false)
             .await
