@@ -478,7 +478,7 @@ mod tests {
             let subscriber = tracing_subscriber::registry().with(filter);
             tracing::subscriber::with_default(subscriber, || {
                 if target_is_sqlx {
-                    tracing::enabled!(target: "sqlx::pool::inner", tracing::Level::INFO)
+                    tracing::enabled!(target: "sqlx_core::pool::inner", tracing::Level::INFO)
                 } else {
                     tracing::enabled!(target: "portcullis::app::health", tracing::Level::INFO)
                 }
