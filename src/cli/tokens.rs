@@ -31,9 +31,9 @@ fn unix_now() -> anyhow::Result<i64> {
     Ok(i64::try_from(since.as_secs())?)
 }
 
-/// Refusals the operator can fix: printed as one line, exit 70.
-/// The exit code of a change refused for what it names: 66 when that does not exist, 70 when
-/// it exists but the change cannot be made; `None` for any other error.
+/// Refusals the operator can fix, printed as one line: the exit code of a change refused for
+/// what it names, 66 when that does not exist, 70 when it exists but the change cannot be
+/// made; `None` for any other error.
 fn refusal(e: &ManageError) -> Option<u8> {
     match e {
         ManageError::UnknownPermission { .. }
