@@ -137,6 +137,14 @@ async fn one_event_per_decision_with_the_same_id_and_no_secrets() {
     assert_eq!(refused["credential"], "jwt");
     assert_eq!(refused["principal"], serde_json::Value::Null);
     assert_eq!(refused["policy_version"], version);
+    // The sidecar's own line for it says the same: not identified, a JWT presented.
+    let sidecar = portcullis.proc.wait_for_log(&refused_id);
+    assert!(sidecar.contains("not identified"), "{sidecar}");
+    assert!(sidecar.contains("credential=\"jwt\""), "{sidecar}");
+    assert!(
+        sidecar.contains(&format!("policy_version={version}")),
+        "{sidecar}"
+    );
     let log_arg = log.to_str().unwrap();
     let why = support::cli_ok(&portcullis.config, &["why", &refused_id, "--log", log_arg]);
     assert!(why.contains("caller: not identified"), "{why}");
