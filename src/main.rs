@@ -85,7 +85,7 @@ fn init_tracing(
     config: &Config,
 ) -> Result<(tracing_appender::non_blocking::WorkerGuard, LogDrops), String> {
     let filter =
-        tracing_subscriber::EnvFilter::try_new(&config.log.level).map_err(|e| e.to_string())?;
+        tracing_subscriber::EnvFilter::try_new(config.log.filter()).map_err(|e| e.to_string())?;
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(true)
         .buffered_lines_limit(LOG_BUFFER_LINES)

@@ -10,7 +10,9 @@ pub use shadow::{apply_shadow, candidate_subjects, compile_candidate, discard, p
 use crate::identity::api_token;
 use crate::policy::document::{AUTHENTICATED, PUBLIC};
 use crate::policy::{PolicyDocument, PolicyError, PolicySnapshot};
-use crate::store::{NewToken, OwnerRef, PolicyStore, StoreError, StoredState};
+use crate::store::{
+    NewToken, OwnerRef, PolicyStore, StoreError, StoredState, REVOCATION_GRACE_SECS,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManageError {
@@ -95,6 +97,31 @@ fn checked(
     merged.validate_as(what)?;
     PolicySnapshot::compile(&merged, version + 1)?;
     Ok(merged)
+}
+
+/// What `jwt revoke JTI` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JtiRevocation {
+    /// Stored: every sidecar refuses the token from its next reload.
+    Stored,
+    /// Nothing stored: the token expired more than [`REVOCATION_GRACE_SECS`] before `now`,
+    /// so no sidecar accepts it any more, and a revocation would only be dropped again.
+    AlreadyExpired,
+}
+
+/// Revokes one JWT by its `jti`, unless its expiry (`expires_at`, the token's `exp`) is so far
+/// past that no sidecar could accept it: then nothing is written (no version bump either).
+pub async fn revoke_jti(
+    store: &dyn PolicyStore,
+    jti: &str,
+    expires_at: Option<i64>,
+    now: i64,
+) -> Result<JtiRevocation, ManageError> {
+    if expires_at.is_some_and(|exp| exp < now - REVOCATION_GRACE_SECS) {
+        return Ok(JtiRevocation::AlreadyExpired);
+    }
+    store.revoke_jti(jti, expires_at).await?;
+    Ok(JtiRevocation::Stored)
 }
 
 /// Loads what is stored and compiles it into a snapshot.
@@ -191,6 +218,31 @@ mod tests {
 
     fn doc(yaml: &str) -> PolicyDocument {
         PolicyDocument::from_yaml("test", yaml).unwrap()
+    }
+
+    /// A revocation of a token expired past every leeway writes nothing (and says so); one
+    /// within the leeway, or without an expiry, is stored and bumps the version.
+    #[tokio::test]
+    async fn revoking_a_long_expired_jti_stores_nothing() {
+        let store = MemoryStore::new();
+        let now = 1_800_000_000;
+        let v0 = store.policy_version().await.unwrap();
+        let long_ago = now - REVOCATION_GRACE_SECS - 1;
+        assert_eq!(
+            revoke_jti(&store, "old", Some(long_ago), now)
+                .await
+                .unwrap(),
+            JtiRevocation::AlreadyExpired
+        );
+        assert_eq!(store.policy_version().await.unwrap(), v0, "nothing written");
+        let within_leeway = now - REVOCATION_GRACE_SECS + 1;
+        for (jti, exp) in [("recent", Some(within_leeway)), ("forever", None)] {
+            assert_eq!(
+                revoke_jti(&store, jti, exp, now).await.unwrap(),
+                JtiRevocation::Stored
+            );
+        }
+        assert_eq!(store.policy_version().await.unwrap(), v0 + 2);
     }
 
     #[tokio::test]

@@ -233,7 +233,7 @@ fn check_explains_and_exits_by_decision() {
     assert_eq!((code, out.contains("invalid_path")), (1, true), "{out}");
 
     let (code, _, err) = cli(&config, &["jwt", "mint", "--user", "nobody@example.com"]);
-    assert_eq!(code, 70, "an error, not a deny");
+    assert_eq!(code, 66, "not found, not a deny");
     assert!(err.contains("no user"), "{err}");
 }
 
@@ -435,8 +435,9 @@ fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("deny 401"), "{out}");
 
-    // An id whose token expired long ago (RFC 3339 form) is not kept.
-    cli_ok(
+    // An id whose token expired long ago (RFC 3339 form) is not kept, and the command says
+    // so rather than claim a revocation.
+    let out = cli_ok(
         &config,
         &[
             "jwt",
@@ -446,6 +447,11 @@ fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
             "2020-01-01T00:00:00Z",
         ],
     );
+    assert!(
+        out.starts_with("not stored: jti old-id expired at 2020-01-01T00:00:00Z"),
+        "{out}"
+    );
+    assert!(!out.contains("revoked jti"), "{out}");
     let (code, _, err) = cli(
         &config,
         &["jwt", "revoke", "--user", "a@b", "--expires-at", "1"],
@@ -453,14 +459,15 @@ fn a_jwt_revocation_with_its_expiry_is_enforced_then_dropped() {
     assert_eq!(code, 2, "--expires-at belongs to a jti: {err}");
 }
 
-/// CLI rough edges: an unknown owner, an unknown permission and a disabled service account are
-/// said as such, with exit 70 (an error, told apart from a deny's 1), and change nothing.
+/// CLI rough edges: an unknown owner, an unknown permission (exit 66, not found) and a disabled
+/// service account (exit 70, refused) are said as such, told apart from a deny's 1, and change
+/// nothing.
 #[test]
 fn token_commands_name_what_does_not_exist() {
     let dir = tempfile::tempdir().unwrap();
     let (config, _) = example_with_token(dir.path());
     let (code, _, err) = cli(&config, &["token", "list", "--owner", "ghost@example.com"]);
-    assert_eq!(code, 70, "{err}");
+    assert_eq!(code, 66, "{err}");
     assert!(
         err.contains("no user or service account \"ghost@example.com\""),
         "{err}"
@@ -476,7 +483,7 @@ fn token_commands_name_what_does_not_exist() {
             "roles:fly",
         ],
     );
-    assert_eq!(code, 70, "{err}");
+    assert_eq!(code, 66, "{err}");
     assert!(err.contains("no permission \"roles:fly\" exists"), "{err}");
     let disabled = dir.path().join("disabled.yaml");
     std::fs::write(
@@ -625,4 +632,137 @@ fn config_check_warns_when_a_parent_domain_is_trusted() {
     let (code, _, err) = login_config_check(dir.path(), GOOD_STATE_SECRET, APPS, &["--strict"]);
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("warning"), "{err}");
+}
+
+/// The README's exit-code table is the single truth: every row's code is what a command with
+/// that meaning exits with, and the CLI has no code the table does not list.
+#[test]
+fn every_exit_code_in_the_readme_table_is_what_commands_exit_with() {
+    use portcullis::cli::exit;
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("| code | meaning |")
+        .expect("the exit-code table");
+    let documented: std::collections::BTreeSet<u8> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.split('|').nth(1).unwrap().trim().parse().unwrap())
+        .collect();
+    let known: std::collections::BTreeSet<u8> = [
+        exit::OK,
+        exit::DENY,
+        exit::NOT_SERVING,
+        exit::CHANGED,
+        exit::USAGE,
+        exit::CONFIG,
+        exit::DATA,
+        exit::NOT_FOUND,
+        exit::FAILURE,
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(documented, known, "the README table and the CLI's codes");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (config, token) = example_with_token(dir.path());
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let bad_config = std::path::PathBuf::from(file("bad-config.yaml", "colour: blue\n"));
+    let bad_policy = file("bad.yaml", "roles:\n  admin: [nope]\n");
+    let disabled = file(
+        "disabled.yaml",
+        "service_accounts:\n  - {name: old-bot, disabled: true, roles: [viewer]}\n",
+    );
+    cli_ok(&config, &["policy", "apply", &disabled]);
+    let log = file("decisions.log", "");
+    fn other<'a>(text: &'a str, config: &std::path::Path) -> (&'a str, std::path::PathBuf) {
+        (text, config.to_path_buf())
+    }
+    let cases: Vec<(u8, (&str, std::path::PathBuf), Vec<&str>)> = vec![
+        (
+            0,
+            other("allowed", &config),
+            vec!["check", "--token", &token, "GET", "/api/v1/roles"],
+        ),
+        (
+            1,
+            other("denied", &config),
+            vec!["check", "GET", "/api/v1/roles"],
+        ),
+        (
+            2,
+            other("bad argument", &config),
+            vec!["jwt", "revoke", "x", "--expires-at", "soon"],
+        ),
+        (
+            2,
+            other("neither id nor user", &config),
+            vec!["session", "revoke"],
+        ),
+        (64, ("bad config", bad_config), vec!["config", "check"]),
+        (
+            65,
+            other("bad policy file", &config),
+            vec!["policy", "apply", &bad_policy],
+        ),
+        (
+            66,
+            other("unknown decision id", &config),
+            vec!["why", "no-such-id", "--log", &log],
+        ),
+        (
+            66,
+            other("no such log", &config),
+            vec!["why", "x", "--log", "/nonexistent/decisions.log"],
+        ),
+        (
+            66,
+            other("no candidate to promote", &config),
+            vec!["policy", "promote"],
+        ),
+        (
+            66,
+            other("no candidate to discard", &config),
+            vec!["policy", "discard"],
+        ),
+        (
+            66,
+            other("no candidate to replay", &config),
+            vec!["replay", &log],
+        ),
+        (
+            66,
+            other("unknown token", &config),
+            vec!["token", "revoke", "tok_0000000000000000"],
+        ),
+        (
+            66,
+            other("unknown user", &config),
+            vec!["jwt", "mint", "--user", "nobody@example.com"],
+        ),
+        (
+            66,
+            other("unknown session", &config),
+            vec!["session", "revoke", "no-such-session"],
+        ),
+        (
+            70,
+            other("refused", &config),
+            vec!["token", "issue", "--service-account", "old-bot"],
+        ),
+    ];
+    let mut exercised = std::collections::BTreeSet::new();
+    for (code, (what, config), args) in &cases {
+        let (got, out, err) = cli(config, args);
+        assert_eq!(got, i32::from(*code), "{what}: {args:?}: {out}{err}");
+        exercised.insert(*code);
+    }
+    assert_eq!(
+        exercised, documented,
+        "a command for every row of the table"
+    );
 }

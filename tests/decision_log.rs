@@ -84,15 +84,18 @@ async fn one_event_per_decision_with_the_same_id_and_no_secrets() {
     assert_eq!(denied.status, 401);
     let denied_id = denied.json()["decision_id"].as_str().unwrap().to_owned();
     let forged = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.forged-signature-bytes";
-    assert_eq!(
-        envoy
-            .get("/api/v1/roles", &[("authorization", forged)])
-            .await
-            .status,
-        401
-    );
+    let refused = envoy
+        .get("/api/v1/roles", &[("authorization", forged)])
+        .await;
+    assert_eq!(refused.status, 401);
+    let refused_id = refused.json()["decision_id"].as_str().unwrap().to_owned();
+    let forbidden = envoy
+        .get("/api/v1/nowhere", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(forbidden.status, 403);
+    let forbidden_id = forbidden.json()["decision_id"].as_str().unwrap().to_owned();
 
-    let events = events(&log, 3).await;
+    let events = events(&log, 4).await;
     let by_id = |id: &str| {
         events
             .iter()
@@ -117,7 +120,50 @@ async fn one_event_per_decision_with_the_same_id_and_no_secrets() {
     assert_eq!(deny["status"], 401);
     assert_eq!(deny["reason"], "missing_credential");
     assert_eq!(deny["traceparent"], trace);
-    assert!(events.iter().any(|e| e["reason"] == "invalid_token"));
+    assert_eq!(deny["credential"], serde_json::Value::Null, "no credential");
+    let version = allow["policy_version"].clone();
+    assert_eq!(
+        deny["policy_version"], version,
+        "a deny names the policy in force"
+    );
+    // A 403 decided by the policy names its version, as an allow does.
+    let forbidden = by_id(&forbidden_id);
+    assert_eq!(forbidden["reason"], "no_matching_activity");
+    assert_eq!(forbidden["policy_version"], version);
+    assert_eq!(forbidden["credential"], "jwt");
+    // A refused JWT is a credential presented, of its kind, and nobody identified.
+    let refused = by_id(&refused_id);
+    assert_eq!(refused["reason"], "invalid_token");
+    assert_eq!(refused["credential"], "jwt");
+    assert_eq!(refused["principal"], serde_json::Value::Null);
+    assert_eq!(refused["policy_version"], version);
+    // The sidecar's own line for it says the same: not identified, a JWT presented.
+    let sidecar = portcullis.proc.wait_for_log(&refused_id);
+    assert!(sidecar.contains("not identified"), "{sidecar}");
+    assert!(sidecar.contains("credential=\"jwt\""), "{sidecar}");
+    assert!(
+        sidecar.contains(&format!("policy_version={version}")),
+        "{sidecar}"
+    );
+    let log_arg = log.to_str().unwrap();
+    let why = support::cli_ok(&portcullis.config, &["why", &refused_id, "--log", log_arg]);
+    assert!(why.contains("caller: not identified"), "{why}");
+    assert!(!why.contains("anonymous"), "{why}");
+    let why = support::cli_ok(
+        &portcullis.config,
+        &["why", &forbidden_id, "--log", log_arg],
+    );
+    assert!(
+        why.contains(&format!("decided at policy version {version}")),
+        "{why}"
+    );
+    // Every line reads back as the typed event it was written as, unchanged.
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let parsed = portcullis::app::event::parse_line(line).expect("a typed event");
+        let written: serde_json::Value = serde_json::from_str(line).unwrap();
+        let again: serde_json::Value = serde_json::from_str(&parsed.to_json()).unwrap();
+        assert_eq!(again, written, "the round trip of {line}");
+    }
 
     // Not the token, not the forged token's signature, not the query: in no output at all.
     let mut all = std::fs::read_to_string(&log).unwrap();

@@ -1166,12 +1166,12 @@ async fn session_cli_lists_and_revokes_sessions() {
     assert!(refused_within_reload(stack.server.grpc, &second).await);
     assert!(refused_within_reload(stack.server.grpc, &third).await);
     let (code, _, err) = support::cli(&config, &["session", "revoke", "no-such-session"]);
-    assert_eq!(code, 70, "{err}");
+    assert_eq!(code, 66, "not found: {err}");
     let (code, _, err) = support::cli(
         &config,
         &["session", "revoke", "--user", "nobody@example.com"],
     );
-    assert_eq!(code, 70, "{err}");
+    assert_eq!(code, 66, "not found: {err}");
     stack.server.stop().await;
 }
 

@@ -185,3 +185,55 @@ fn every_shipped_query_names_a_served_metric(served: &BTreeMap<String, f64>) {
     }
     assert!(checked >= 15, "{checked} metric references");
 }
+
+/// Every series the README's metrics table lists is served by a sidecar that has loaded its
+/// policy and decided nothing yet (rows marked "only with" excepted: they need login or the
+/// decision log), with a sample, not only a `# TYPE` line; the labelled families carry each of
+/// their bounded label values at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_series_is_served_from_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("portcullis.db").display());
+    let config = support::prepared_config(dir.path(), &url, "200ms", "token");
+    let portcullis = support::Portcullis::start(&config).await;
+    let admin = portcullis.admin_addr();
+    let (_, served) = scrape(admin.port()).await;
+    let names: std::collections::BTreeSet<&str> = served
+        .keys()
+        .map(|k| k.split('{').next().unwrap())
+        .collect();
+    let readme = std::fs::read_to_string(support::root().join("README.md")).unwrap();
+    let start = readme.find("| metric | what |").expect("the metrics table");
+    let mut documented = Vec::new();
+    for row in readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+    {
+        let mut cells = row.split('|').skip(1);
+        let (names_cell, what) = (cells.next().unwrap(), cells.next().unwrap());
+        if what.trim_start().starts_with("only with") {
+            continue;
+        }
+        for name in names_cell.split('`').skip(1).step_by(2) {
+            documented.push(name.split('{').next().unwrap().to_owned());
+        }
+    }
+    assert!(documented.len() >= 15, "{documented:?}");
+    for name in &documented {
+        let histogram = format!("{name}_bucket");
+        assert!(
+            names.contains(name.as_str()) || names.contains(histogram.as_str()),
+            "{name} is documented but has no sample:\n{served:#?}"
+        );
+    }
+    for series in [
+        r#"portcullis_decisions_total{outcome="allow",reason=""}"#,
+        r#"portcullis_decisions_total{outcome="deny",reason="invalid_token"}"#,
+        r#"portcullis_decisions_total{outcome="deny",reason="no_matching_activity"}"#,
+        r#"portcullis_shadow_disagreements_total{change="allow_to_deny",permission=""}"#,
+        r#"portcullis_shadow_disagreements_total{change="deny_to_allow",permission=""}"#,
+    ] {
+        assert_eq!(served.get(series), Some(&0.0), "{series}");
+    }
+}

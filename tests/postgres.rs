@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use support::pg::{shared_admin_url, PgCluster, PgDatabase};
@@ -27,16 +26,7 @@ async fn status(
     path: &str,
     headers: &[(&str, &str)],
 ) -> u16 {
-    let res = client
-        .check(request(method, path, headers))
-        .await
-        .expect("a CheckResponse, never a gRPC error")
-        .into_inner();
-    match res.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.map(|s| s.code as u16).unwrap_or(0),
-        _ => 0,
-    }
+    support::check_status(client, request(method, path, headers)).await
 }
 
 async fn client(p: &Portcullis) -> AuthorizationClient<Channel> {
@@ -451,6 +441,8 @@ async fn a_database_outage_under_load_fails_no_decision() {
     let log = server.proc.log_text();
     assert_eq!(log.matches("policy store unreachable").count(), 1, "{log}");
     assert!(log.contains("policy store reachable again"), "{log}");
+    let sqlx: Vec<&str> = log.lines().filter(|l| l.contains(" sqlx")).collect();
+    assert!(sqlx.is_empty(), "one outage, one line: {sqlx:#?}");
 }
 
 /// `/status` while the database goes away and comes back, on a sidecar that polls once an
@@ -494,4 +486,7 @@ async fn losing_the_listen_connection_flips_store_reachable_and_back() {
         1,
         "{log}"
     );
+    // One outage, one line: none of sqlx's own (its pool logs each dropped connection).
+    let sqlx: Vec<&str> = log.lines().filter(|l| l.contains(" sqlx")).collect();
+    assert!(sqlx.is_empty(), "{sqlx:#?}");
 }

@@ -214,7 +214,7 @@ async fn a_candidate_is_counted_and_logged_not_enforced_until_promoted_on_two_si
     assert!(why.contains("authenticated: GET /api/v1/me"), "{why}");
     assert!(why.contains("none matched"), "{why}");
     let (code, _, err) = cli(&a.config, &["why", "no-such-id", "--log", &log]);
-    assert_eq!(code, 65, "{err}");
+    assert_eq!(code, 66, "not found: {err}");
 
     // Replay of the recorded log against the candidate: Grace's two allows would change
     // (before and after the candidate was stored); Ada's and Alan's would not.
@@ -256,7 +256,7 @@ async fn a_candidate_is_counted_and_logged_not_enforced_until_promoted_on_two_si
     a.wait_candidate(false).await;
     assert_eq!(a.check("/api/v1/roles", &ada).await.0, 200);
     let (code, _, err) = cli(&a.config, &["policy", "promote"]);
-    assert_eq!(code, 65, "nothing to promote: {err}");
+    assert_eq!(code, 66, "nothing to promote: {err}");
 
     // Discarded: the live policy stays as it is.
     cli_ok(
@@ -269,5 +269,5 @@ async fn a_candidate_is_counted_and_logged_not_enforced_until_promoted_on_two_si
     b.wait_candidate(false).await;
     assert_eq!(b.check("/api/v1/roles", &grace).await.0, 403);
     let (code, _, _) = cli(&a.config, &["policy", "discard"]);
-    assert_eq!(code, 65);
+    assert_eq!(code, 66, "nothing to discard");
 }

@@ -36,7 +36,7 @@ impl ReloadStatus {
             "store_reachable": self.store_reachable,
             "last_error": self.last_error,
             "candidate": (self.candidate_stored_at.is_some() || self.candidate_error.is_some()).then(|| serde_json::json!({
-                "evaluated": self.candidate_stored_at.is_some(),
+                "evaluated": self.candidate_stored_at.is_some() && self.candidate_error.is_none(),
                 "stored_at": self.candidate_stored_at,
                 "error": self.candidate_error,
             })),

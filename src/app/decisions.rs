@@ -19,10 +19,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
 
+use super::event::{disagrees, Asked, DecisionEvent, DroppedEvent, LogLine, SCHEMA_VERSION};
 use crate::authz::Decision;
 use crate::config::DecisionLogConfig;
 use crate::grpc::{DecisionObserver, Observed};
-use crate::identity::Principal;
 
 /// Events waiting for the writer; beyond this they are dropped and counted.
 const QUEUE: usize = 8192;
@@ -142,86 +142,16 @@ impl DecisionLog {
             .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
             .map(|(_, v)| v.as_ref())
             .filter(|v| is_traceparent(v));
-        let (outcome, status, reason, permission, principal) = match o.decision {
-            Decision::Allow(a) => (
-                "allow",
-                200,
-                None,
-                Some(a.matched_permission.as_str()),
-                a.principal.as_ref(),
-            ),
-            Decision::Deny(d) => (
-                "deny",
-                d.reason.status().http_code(),
-                Some(d.reason.code()),
-                None,
-                d.principal.as_ref(),
-            ),
+        let asked = Asked {
+            decision_id: o.decision_id,
+            time: humantime::format_rfc3339_millis(now).to_string(),
+            method: request.method,
+            host: request.host,
+            path,
+            latency_us: u64::try_from(o.elapsed.as_micros()).unwrap_or(u64::MAX),
+            traceparent,
         };
-        let policy_version = match o.decision {
-            Decision::Allow(a) => Some(a.policy_version),
-            Decision::Deny(_) => None,
-        };
-        let caller = principal.map(|p| caller(p.as_ref()));
-        let shadow = o
-            .shadow
-            .filter(|s| disagrees(o.decision, s))
-            .map(|s| match s {
-                Decision::Allow(a) => serde_json::json!({
-                    "outcome": "allow",
-                    "status": 200,
-                    "permission": a.matched_permission,
-                    "policy_version": a.policy_version,
-                }),
-                Decision::Deny(d) => serde_json::json!({
-                    "outcome": "deny",
-                    "status": d.reason.status().http_code(),
-                    "reason": d.reason.code(),
-                }),
-            });
-        serde_json::json!({
-            "event": "decision",
-            "decision_id": o.decision_id,
-            "time": humantime::format_rfc3339_millis(now).to_string(),
-            "method": request.method,
-            "host": request.host,
-            "path": path,
-            "outcome": outcome,
-            "status": status,
-            "reason": reason,
-            "permission": permission,
-            "principal": principal.map(|p| p.subject_id()),
-            "credential": principal.map(|p| p.credential().as_str()),
-            "caller": caller,
-            "policy_version": policy_version,
-            "latency_us": u64::try_from(o.elapsed.as_micros()).unwrap_or(u64::MAX),
-            "traceparent": traceparent,
-            "shadow": shadow,
-        })
-        .to_string()
-    }
-}
-
-/// Whether the candidate's decision has another outcome than the live one.
-fn disagrees(live: &Decision, shadow: &Decision) -> bool {
-    matches!(live, Decision::Allow(_)) != matches!(shadow, Decision::Allow(_))
-}
-
-/// What replaying a decision against another policy needs of its caller, besides the subject
-/// id: the roles and permissions its credential named, or the API token's id and limit. Names
-/// and ids only, never a credential.
-fn caller(principal: &Principal) -> serde_json::Value {
-    match principal {
-        Principal::Jwt(j) => serde_json::json!({
-            "roles": j.roles,
-            "permissions": j.permissions,
-        }),
-        Principal::ApiToken(t) => serde_json::json!({
-            "token_id": t.token_id,
-            "roles": t.roles,
-            "limit": t.limit,
-        }),
-        Principal::Assumed { permissions } => serde_json::json!({ "permissions": permissions }),
+        LogLine::Decision(Box::new(DecisionEvent::new(asked, o.decision, o.shadow))).to_json()
     }
 }
 
@@ -335,13 +265,13 @@ impl DecisionWriter {
     fn note_drops(&self, buffer: &mut Vec<u8>, reported: &mut u64) {
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > *reported {
-            let line = serde_json::json!({
-                "event": "decisions_dropped",
-                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                "count": dropped - *reported,
-                "total": dropped,
+            let line = LogLine::DecisionsDropped(DroppedEvent {
+                v: SCHEMA_VERSION,
+                time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                count: dropped - *reported,
+                total: dropped,
             });
-            buffer.extend_from_slice(line.to_string().as_bytes());
+            buffer.extend_from_slice(line.to_json().as_bytes());
             buffer.push(b'\n');
             *reported = dropped;
         }

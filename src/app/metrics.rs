@@ -20,7 +20,7 @@ use super::decisions::DecisionLog;
 use super::housekeeping::GcCounts;
 use super::reload::ReloadStatus;
 use super::LogDrops;
-use crate::authz::Decision;
+use crate::authz::{Decision, Reason};
 use crate::grpc::{DecisionObserver, Observed};
 use crate::identity::IdentifyCounts;
 use crate::login::LoginService;
@@ -42,6 +42,10 @@ struct ShadowLabels {
     change: &'static str,
     permission: String,
 }
+
+/// The `change` label values of `shadow_disagreements`.
+const ALLOW_TO_DENY: &str = "allow_to_deny";
+const DENY_TO_ALLOW: &str = "deny_to_allow";
 
 /// The server's registry and the metrics updated on the request path.
 pub struct Metrics {
@@ -96,6 +100,25 @@ impl Metrics {
             "Requests the candidate policy decides otherwise than the live one, by change and permission",
             shadow_disagreements.clone(),
         );
+        // Every series a dashboard or alert may name exists from the start, at 0: a counter
+        // that appears only on its first increment reads as "no data", and `rate()` misses
+        // that first increment.
+        drop(decisions.get_or_create(&DecisionLabels {
+            outcome: "allow",
+            reason: "",
+        }));
+        for reason in Reason::ALL {
+            drop(decisions.get_or_create(&DecisionLabels {
+                outcome: "deny",
+                reason: reason.code(),
+            }));
+        }
+        for change in [ALLOW_TO_DENY, DENY_TO_ALLOW] {
+            drop(shadow_disagreements.get_or_create(&ShadowLabels {
+                change,
+                permission: String::new(),
+            }));
+        }
         registry.register_collector(Box::new(State(sources)));
         Metrics {
             registry,
@@ -132,8 +155,8 @@ impl DecisionObserver for Metrics {
         if let Some(shadow) = observed.shadow {
             self.shadow_evaluations.inc();
             let disagreement = match (observed.decision, shadow) {
-                (Decision::Allow(a), Decision::Deny(_)) => Some(("allow_to_deny", a)),
-                (Decision::Deny(_), Decision::Allow(a)) => Some(("deny_to_allow", a)),
+                (Decision::Allow(a), Decision::Deny(_)) => Some((ALLOW_TO_DENY, a)),
+                (Decision::Deny(_), Decision::Allow(a)) => Some((DENY_TO_ALLOW, a)),
                 _ => None,
             };
             if let Some((change, allow)) = disagreement {

@@ -5,6 +5,7 @@
 mod admin;
 mod bundle;
 mod decisions;
+pub mod event;
 mod health;
 mod housekeeping;
 mod metrics;

@@ -6,54 +6,17 @@
 
 use std::sync::Arc;
 
-use serde::Deserialize;
-
+use super::event::{CredentialKind, DecisionEvent, Outcome};
 use crate::authz::{decide_on, Decision, JwtSubjects};
 use crate::identity::{JwtCaller, Principal, TokenCaller, TokenSubject, UnixTime};
 use crate::policy::{path, PolicySnapshot};
 
-/// One decision event, as `log.decisions` writes it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct LoggedDecision {
-    pub decision_id: String,
-    pub time: String,
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    pub outcome: String,
-    pub status: u16,
-    pub reason: Option<String>,
-    pub permission: Option<String>,
-    pub principal: Option<String>,
-    pub credential: Option<String>,
-    #[serde(default)]
-    pub caller: Option<LoggedCaller>,
-    pub policy_version: Option<i64>,
-}
-
-/// What the event names of its caller's credential.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct LoggedCaller {
-    #[serde(default)]
-    pub roles: Vec<String>,
-    #[serde(default)]
-    pub permissions: Vec<String>,
-    pub token_id: Option<String>,
-    pub limit: Option<Vec<String>>,
-}
-
-/// A decision log line: a decision, another kind of event (skipped), or not an event.
-pub fn parse_line(line: &str) -> Result<Option<LoggedDecision>, serde_json::Error> {
-    let value: serde_json::Value = serde_json::from_str(line)?;
-    if value.get("event").and_then(|e| e.as_str()) != Some("decision") {
-        return Ok(None);
-    }
-    serde_json::from_value(value).map(Some)
-}
+/// A decision event read back: the very type the decision log writes.
+pub type LoggedDecision = DecisionEvent;
 
 impl LoggedDecision {
     pub fn allowed(&self) -> bool {
-        self.outcome == "allow"
+        self.outcome == Outcome::Allow
     }
 
     /// Whether a policy decided it: an allow, or a deny for want of a matching activity
@@ -70,13 +33,12 @@ impl LoggedDecision {
     /// The caller as far as the event tells: `Ok(None)` for an anonymous request, `Err` when
     /// the event names a caller it cannot be rebuilt from.
     pub fn principal(&self) -> Result<Option<Arc<Principal>>, String> {
-        let (Some(subject), Some(kind)) = (self.principal.as_deref(), self.credential.as_deref())
-        else {
+        let (Some(subject), Some(kind)) = (self.principal.as_deref(), self.credential) else {
             return Ok(None);
         };
         let caller = self.caller.clone().unwrap_or_default();
         let principal = match kind {
-            "jwt" => {
+            CredentialKind::Jwt => {
                 let at = humantime::parse_rfc3339(&self.time)
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -94,7 +56,7 @@ impl LoggedDecision {
                     sid: None,
                 })
             }
-            "api-token" => {
+            CredentialKind::ApiToken => {
                 let owner = match subject.strip_prefix("sa:") {
                     Some(name) => TokenSubject::ServiceAccount {
                         name: name.to_owned(),
@@ -115,7 +77,12 @@ impl LoggedDecision {
                     expires_at: None,
                 })
             }
-            other => return Err(format!("credential kind {other:?} cannot be replayed")),
+            other => {
+                return Err(format!(
+                    "credential kind {:?} cannot be replayed",
+                    other.as_str()
+                ))
+            }
         };
         Ok(Some(Arc::new(principal)))
     }

@@ -38,12 +38,14 @@ impl ShadowReload {
         }
     }
 
-    /// When the serving candidate was stored, and why the stored one is not evaluated, if so.
+    /// When the stored candidate was stored (whether it is evaluated or not), and why it is
+    /// not evaluated, if so.
     pub fn status(&self) -> (Option<i64>, Option<String>) {
-        (
-            self.source.as_ref().map(|s| s.candidate.created_at),
-            self.failed.as_ref().map(|f| f.2.clone()),
-        )
+        match (&self.source, &self.failed) {
+            (_, Some((_, candidate, error))) => (Some(candidate.created_at), Some(error.clone())),
+            (Some(s), None) => (Some(s.candidate.created_at), None),
+            (None, None) => (None, None),
+        }
     }
 
     /// Swaps in the candidate for the new live snapshot `live`.
@@ -150,8 +152,13 @@ mod tests {
         live
     }
 
-    #[tokio::test]
-    async fn the_candidate_is_rebuilt_with_every_live_snapshot_and_dropped_with_it() {
+    /// A store with `POLICY`, and a candidate reloader that has loaded its first snapshot.
+    async fn started() -> (
+        MemoryStore,
+        SnapshotHandle,
+        ShadowReload,
+        Arc<PolicySnapshot>,
+    ) {
         let store = MemoryStore::new();
         let doc = PolicyDocument::from_yaml("t", POLICY).expect("policy");
         manage::apply(&store, &doc, false, false)
@@ -160,6 +167,12 @@ mod tests {
         let handle: SnapshotHandle = Arc::new(ArcSwapOption::empty());
         let mut shadow = ShadowReload::new(handle.clone());
         let live = step(&store, None, &mut shadow).await;
+        (store, handle, shadow, live)
+    }
+
+    #[tokio::test]
+    async fn the_candidate_is_rebuilt_with_every_live_snapshot_and_dropped_with_it() {
+        let (store, handle, mut shadow, live) = started().await;
         assert!(handle.load().is_none(), "no candidate stored");
 
         let candidate = PolicyDocument::from_yaml("c", "roles:\n  viewer: []\n").expect("doc");
@@ -183,5 +196,36 @@ mod tests {
         step(&store, Some(live), &mut shadow).await;
         assert!(handle.load().is_none());
         assert_eq!(shadow.status(), (None, None));
+    }
+
+    /// A stored candidate that stops compiling against the live policy is not evaluated, and
+    /// `/status` still says when it was stored, beside why it is not evaluated.
+    #[tokio::test]
+    async fn a_candidate_that_no_longer_compiles_keeps_its_stored_at() {
+        let (store, handle, mut shadow, live) = started().await;
+        let candidate = PolicyDocument::from_yaml("c", "roles:\n  auditor: [read]\n").expect("doc");
+        manage::apply_shadow(&store, &candidate, false, false)
+            .await
+            .expect("stored");
+        let live = step(&store, Some(live), &mut shadow).await;
+        let (stored_at, error) = shadow.status();
+        assert!(stored_at.is_some_and(|t| t > 0), "{stored_at:?}");
+        assert_eq!(error, None);
+
+        // The live policy drops `read`, which the candidate's role names.
+        let without_read = PolicyDocument::from_yaml(
+            "t2",
+            "permissions:\n  other:\n    activities: [GET /o]\nroles:\n  viewer: [other]\n\
+             users:\n  - {email: v@x.com, roles: [viewer]}\n",
+        )
+        .expect("policy");
+        manage::apply(&store, &without_read, true, false)
+            .await
+            .expect("applies");
+        step(&store, Some(live), &mut shadow).await;
+        assert!(handle.load().is_none(), "not evaluated");
+        let (after, error) = shadow.status();
+        assert!(error.is_some_and(|e| e.contains("read")));
+        assert_eq!(after, stored_at, "still says when it was stored");
     }
 }

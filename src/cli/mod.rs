@@ -249,6 +249,8 @@ fn parse_unix_time(value: &str) -> Result<i64, String> {
 /// 0 yes, 1 no (a deny, a sidecar not serving), 2 bad arguments (clap), 64 bad configuration,
 /// 65 a bad policy file, 70 anything else that failed (the store, an unknown name, I/O): a
 /// script can tell a deny from an error.
+/// The exit codes, one meaning each: the README's "Exit codes" table lists exactly these, and
+/// `tests/cli.rs` walks it.
 pub mod exit {
     pub const OK: u8 = 0;
     /// `check`: the request is denied.
@@ -261,8 +263,13 @@ pub mod exit {
     pub const FAILURE: u8 = 70;
     /// EX_USAGE: bad configuration or arguments.
     pub const CONFIG: u8 = 64;
-    /// EX_DATAERR: a bad policy file.
+    /// EX_DATAERR: a bad policy file (or a stored candidate that no longer compiles).
     pub const DATA: u8 = 65;
+    /// EX_NOINPUT: what the command names does not exist: a decision id in the log, a stored
+    /// candidate, a user, service account, session, token or permission, the log file.
+    pub const NOT_FOUND: u8 = 66;
+    /// Bad arguments (what clap itself exits with).
+    pub const USAGE: u8 = 2;
 }
 
 /// Runs a parsed command; the `u8` is the exit code.

@@ -149,13 +149,13 @@ pub(super) async fn policy_command(cmd: PolicyCommand, config: &Config) -> anyho
     }
 }
 
-/// Promote or discard without a candidate is the operator's mistake (exit 65); a candidate
-/// that no longer applies over the live policy is a bad policy (65); the rest is a failure.
+/// Promote or discard without a candidate: nothing to act on (exit 66); a candidate that no
+/// longer applies over the live policy is a bad policy (65); the rest is a failure.
 fn candidate_error(e: ManageError) -> anyhow::Result<u8> {
     match e {
         ManageError::NoCandidate => {
             eprintln!("error: {e}");
-            Ok(exit::DATA)
+            Ok(exit::NOT_FOUND)
         }
         ManageError::Policy(e) => {
             eprintln!("error: the candidate policy: {}", error_chain(&e));
@@ -215,7 +215,7 @@ async fn service_account(store: &SqlStore, cmd: ServiceAccountCommand) -> anyhow
             },
             None => {
                 eprintln!("error: no service account {name:?}");
-                return Ok(exit::FAILURE);
+                return Ok(exit::NOT_FOUND);
             }
         },
     };

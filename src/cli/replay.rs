@@ -7,7 +7,8 @@ use std::io::BufRead as _;
 use std::path::Path;
 
 use super::{exit, policy::read_policy};
-use crate::app::replay::{describe, parse_line, LoggedDecision};
+use crate::app::event::{parse_line, LogLine};
+use crate::app::replay::{describe, LoggedDecision};
 use crate::app::{self, DecisionOutput};
 use crate::authz::{Decision, DenyCause, JwtSubjects};
 use crate::config::Config;
@@ -34,14 +35,15 @@ fn read_log(log: &Path) -> anyhow::Result<(Vec<(usize, LoggedDecision)>, usize)>
             continue;
         }
         match parse_line(&line) {
-            Ok(Some(event)) => events.push((n + 1, event)),
-            Ok(None) => {}
+            Ok(LogLine::Decision(event)) => events.push((n + 1, *event)),
+            Ok(LogLine::DecisionsDropped(_)) => {}
             Err(e) => {
                 if malformed == 0 {
                     eprintln!(
-                        "warning: {}:{}: not a decision event: {e}",
+                        "warning: {}:{}: {}",
                         log.display(),
-                        n + 1
+                        n + 1,
+                        crate::error_chain(&e)
                     );
                 }
                 malformed += 1;
@@ -65,7 +67,7 @@ pub(super) async fn replay_command(
         Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(exit::DATA);
+            return Ok(exit::NOT_FOUND);
         }
     };
     let store = app::open_store(config).await?;
@@ -81,7 +83,7 @@ pub(super) async fn replay_command(
         (None, Some(stored)) => stored,
         (None, None) => {
             eprintln!("error: no candidate: pass --policy FILE, or store one with `policy apply FILE --shadow`");
-            return Ok(exit::DATA);
+            return Ok(exit::NOT_FOUND);
         }
     };
     let snapshot = match manage::compile_candidate(
@@ -148,14 +150,22 @@ fn logged(event: &LoggedDecision) -> String {
     match (&event.permission, &event.reason) {
         (Some(p), _) if event.allowed() => format!("allow (permission {p})"),
         (_, Some(r)) => format!("deny {} {r}", event.status),
-        _ => event.outcome.clone(),
+        _ if event.allowed() => "allow".to_owned(),
+        _ => format!("deny {}", event.status),
     }
 }
 
+/// Who called, as the sidecar's own log says it: the subject and its credential kind; "not
+/// identified" when a credential was presented and refused; "anonymous" only without one.
 fn caller(event: &LoggedDecision) -> String {
-    match (&event.principal, &event.credential) {
-        (Some(p), Some(c)) => format!("{p} by {c}"),
-        _ => "anonymous".to_owned(),
+    match (&event.principal, event.credential) {
+        (Some(p), Some(c)) => format!("{p} by {}", c.as_str()),
+        (Some(p), None) => p.clone(),
+        (None, Some(c)) => format!(
+            "not identified (a credential of kind {} was presented and refused)",
+            c.as_str()
+        ),
+        (None, None) => "anonymous (no credential)".to_owned(),
     }
 }
 
@@ -178,7 +188,7 @@ pub(super) async fn why_command(
         Ok(read) => read,
         Err(e) => {
             eprintln!("error: {e}");
-            return Ok(exit::DATA);
+            return Ok(exit::NOT_FOUND);
         }
     };
     let Some((_, event)) = events
@@ -189,7 +199,7 @@ pub(super) async fn why_command(
             "error: no decision {decision_id:?} in {} (allows may be sampled out)",
             log.display()
         );
-        return Ok(exit::DATA);
+        return Ok(exit::NOT_FOUND);
     };
     println!(
         "decision {} at {}: {}",

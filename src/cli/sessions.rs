@@ -60,7 +60,7 @@ async fn run(cmd: SessionCommand, store: &crate::store::SqlStore) -> anyhow::Res
                 Ok(exit::OK)
             } else {
                 eprintln!("error: no session {id:?}");
-                Ok(exit::FAILURE)
+                Ok(exit::NOT_FOUND)
             }
         }
         SessionCommand::Revoke {
@@ -72,7 +72,7 @@ async fn run(cmd: SessionCommand, store: &crate::store::SqlStore) -> anyhow::Res
             }
             Err(e @ StoreError::UnknownUser { .. }) => {
                 eprintln!("error: {e}");
-                Ok(exit::FAILURE)
+                Ok(exit::NOT_FOUND)
             }
             Err(e) => Err(e.into()),
         },
@@ -81,7 +81,7 @@ async fn run(cmd: SessionCommand, store: &crate::store::SqlStore) -> anyhow::Res
             user: None,
         } => {
             eprintln!("error: name a session id or --user");
-            Ok(exit::CONFIG)
+            Ok(exit::USAGE)
         }
     }
 }

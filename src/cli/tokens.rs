@@ -9,9 +9,9 @@ use serde::Serialize;
 use super::{exit, TokenCommand};
 use crate::app;
 use crate::config::Config;
-use crate::manage::{self, ManageError};
+use crate::manage::{self, JtiRevocation, ManageError};
 use crate::policy::document::{AUTHENTICATED, PUBLIC};
-use crate::store::{OwnerRef, PolicyStore, SqlStore, StoreError};
+use crate::store::{OwnerRef, PolicyStore, SqlStore, StoreError, REVOCATION_GRACE_SECS};
 
 fn format_time(unix: Option<i64>) -> String {
     match unix {
@@ -31,19 +31,22 @@ fn unix_now() -> anyhow::Result<i64> {
     Ok(i64::try_from(since.as_secs())?)
 }
 
-/// Refusals the operator can fix: printed as one line, exit 70.
-fn is_refusal(e: &ManageError) -> bool {
-    matches!(
-        e,
-        ManageError::LimitBeyondOwner { .. }
-            | ManageError::UnknownPermission { .. }
-            | ManageError::OwnerDisabled { .. }
-            | ManageError::Store(
-                StoreError::UnknownUser { .. }
-                    | StoreError::UnknownServiceAccount { .. }
-                    | StoreError::UnknownToken { .. }
-            )
-    )
+/// Refusals the operator can fix, printed as one line: the exit code of a change refused for
+/// what it names, 66 when that does not exist, 70 when it exists but the change cannot be
+/// made; `None` for any other error.
+fn refusal(e: &ManageError) -> Option<u8> {
+    match e {
+        ManageError::UnknownPermission { .. }
+        | ManageError::Store(
+            StoreError::UnknownUser { .. }
+            | StoreError::UnknownServiceAccount { .. }
+            | StoreError::UnknownToken { .. },
+        ) => Some(exit::NOT_FOUND),
+        ManageError::LimitBeyondOwner { .. } | ManageError::OwnerDisabled { .. } => {
+            Some(exit::FAILURE)
+        }
+        _ => None,
+    }
 }
 
 fn report(result: Result<String, ManageError>) -> anyhow::Result<u8> {
@@ -52,11 +55,13 @@ fn report(result: Result<String, ManageError>) -> anyhow::Result<u8> {
             println!("{message}");
             Ok(exit::OK)
         }
-        Err(e) if is_refusal(&e) => {
-            eprintln!("error: {e}");
-            Ok(exit::FAILURE)
-        }
-        Err(e) => Err(e.into()),
+        Err(e) => match refusal(&e) {
+            Some(code) => {
+                eprintln!("error: {e}");
+                Ok(code)
+            }
+            None => Err(e.into()),
+        },
     }
 }
 
@@ -119,7 +124,7 @@ async fn token(store: &SqlStore, cmd: TokenCommand) -> anyhow::Result<u8> {
                     || doc.service_accounts.iter().any(|s| s.name == owner);
                 if !known {
                     eprintln!("error: no user or service account {owner:?}");
-                    return Ok(exit::FAILURE);
+                    return Ok(exit::NOT_FOUND);
                 }
             }
             println!(
@@ -160,29 +165,48 @@ pub(super) async fn revoke_jwt_command(
     expires_at: Option<i64>,
     config: &Config,
 ) -> anyhow::Result<u8> {
+    let now = unix_now()?;
     let store = app::open_store(config).await?;
     let result = match (&jti, &user) {
-        (_, Some(email)) => match unix_now() {
-            Ok(now) => store
-                .revoke_user_tokens(email, now)
-                .await
-                .map(|()| format!("revoked every token of {email} issued until now")),
-            Err(e) => {
-                store.close().await;
-                return Err(e);
-            }
-        },
-        (Some(jti), None) => store
-            .revoke_jti(jti, expires_at)
+        (_, Some(email)) => store
+            .revoke_user_tokens(email, now)
             .await
-            .map(|()| format!("revoked jti {jti}")),
+            .map(|()| format!("revoked every token of {email} issued until now"))
+            .map_err(ManageError::from),
+        (Some(jti), None) => manage::revoke_jti(&store, jti, expires_at, now)
+            .await
+            .map(|done| jti_revoked(jti, done, expires_at)),
         (None, None) => {
             store.close().await;
             bail!("name a jti or --user");
         }
     };
     store.close().await;
-    report(result.map_err(ManageError::from))
+    report(result)
+}
+
+/// What `jwt revoke JTI` says it did.
+fn jti_revoked(jti: &str, done: JtiRevocation, expires_at: Option<i64>) -> String {
+    match done {
+        JtiRevocation::Stored => format!("revoked jti {jti}"),
+        JtiRevocation::AlreadyExpired => format!(
+            "not stored: jti {jti} expired at {}, more than {} min ago (the longest leeway); \
+             no sidecar accepts its token any more, so there is nothing to revoke",
+            expiry(expires_at.unwrap_or_default()),
+            REVOCATION_GRACE_SECS / 60
+        ),
+    }
+}
+
+/// Unix seconds as RFC 3339 (the seconds themselves when out of range).
+fn expiry(secs: i64) -> String {
+    u64::try_from(secs)
+        .ok()
+        .map(|s| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .to_string()
+        })
+        .unwrap_or_else(|| secs.to_string())
 }
 
 #[derive(Serialize)]
@@ -210,7 +234,8 @@ pub(super) async fn mint_command(
 ) -> anyhow::Result<u8> {
     let identifier = app::identifier(config)?;
     if config.jwt.signing_key.is_none() {
-        bail!("jwt.signing_key is not configured: name the kid to sign with");
+        eprintln!("error: jwt.signing_key is not configured: name the kid to sign with");
+        return Ok(exit::CONFIG);
     }
     let store = app::open_store(config).await?;
     let found = async {
@@ -221,7 +246,10 @@ pub(super) async fn mint_command(
     .await;
     store.close().await;
     let (user, snapshot) = found?;
-    let user = user.with_context(|| format!("no user {email:?} in the store"))?;
+    let Some(user) = user else {
+        eprintln!("error: no user {email:?} in the store");
+        return Ok(exit::NOT_FOUND);
+    };
     if user.disabled {
         bail!("user {email:?} is disabled");
     }

@@ -370,6 +370,27 @@ pub struct LogConfig {
     pub decisions: DecisionLogConfig,
 }
 
+/// sqlx's own lines at or above this level only, unless `log.level` names sqlx: portcullis
+/// reports a store outage itself, in one line when it starts and one when it ends, and sqlx's
+/// pool would add its own (`ping on idle connection returned error`, at info) for every
+/// connection it drops.
+pub const SQLX_LOG_LEVEL: &str = "warn";
+
+impl LogConfig {
+    /// The tracing filter the process logs with: `log.level`, and sqlx held to
+    /// [`SQLX_LOG_LEVEL`] unless `log.level` says otherwise for it.
+    pub fn filter(&self) -> String {
+        let level = self.level.trim();
+        if level.split(',').any(|d| d.trim_start().starts_with("sqlx")) {
+            level.to_owned()
+        } else if level.is_empty() {
+            format!("sqlx={SQLX_LOG_LEVEL}")
+        } else {
+            format!("{level},sqlx={SQLX_LOG_LEVEL}")
+        }
+    }
+}
+
 /// `log.decisions`: where decision events go and how many.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -443,6 +464,34 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    /// sqlx's pool lines at info are off whatever `log.level` says (unless it names sqlx),
+    /// while portcullis's own stay as configured.
+    #[test]
+    fn sqlx_info_lines_are_filtered_out_unless_asked_for() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let enabled = |level: &str, target_is_sqlx: bool| {
+            let config = LogConfig {
+                level: level.to_owned(),
+                ..LogConfig::default()
+            };
+            let filter = tracing_subscriber::EnvFilter::try_new(config.filter()).unwrap();
+            let subscriber = tracing_subscriber::registry().with(filter);
+            tracing::subscriber::with_default(subscriber, || {
+                if target_is_sqlx {
+                    tracing::enabled!(target: "sqlx_core::pool::inner", tracing::Level::INFO)
+                } else {
+                    tracing::enabled!(target: "portcullis::app::health", tracing::Level::INFO)
+                }
+            })
+        };
+        for level in ["info", "debug", "info,portcullis=debug", ""] {
+            assert!(!enabled(level, true), "sqlx info under {level:?}");
+        }
+        assert!(enabled("info", false));
+        assert!(enabled("info,portcullis=debug", false));
+        assert!(enabled("info,sqlx=info", true), "asked for");
+    }
+
     use super::*;
 
     #[test]

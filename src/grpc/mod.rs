@@ -152,7 +152,9 @@ impl CheckService {
         let mut decision = self.authorizer.decide(&access).await;
         if let (Decision::Allow(allow), Some(browser)) = (&decision, &self.browser) {
             if let Err(e) = browser.csrf(&access) {
-                decision = Decision::Deny(Deny::new(allow.principal.clone(), e.into()));
+                decision = Decision::Deny(
+                    Deny::new(allow.principal.clone(), e.into()).at_version(allow.policy_version),
+                );
             }
         }
         log_decision(&decision, &access, &decision_id);
@@ -312,6 +314,8 @@ fn log_decision(decision: &Decision, access: &crate::authz::AccessRequest<'_>, d
                 d.principal.as_ref(),
                 matches!(d.cause, DenyCause::NoActivity { .. })
             ),
+            credential = d.credential().unwrap_or("none"),
+            policy_version = d.policy_version,
             detail = %d.cause,
             "request denied"
         ),

@@ -213,7 +213,8 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn load_user(&self, id: i64) -> Result<Option<UserState>, StoreError>;
     /// A stored API token's current state and digest, by token id (`None`: deleted).
     async fn load_token(&self, id: &str) -> Result<Option<([u8; 32], TokenState)>, StoreError>;
-    /// A feed of announced changes, where the store has one (`None`: poll).
+    /// A feed of changes, where the store has one: announced (PostgreSQL `NOTIFY`) or watched
+    /// (a SQLite file's `PRAGMA data_version`). `None`: poll only.
     async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError>;
     /// Locks the policy, runs `plan` over what is stored and writes its result, bumping the
     /// version. Returns the version after (unchanged when nothing was written).

@@ -594,6 +594,26 @@ impl Stack {
     }
 }
 
+/// The HTTP status a Check answers `request` with (200 for an allow, 0 for neither).
+pub async fn check_status(
+    client: &mut envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    >,
+    request: envoy_types::pb::envoy::service::auth::v3::CheckRequest,
+) -> u16 {
+    use envoy_types::ext_authz::v3::pb::HttpResponse;
+    let res = client
+        .check(request)
+        .await
+        .expect("a CheckResponse, never a gRPC error")
+        .into_inner();
+    match res.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.map(|s| s.code as u16).unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// A CheckRequest as Envoy sends it without `encode_raw_headers` (headers in the map).
 pub fn check_request(
     method: &str,

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::identity::{CredentialError, Principal, TokenError};
+use crate::identity::{CredentialError, PresentedKind, Principal, TokenError};
 use crate::policy::path::PathError;
 use crate::policy::Grants;
 
@@ -23,6 +23,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for those who list them all (metrics export each from the start).
+    pub const ALL: [Reason; 8] = [
+        Reason::MissingCredential,
+        Reason::InvalidToken,
+        Reason::AmbiguousCredential,
+        Reason::InvalidPath,
+        Reason::NoMatchingActivity,
+        Reason::PolicyUnavailable,
+        Reason::InvalidHeader,
+        Reason::Csrf,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Reason::MissingCredential => "missing_credential",
@@ -139,6 +151,13 @@ pub struct Deny {
     pub reason: Reason,
     pub principal: Option<Arc<Principal>>,
     pub cause: DenyCause,
+    /// The version of the policy in force when it was decided; `None` only when no policy
+    /// was loaded (503 `policy_unavailable`) or the deny was made outside a decision.
+    pub policy_version: Option<i64>,
+    /// The kind of credential the request presented when it was refused before anyone was
+    /// identified (`principal` is then `None`); `None` when it presented none, or when
+    /// `principal` says who it was.
+    pub refused: Option<PresentedKind>,
 }
 
 impl Deny {
@@ -159,6 +178,30 @@ impl Deny {
             reason,
             principal,
             cause,
+            policy_version: None,
+            refused: None,
+        }
+    }
+
+    /// This deny, decided under the policy at `version`.
+    pub fn at_version(mut self, version: i64) -> Self {
+        self.policy_version = Some(version);
+        self
+    }
+
+    /// This deny, for a request whose credential of `kind` was refused.
+    pub fn refusing(mut self, kind: PresentedKind) -> Self {
+        self.refused = Some(kind);
+        self
+    }
+
+    /// The kind of credential the request presented, accepted or not (`jwt`, `api-token`,
+    /// `unreadable`, `assumed`); `None` when it presented none.
+    pub fn credential(&self) -> Option<&'static str> {
+        match (&self.principal, self.refused) {
+            (Some(p), _) => Some(p.credential().as_str()),
+            (None, Some(kind)) => Some(kind.as_str()),
+            (None, None) => None,
         }
     }
 }

@@ -17,8 +17,8 @@ pub use deny::{CsrfError, Deny, DenyCause, DenyStatus, Reason, Revocation};
 pub use shadow::decide_on;
 
 use crate::identity::{
-    Identified, Identifier, IdentityError, JwtCaller, Principal, TokenDigest, TokenOwner,
-    TokenRecord, UnixTime,
+    Identified, Identifier, IdentityError, JwtCaller, PresentedKind, Principal, TokenDigest,
+    TokenOwner, TokenRecord, UnixTime,
 };
 use crate::policy::validate::valid_name;
 use crate::policy::{path, PolicySnapshot, Subjects, TokenHolder};
@@ -84,8 +84,21 @@ pub enum Decision {
 }
 
 impl Decision {
-    fn deny(principal: Option<Arc<Principal>>, cause: DenyCause) -> Self {
-        Decision::Deny(Deny::new(principal, cause))
+    /// A deny decided under `snapshot`'s policy.
+    fn deny(
+        snapshot: &PolicySnapshot,
+        principal: Option<Arc<Principal>>,
+        cause: DenyCause,
+    ) -> Self {
+        Decision::Deny(Deny::new(principal, cause).at_version(snapshot.version()))
+    }
+
+    /// The version of the policy in force when this was decided (`None`: no policy loaded).
+    pub fn policy_version(&self) -> Option<i64> {
+        match self {
+            Decision::Allow(a) => Some(a.policy_version),
+            Decision::Deny(d) => d.policy_version,
+        }
     }
 }
 
@@ -186,11 +199,17 @@ impl Authorizer {
                     });
                 match found {
                     Ok(p) => Some(p),
-                    Err(e) => return Decision::deny(None, e.into()),
+                    Err(e) => return refused(snapshot, PresentedKind::ApiToken, e.into()),
                 }
             }
-            Err(IdentityError::Credential(e)) => return Decision::deny(None, e.into()),
-            Err(IdentityError::Token(e)) => return Decision::deny(None, e.into()),
+            Err(e) => {
+                let kind = e.presented();
+                let cause = match e {
+                    IdentityError::Credential(e) => e.into(),
+                    IdentityError::Token(e) | IdentityError::ApiToken(e) => e.into(),
+                };
+                return refused(snapshot, kind, cause);
+            }
         };
         decide_with(
             snapshot, req.method, req.host, &canonical, principal, self.jwt,
@@ -215,21 +234,31 @@ impl Authorizer {
     }
 }
 
+/// A deny for a request whose credential of `kind` was refused before anyone was identified.
+fn refused(snapshot: &PolicySnapshot, kind: PresentedKind, cause: DenyCause) -> Decision {
+    Decision::Deny(
+        Deny::new(None, cause)
+            .at_version(snapshot.version())
+            .refusing(kind),
+    )
+}
+
 /// The serving snapshot and the canonical path, or the deny when either is missing.
 fn prepare<'s, 'r>(
     snapshot: Option<&'s Arc<PolicySnapshot>>,
     req: &AccessRequest<'r>,
 ) -> Result<(&'s PolicySnapshot, Cow<'r, str>), Decision> {
     let Some(snapshot) = snapshot else {
-        return Err(Decision::deny(None, DenyCause::NoSnapshot));
+        return Err(Decision::Deny(Deny::new(None, DenyCause::NoSnapshot)));
     };
     if let Some(name) = req.not_utf8 {
         let name = name.to_owned();
-        return Err(Decision::deny(None, DenyCause::HeaderNotUtf8 { name }));
+        let cause = DenyCause::HeaderNotUtf8 { name };
+        return Err(Decision::deny(snapshot, None, cause));
     }
     match path::canonicalize(req.path) {
         Ok(p) => Ok((snapshot, p)),
-        Err(e) => Err(Decision::deny(None, e.into())),
+        Err(e) => Err(Decision::deny(snapshot, None, e.into())),
     }
 }
 
@@ -328,7 +357,7 @@ pub fn decide_with(
     let stored_roles = match principal.as_deref() {
         Some(Principal::Jwt(jwt)) => match check_jwt_subject(snapshot, jwt, jwt_subjects) {
             Ok(roles) => roles,
-            Err(why) => return Decision::deny(principal, why.into()),
+            Err(why) => return Decision::deny(snapshot, principal, why.into()),
         },
         _ => None,
     };
@@ -351,7 +380,7 @@ pub fn decide_with(
         }
     };
     let Some(m) = snapshot.evaluate(method, &host, canonical_path, &grants) else {
-        return Decision::deny(principal, DenyCause::NoActivity { held: grants });
+        return Decision::deny(snapshot, principal, DenyCause::NoActivity { held: grants });
     };
     let permissions = snapshot.permission_names(&grants);
     let mut roles: Vec<String> = match (stored_roles, principal.as_deref()) {

@@ -54,7 +54,7 @@ pub fn decide_on(
     let principal = match principal.map(|p| rebased(p, snapshot.subjects())) {
         None => None,
         Some(Ok(p)) => Some(p),
-        Some(Err(why)) => return Decision::deny(principal.cloned(), why.into()),
+        Some(Err(why)) => return Decision::deny(snapshot, principal.cloned(), why.into()),
     };
     super::decide_with(snapshot, method, host, canonical_path, principal, jwt)
 }

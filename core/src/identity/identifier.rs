@@ -279,7 +279,8 @@ impl Identifier {
             Presented::Nothing => Ok(Identified::Nobody),
             Presented::Jwt { token, .. } => Ok(Identified::Caller(self.verify_jwt(token)?)),
             Presented::ApiToken { token, .. } => {
-                api_token::check_format(token).map_err(TokenError::MalformedApiToken)?;
+                api_token::check_format(token)
+                    .map_err(|e| IdentityError::ApiToken(TokenError::MalformedApiToken(e)))?;
                 Ok(Identified::ApiToken(digest(token)))
             }
         }

@@ -26,7 +26,8 @@ pub use identifier::{ApiTokenCache, Identified, Identifier, IdentifyCounts};
 pub use jwk::{JwkError, JwkSetError};
 pub use keys::{IssuerBinding, KeyError, KeyRef, KeySet, RemoteKeys, SigningKey, VerifyingKey};
 pub use principal::{
-    CredentialKind, JwtCaller, Principal, SubjectType, TokenCaller, TokenSubject, UnixTime,
+    CredentialKind, JwtCaller, PresentedKind, Principal, SubjectType, TokenCaller, TokenSubject,
+    UnixTime,
 };
 pub use publish::{IssuerKeyMaterial, IssuerKeys, PublishedKey};
 pub use settings::{ApiTokenSettings, JwtSettings};
@@ -37,8 +38,23 @@ pub use verify::{ClaimRules, Claims, TokenError};
 pub enum IdentityError {
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    /// A JWT that was presented and refused.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// An API token that was presented and refused (its format).
+    #[error(transparent)]
+    ApiToken(TokenError),
+}
+
+impl IdentityError {
+    /// The kind of credential that was presented and refused.
+    pub fn presented(&self) -> PresentedKind {
+        match self {
+            IdentityError::Credential(_) => PresentedKind::Unreadable,
+            IdentityError::Token(_) => PresentedKind::Jwt,
+            IdentityError::ApiToken(_) => PresentedKind::ApiToken,
+        }
+    }
 }
 
 pub type TokenDigest = [u8; 32];

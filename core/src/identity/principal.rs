@@ -88,6 +88,27 @@ impl CredentialKind {
     }
 }
 
+/// What kind of credential a request presented, whether or not it was accepted: the decision
+/// log and the sidecar's log tell "refused" from "none" by it. Never the credential itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresentedKind {
+    Jwt,
+    ApiToken,
+    /// Refused before it could be read: more than one credential, a non-Bearer scheme, a
+    /// malformed header or cookie.
+    Unreadable,
+}
+
+impl PresentedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresentedKind::Jwt => "jwt",
+            PresentedKind::ApiToken => "api-token",
+            PresentedKind::Unreadable => "unreadable",
+        }
+    }
+}
+
 /// A caller identified by a verified JWT.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JwtCaller {

@@ -39,6 +39,10 @@ pub const CHANGE_CHANNEL: &str = "portcullis_policy";
 
 /// How long a call waits for a connection before the store counts as unreachable.
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// How often a sidecar on SQLite reads the database's `PRAGMA data_version` to notice a change
+/// committed by another process (the CLI, another sidecar): SQLite has no `NOTIFY`, and the
+/// pragma is a read of a counter in memory, no table and no lock.
+pub const SQLITE_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct SqlStore {
@@ -176,6 +180,50 @@ impl ChangeFeed for PgChanges {
     }
 }
 
+/// Wakes on changes committed to a SQLite database by any other connection: on a connection of
+/// its own (which never writes), `PRAGMA data_version` changes exactly when another connection
+/// has committed, in this process or another. Read every [`SQLITE_WATCH_INTERVAL`]; a change
+/// wakes the reloader, which reads the version and loads only if it moved.
+struct SqliteChanges {
+    conn: sqlx::SqliteConnection,
+    seen: i64,
+    tick: tokio::time::Interval,
+}
+
+impl SqliteChanges {
+    async fn open(url: &str) -> Result<Self, StoreError> {
+        use sqlx::ConnectOptions as _;
+        let options: sqlx::sqlite::SqliteConnectOptions =
+            url.parse().map_err(StoreError::Connect)?;
+        let mut conn = options.connect().await.map_err(StoreError::Connect)?;
+        let seen = data_version(&mut conn).await?;
+        let mut tick = tokio::time::interval(SQLITE_WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(SqliteChanges { conn, seen, tick })
+    }
+}
+
+async fn data_version(conn: &mut sqlx::SqliteConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await?)
+}
+
+#[async_trait::async_trait]
+impl ChangeFeed for SqliteChanges {
+    async fn next(&mut self) -> Result<Option<i64>, StoreError> {
+        loop {
+            self.tick.tick().await;
+            let now = data_version(&mut self.conn).await?;
+            if now != self.seen {
+                self.seen = now;
+                // The version is read by the refresh it wakes.
+                return Ok(None);
+            }
+        }
+    }
+}
+
 /// Versions kept in the change log; a sidecar further behind reloads everything.
 const CHANGE_LOG_VERSIONS: i64 = 10_000;
 
@@ -261,8 +309,12 @@ impl PolicyStore for SqlStore {
     }
 
     async fn listen(&self) -> Result<Option<Box<dyn ChangeFeed>>, StoreError> {
-        if self.dialect != Dialect::Postgres {
-            return Ok(None);
+        if self.dialect == Dialect::Sqlite {
+            // An in-memory database is private to its connection: nothing else can change it.
+            if self.url.contains(":memory:") || self.url.contains("mode=memory") {
+                return Ok(None);
+            }
+            return Ok(Some(Box::new(SqliteChanges::open(&self.url).await?)));
         }
         // Its own one-connection pool, bounded like the store's: a database that is down
         // fails the attempt in seconds.

@@ -39,6 +39,24 @@ fn each_cause_maps_to_its_reason() {
 }
 
 #[test]
+fn every_reason_is_listed_once() {
+    // Exhaustive: a new reason breaks the build here until it is placed in `Reason::ALL`.
+    let place = |r: Reason| match r {
+        Reason::MissingCredential => 0,
+        Reason::InvalidToken => 1,
+        Reason::AmbiguousCredential => 2,
+        Reason::InvalidPath => 3,
+        Reason::NoMatchingActivity => 4,
+        Reason::PolicyUnavailable => 5,
+        Reason::InvalidHeader => 6,
+        Reason::Csrf => 7,
+    };
+    for (i, reason) in Reason::ALL.into_iter().enumerate() {
+        assert_eq!(place(reason), i, "{reason:?}");
+    }
+}
+
+#[test]
 fn decision_ids_are_random_uuid_v7_in_time_order() {
     let ids = DecisionIds::new();
     let (a, b) = (ids.next(), ids.next());

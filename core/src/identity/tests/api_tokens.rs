@@ -46,7 +46,10 @@ fn malformed_tokens_are_refused_before_any_lookup() {
     for bad in [typo.as_str(), "pcs_short", &token[..token.len() - 1]] {
         let err = presented(&id, bad).expect_err(bad);
         assert!(
-            matches!(err, IdentityError::Token(TokenError::MalformedApiToken(_))),
+            matches!(
+                err,
+                IdentityError::ApiToken(TokenError::MalformedApiToken(_))
+            ),
             "{err}"
         );
     }
