@@ -2,7 +2,9 @@
 //! driven over the DevTools protocol), the shipped TLS Envoy (`envoy/envoy-tls.yaml`) with a
 //! certificate from a test CA made here, portcullis with its login issuer, and the real
 //! `oidc-provider` standing in for Google. Two app hosts share the `jwt-token` cookie on
-//! `portcullis.test`. A screenshot of each step goes to `target/sso-browser/`.
+//! `portcullis.test`; Envoy listens on a port that is not 443, which every allow-list entry
+//! names (`host:port`). Signing out ends the provider's session too. A screenshot of each
+//! step goes to `target/sso-browser/`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
@@ -150,6 +152,19 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
     std::fs::create_dir_all(&shots).unwrap();
     let stack = SsoStack::start(TOKEN_LIFETIME_S, RENEW_BEFORE_S).await;
     let (app1, app2) = (stack.origin("app1"), stack.origin("app2"));
+    // The journey runs on Envoy's TLS listener on a port that is not 443, so the allow-list
+    // names it: `host:port` entries in login.redirects.domains, the apps one by one.
+    assert_ne!(stack.envoy_port, 443);
+    let config = std::fs::read_to_string(stack.dir.path().join("portcullis.yaml")).unwrap();
+    let port = stack.envoy_port;
+    assert!(
+        config.contains(&format!(
+            "domains: ['app1.portcullis.test:{port}', 'app2.portcullis.test:{port}', \
+             'login.portcullis.test:{port}']"
+        )),
+        "{config}"
+    );
+    assert!(!config.contains("origins:"), "{config}");
     let provider = &stack.provider;
     let evil = stack.evil;
 
