@@ -2,7 +2,8 @@
 //! claims) driven at the HTTP level: the code flow through the provider's own login and consent
 //! forms, the minted JWT accepted by Check, the refusals (state, nonce, replayed codes, account
 //! rules, disabled users, open redirects), the token endpoint (handoff codes, token exchange,
-//! refresh rotation and reuse), logout reaching a second sidecar on PostgreSQL, and the
+//! refresh rotation and reuse), logout reaching a second sidecar on PostgreSQL, sign-out ending
+//! the provider's session (or making the next sign-in ask), and the
 //! provider's key rotation and unknown-kid flood.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -1546,11 +1547,29 @@ async fn sign_in_passes_silently(stack: &LoginStack, browser: &Browser) {
     );
 }
 
-/// Where the next sign-in lands: the provider's own login form, not the callback.
-fn is_provider_login_form(page: &support::oidc::Page, issuer: &str) -> bool {
-    page.url.as_str().starts_with(issuer)
-        && page.status == 200
-        && page.body.contains("name=\"login\"")
+/// A browser signed in as ada, whose next sign-in passes silently (the baseline).
+async fn signed_in_with_a_provider_session(stack: &LoginStack) -> (Browser, String) {
+    let browser = Browser::new();
+    let page = browser_login(stack, &browser, "ada", APP).await;
+    let jwt = cookie_value(&page.set_cookies, "jwt-token")
+        .expect("jwt cookie")
+        .to_owned();
+    sign_in_passes_silently(stack, &browser).await;
+    (browser, jwt)
+}
+
+/// Following `url` (a sign-in) lands on the provider's own login form, not the callback.
+async fn shows_provider_login_form(browser: &Browser, url: &str, issuer: &str) {
+    let page = browser.follow(url, |u| u.contains("/auth/callback")).await;
+    assert!(
+        page.url.as_str().starts_with(issuer)
+            && page.status == 200
+            && page.body.contains("name=\"login\""),
+        "not the provider's login form: {} {} {:?}",
+        page.url,
+        page.status,
+        page.location
+    );
 }
 
 /// A browser's cookie-borne sign-out from the app's own page.
@@ -1595,12 +1614,7 @@ fn has_attributes(set_cookies: &[String], name: &str, attributes: &[&str]) -> bo
 async fn a_browser_sign_out_ends_the_providers_session_and_returns_to_the_target() {
     let stack = LoginStack::start("").await;
     let issuer = stack.provider.issuer.clone();
-    let browser = Browser::new();
-    let page = browser_login(&stack, &browser, "ada", APP).await;
-    let jwt = cookie_value(&page.set_cookies, "jwt-token")
-        .expect("jwt cookie")
-        .to_owned();
-    sign_in_passes_silently(&stack, &browser).await;
+    let (browser, jwt) = signed_in_with_a_provider_session(&stack).await;
 
     // Sign out: the session is revoked, the cookie cleared, and the browser goes to the
     // provider's end_session_endpoint (RP-Initiated Logout) with our client id and the way back.
@@ -1704,16 +1718,7 @@ async fn a_browser_sign_out_ends_the_providers_session_and_returns_to_the_target
     );
 
     // The next sign-in from this browser shows the provider's login form.
-    let next = browser
-        .follow(&stack.login_url(APP), |u| u.contains("/auth/callback"))
-        .await;
-    assert!(
-        is_provider_login_form(&next, &issuer),
-        "{} {} {:?}",
-        next.url,
-        next.status,
-        next.location
-    );
+    shows_provider_login_form(&browser, &stack.login_url(APP), &issuer).await;
     // An app's backend signing out with its Bearer token is not sent to the provider.
     let bearer = login_jwt(&stack, "grace").await;
     let r = Browser::new()
@@ -1742,12 +1747,7 @@ async fn without_an_end_session_endpoint_the_next_sign_in_from_that_browser_asks
         .await
         .unwrap();
     assert!(discovery.get("end_session_endpoint").is_none(), "as Google");
-    let browser = Browser::new();
-    let page = browser_login(&stack, &browser, "ada", APP).await;
-    let jwt = cookie_value(&page.set_cookies, "jwt-token")
-        .expect("jwt cookie")
-        .to_owned();
-    sign_in_passes_silently(&stack, &browser).await;
+    let (browser, jwt) = signed_in_with_a_provider_session(&stack).await;
 
     // Sign out: straight to the target, and the browser remembers it signed out.
     let out = browser_logout(&stack, &browser, &jwt).await;
@@ -1787,16 +1787,7 @@ async fn without_an_end_session_endpoint_the_next_sign_in_from_that_browser_asks
         query_param(&to_provider, "prompt").as_deref(),
         Some("login")
     );
-    let shown = browser
-        .follow(&to_provider, |u| u.contains("/auth/callback"))
-        .await;
-    assert!(
-        is_provider_login_form(&shown, &issuer),
-        "{} {} {:?}",
-        shown.url,
-        shown.status,
-        shown.location
-    );
+    shows_provider_login_form(&browser, &to_provider, &issuer).await;
     // Signing in there clears the mark (same Domain and Path): the sign-in after that is
     // silent again.
     let callback = browser

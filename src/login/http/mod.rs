@@ -182,6 +182,14 @@ fn cookie_for(
     c.max_age(cookie::time::Duration::seconds(max_age)).build()
 }
 
+/// Whether the request carries a cookie named `name`.
+fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| Cookie::split_parse(v).flatten().any(|c| c.name() == name))
+    })
+}
+
 /// RFC 6749 §5.2 errors.
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (

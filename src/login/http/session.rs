@@ -138,13 +138,7 @@ pub(super) async fn logout(
         }
     };
     // A browser's cookie rides along on cross-site POSTs: its origin must be one of ours.
-    let from_cookie = headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            Cookie::split_parse(v)
-                .flatten()
-                .any(|c| c.name() == service.cookie_name)
-        })
-    });
+    let from_cookie = has_cookie(&headers, &service.cookie_name);
     let from_our_page = headers
         .get(axum::http::header::ORIGIN)
         .or_else(|| headers.get(axum::http::header::REFERER))

@@ -24,17 +24,6 @@ pub(super) struct Transaction {
     p: bool,
 }
 
-/// Whether the request carries the "this browser signed out" cookie.
-fn signed_out(headers: &HeaderMap) -> bool {
-    headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            Cookie::split_parse(v)
-                .flatten()
-                .any(|c| c.name() == SIGNED_OUT_COOKIE)
-        })
-    })
-}
-
 #[derive(Deserialize)]
 pub(super) struct LoginQuery {
     redirect_url: Option<String>,
@@ -81,7 +70,7 @@ pub(super) async fn login(
         request = request.add_extra_param("hd", hd.clone());
     }
     // Signed out, with the provider's session still alive: this sign-in must not pass silently.
-    let prompted = signed_out(&headers);
+    let prompted = has_cookie(&headers, SIGNED_OUT_COOKIE);
     if prompted {
         request = request.add_prompt(match service.config.sign_out.prompt {
             SignOutPrompt::SelectAccount => CoreAuthPrompt::SelectAccount,
