@@ -2,7 +2,8 @@
 //! claims) driven at the HTTP level: the code flow through the provider's own login and consent
 //! forms, the minted JWT accepted by Check, the refusals (state, nonce, replayed codes, account
 //! rules, disabled users, open redirects), the token endpoint (handoff codes, token exchange,
-//! refresh rotation and reuse), logout reaching a second sidecar on PostgreSQL, and the
+//! refresh rotation and reuse), logout reaching a second sidecar on PostgreSQL, sign-out ending
+//! the provider's session (or making the next sign-in ask), and the
 //! provider's key rotation and unknown-kid flood.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
@@ -1527,5 +1528,284 @@ async fn a_cookie_far_from_expiry_is_not_renewed() {
     .await;
     assert!(ok_headers(&res).is_some(), "{res:?}");
     assert_eq!(set_cookies(&res), Vec::<String>::new());
+    stack.server.stop().await;
+}
+
+/// Issue 21: where the provider's session lives on, a sign-out is undone by the next visit
+/// (to /auth/login, to the provider, straight back). First, as a baseline, that silent pass.
+async fn sign_in_passes_silently(stack: &LoginStack, browser: &Browser) {
+    let page = browser
+        .follow(&stack.login_url(APP), |u| u.contains("/auth/callback"))
+        .await;
+    assert!(
+        page.location
+            .as_deref()
+            .is_some_and(|l| l.contains("/auth/callback")),
+        "the provider's session signs the browser straight back in: {} {}",
+        page.status,
+        page.body
+    );
+}
+
+/// A browser signed in as ada, whose next sign-in passes silently (the baseline).
+async fn signed_in_with_a_provider_session(stack: &LoginStack) -> (Browser, String) {
+    let browser = Browser::new();
+    let page = browser_login(stack, &browser, "ada", APP).await;
+    let jwt = cookie_value(&page.set_cookies, "jwt-token")
+        .expect("jwt cookie")
+        .to_owned();
+    sign_in_passes_silently(stack, &browser).await;
+    (browser, jwt)
+}
+
+/// Following `url` (a sign-in) lands on the provider's own login form, not the callback.
+async fn shows_provider_login_form(browser: &Browser, url: &str, issuer: &str) {
+    let page = browser.follow(url, |u| u.contains("/auth/callback")).await;
+    assert!(
+        page.url.as_str().starts_with(issuer)
+            && page.status == 200
+            && page.body.contains("name=\"login\""),
+        "not the provider's login form: {} {} {:?}",
+        page.url,
+        page.status,
+        page.location
+    );
+}
+
+/// A browser's cookie-borne sign-out from the app's own page.
+async fn browser_logout(stack: &LoginStack, browser: &Browser, jwt: &str) -> support::oidc::Page {
+    let r = browser
+        .client
+        .post(format!("{}/auth/logout", stack.server.http))
+        .header("cookie", format!("jwt-token={jwt}"))
+        .header("origin", "https://app.example.com")
+        .form(&[("redirect_url", "https://app.example.com/bye")])
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let set_cookies = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    support::oidc::Page {
+        status,
+        url: r.url().clone(),
+        location,
+        set_cookies,
+        body: r.text().await.unwrap_or_default(),
+    }
+}
+
+fn has_attributes(set_cookies: &[String], name: &str, attributes: &[&str]) -> bool {
+    set_cookies.iter().any(|c| {
+        c.starts_with(&format!("{name}="))
+            && attributes.iter().all(|a| c.split("; ").any(|x| x == *a))
+    })
+}
+
+#[tokio::test]
+async fn a_browser_sign_out_ends_the_providers_session_and_returns_to_the_target() {
+    let stack = LoginStack::start("").await;
+    let issuer = stack.provider.issuer.clone();
+    let (browser, jwt) = signed_in_with_a_provider_session(&stack).await;
+
+    // Sign out: the session is revoked, the cookie cleared, and the browser goes to the
+    // provider's end_session_endpoint (RP-Initiated Logout) with our client id and the way back.
+    let out = browser_logout(&stack, &browser, &jwt).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    let end = out.location.clone().expect("location");
+    assert!(end.starts_with(&format!("{issuer}/session/end?")), "{end}");
+    assert_eq!(query_param(&end, "client_id").as_deref(), Some("web"));
+    assert_eq!(
+        query_param(&end, "post_logout_redirect_uri"),
+        Some(format!("{}/auth/logout/done", stack.setup.public_url()))
+    );
+    let state = query_param(&end, "state").expect("state");
+    assert!(state.len() >= 22, "{state}");
+    assert_eq!(
+        query_param(&end, "id_token_hint"),
+        None,
+        "no token in a URL"
+    );
+    assert!(has_attributes(
+        &out.set_cookies,
+        "jwt-token",
+        &["Domain=example.com", "Path=/", "Max-Age=0"]
+    ));
+    assert!(has_attributes(
+        &out.set_cookies,
+        "portcullis-logout",
+        &[
+            "HttpOnly",
+            "SameSite=Lax",
+            "Path=/auth/logout/done",
+            "Domain=example.com"
+        ]
+    ));
+    let transaction = cookie_value(&out.set_cookies, "portcullis-logout")
+        .unwrap()
+        .to_owned();
+    assert!(
+        !transaction.contains("example.com") && !transaction.contains(&state),
+        "the transaction cookie is encrypted"
+    );
+    assert!(refused_within_reload(stack.server.grpc, &jwt).await);
+
+    // At the provider: its sign-out confirmation (answered yes), then back to portcullis.
+    let confirm = browser.get(&end).await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let action = regex::Regex::new(r#"<form[^>]*action="([^"]+)""#)
+        .unwrap()
+        .captures(&confirm.body)
+        .map(|c| confirm.url.join(&c[1]).unwrap())
+        .expect("the provider's sign-out form");
+    let fields: Vec<(String, String)> =
+        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)""#)
+            .unwrap()
+            .captures_iter(&confirm.body)
+            .map(|c| (c[1].to_owned(), c[2].to_owned()))
+            .collect();
+    let r = browser
+        .client
+        .post(action)
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        back.starts_with(&format!("{}/auth/logout/done?", stack.setup.public_url())),
+        "{back}"
+    );
+    assert_eq!(query_param(&back, "state").as_deref(), Some(state.as_str()));
+    let done = |url: String, cookie: Option<String>| {
+        let mut request = Browser::new().client.get(url);
+        if let Some(c) = cookie {
+            request = request.header("cookie", format!("portcullis-logout={c}"));
+        }
+        async move {
+            let r = request.send().await.unwrap();
+            let location = r.headers()["location"].to_str().unwrap().to_owned();
+            let cleared = r
+                .headers()
+                .get_all("set-cookie")
+                .iter()
+                .any(|v| v.to_str().unwrap().starts_with("portcullis-logout=;"));
+            (r.status().as_u16(), location, cleared)
+        }
+    };
+    // The state matches this browser's transaction: to the target the sign-out named.
+    assert_eq!(
+        done(back.clone(), Some(transaction.clone())).await,
+        (303, "https://app.example.com/bye".to_owned(), true)
+    );
+    // Another state, or no transaction: the default target, never one from the request.
+    let forged = with_param(&back, "state", "forged");
+    assert_eq!(
+        done(forged, Some(transaction)).await,
+        (303, "https://app.example.com/".to_owned(), true)
+    );
+    assert_eq!(
+        done(back, None).await,
+        (303, "https://app.example.com/".to_owned(), true)
+    );
+
+    // The next sign-in from this browser shows the provider's login form.
+    shows_provider_login_form(&browser, &stack.login_url(APP), &issuer).await;
+    // An app's backend signing out with its Bearer token is not sent to the provider.
+    let bearer = login_jwt(&stack, "grace").await;
+    let r = Browser::new()
+        .client
+        .post(format!("{}/auth/logout", stack.server.http))
+        .bearer_auth(&bearer)
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "https://app.example.com/");
+    stack.server.stop().await;
+}
+
+#[tokio::test]
+async fn without_an_end_session_endpoint_the_next_sign_in_from_that_browser_asks() {
+    let stack =
+        LoginStack::start_without_provider_logout("  sign_out: {prompt: login, remember: 1h}\n")
+            .await;
+    let issuer = stack.provider.issuer.clone();
+    let discovery: Value = reqwest::get(format!("{issuer}/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(discovery.get("end_session_endpoint").is_none(), "as Google");
+    let (browser, jwt) = signed_in_with_a_provider_session(&stack).await;
+
+    // Sign out: straight to the target, and the browser remembers it signed out.
+    let out = browser_logout(&stack, &browser, &jwt).await;
+    assert_eq!(out.status, 303, "{}", out.body);
+    assert_eq!(out.location.as_deref(), Some("https://app.example.com/bye"));
+    assert!(
+        has_attributes(
+            &out.set_cookies,
+            "portcullis-signed-out",
+            &[
+                "HttpOnly",
+                "SameSite=Lax",
+                "Path=/auth/",
+                "Domain=example.com",
+                "Max-Age=3600"
+            ]
+        ),
+        "{:?}",
+        out.set_cookies
+    );
+    let marker = format!(
+        "portcullis-signed-out={}",
+        cookie_value(&out.set_cookies, "portcullis-signed-out").unwrap()
+    );
+
+    // The next sign-in from that browser asks: prompt=login, and the provider's login form.
+    let r = browser
+        .client
+        .get(stack.login_url(APP))
+        .header("cookie", &marker)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to_provider = r.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        query_param(&to_provider, "prompt").as_deref(),
+        Some("login")
+    );
+    shows_provider_login_form(&browser, &to_provider, &issuer).await;
+    // Signing in there clears the mark (same Domain and Path): the sign-in after that is
+    // silent again.
+    let callback = browser
+        .sign_in_until(&to_provider, "ada", "/auth/callback")
+        .await;
+    let signed_in = browser.get(&callback).await;
+    assert_eq!(signed_in.status, 302, "{}", signed_in.body);
+    assert!(cookie_value(&signed_in.set_cookies, "jwt-token").is_some());
+    assert!(has_attributes(
+        &signed_in.set_cookies,
+        "portcullis-signed-out",
+        &["Path=/auth/", "Domain=example.com", "Max-Age=0"]
+    ));
+    let r = browser.get(&stack.login_url(APP)).await;
+    assert_eq!(
+        r.location.as_deref().and_then(|l| query_param(l, "prompt")),
+        None
+    );
+    sign_in_passes_silently(&stack, &browser).await;
     stack.server.stop().await;
 }

@@ -2,7 +2,9 @@
 //! driven over the DevTools protocol), the shipped TLS Envoy (`envoy/envoy-tls.yaml`) with a
 //! certificate from a test CA made here, portcullis with its login issuer, and the real
 //! `oidc-provider` standing in for Google. Two app hosts share the `jwt-token` cookie on
-//! `portcullis.test`. A screenshot of each step goes to `target/sso-browser/`.
+//! `portcullis.test`; Envoy listens on a port that is not 443, which every allow-list entry
+//! names (`host:port`). Signing out ends the provider's session too. A screenshot of each
+//! step goes to `target/sso-browser/`.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod support;
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chromiumoxide::cdp::browser_protocol::network::{CookieSameSite, DeleteCookiesParams};
+use chromiumoxide::cdp::browser_protocol::network::CookieSameSite;
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
 use futures_util::StreamExt;
@@ -81,6 +83,33 @@ async fn jwt_cookie(page: &Page) -> Option<chromiumoxide::cdp::browser_protocol:
         .find(|c| c.name == "jwt-token")
 }
 
+/// Polls until the page is the provider's sign-in form (a session there would pass straight
+/// through to the app instead); returns the provider URL, which carries the login request.
+async fn until_provider_login(
+    page: &Page,
+    provider: &support::oidc::OidcProvider,
+    what: &str,
+) -> (String, String) {
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    loop {
+        let (url, text) = now_showing(page).await;
+        let form = page
+            .evaluate("!!document.querySelector('input[name=login]')")
+            .await
+            .ok()
+            .and_then(|v| v.into_value::<bool>().ok())
+            .unwrap_or(false);
+        if url.starts_with(&provider.issuer) && form {
+            return (url, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {what} (the provider's sign-in form): at {url}\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Signs in at the provider's login and consent forms (the browser is on its login page).
 async fn sign_in(page: &Page, provider: &str, account: &str, done: &str) {
     for _ in 0..4 {
@@ -123,6 +152,19 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
     std::fs::create_dir_all(&shots).unwrap();
     let stack = SsoStack::start(TOKEN_LIFETIME_S, RENEW_BEFORE_S).await;
     let (app1, app2) = (stack.origin("app1"), stack.origin("app2"));
+    // The journey runs on Envoy's TLS listener on a port that is not 443, so the allow-list
+    // names it: `host:port` entries in login.redirects.domains, the apps one by one.
+    assert_ne!(stack.envoy_port, 443);
+    let config = std::fs::read_to_string(stack.dir.path().join("portcullis.yaml")).unwrap();
+    let port = stack.envoy_port;
+    assert!(
+        config.contains(&format!(
+            "domains: ['app1.portcullis.test:{port}', 'app2.portcullis.test:{port}', \
+             'login.portcullis.test:{port}']"
+        )),
+        "{config}"
+    );
+    assert!(!config.contains("origins:"), "{config}");
     let provider = &stack.provider;
     let evil = stack.evil;
 
@@ -267,46 +309,34 @@ async fn single_sign_on_across_subdomains_in_a_real_browser() {
     assert_eq!(new["sid"], old["sid"], "the same session");
     assert!(new["exp"].as_i64().unwrap() > old["exp"].as_i64().unwrap());
 
-    // 7. Sign out on app2: both apps send the browser to the login page again. The provider's
-    // own session is forgotten first, as Google would ask again, so the login page shows.
-    let provider_cookies: Vec<DeleteCookiesParams> = page
-        .execute(
-            chromiumoxide::cdp::browser_protocol::network::GetCookiesParams {
-                urls: Some(vec![provider.issuer.clone()]),
-            },
-        )
-        .await
-        .unwrap()
-        .result
-        .cookies
-        .into_iter()
-        .map(|c| {
-            DeleteCookiesParams::builder()
-                .name(c.name)
-                .domain(c.domain)
-                .build()
-                .unwrap()
-        })
-        .collect();
-    for c in provider_cookies {
-        page.execute(c).await.unwrap();
-    }
+    // 7. Sign out on app2. The provider advertises an end_session_endpoint: portcullis sends
+    // the browser there (its confirmation answers itself), the provider ends its own session
+    // and sends the browser back to portcullis, which lands it on app2. Nothing is cleared by
+    // hand: the provider's session cookies are as the sign-in left them, so a session that
+    // lived on would sign the browser straight back in.
     page.goto(format!("{app2}/")).await.unwrap();
     until(&page, "app2", |_, t| t.contains("app2: signed in")).await;
     js(&page, "document.getElementById('logout').submit()").await;
-    until(&page, "the provider after sign-out", |u, t| {
-        u.starts_with(&provider.issuer) && !t.is_empty()
-    })
-    .await;
-    screenshot(&page, &shots, "7a-signed-out-app2").await;
-    page.goto(format!("{app1}/")).await.unwrap();
+    until_provider_login(&page, provider, "the provider after sign-out").await;
+    screenshot(&page, &shots, "7-signed-out-app2").await;
     assert!(jwt_cookie(&page).await.is_none(), "the cookie is cleared");
-    let (url, _) = until(&page, "the provider from app1", |u, t| {
-        u.starts_with(&provider.issuer) && !t.is_empty()
+    // 8. app1 too shows the provider's sign-in page, not a session.
+    page.goto(format!("{app1}/")).await.unwrap();
+    let (url, _) = until_provider_login(&page, provider, "the provider from app1").await;
+    screenshot(&page, &shots, "8-signed-out-app1").await;
+    assert!(url.starts_with(&provider.issuer));
+    let (_, text) = now_showing(&page).await;
+    assert!(!text.contains("signed in as"), "{text}");
+    // 9. Signing in there is a new sign-in at the provider, and it lands on app1.
+    sign_in(&page, &provider.issuer, "ada", &app1).await;
+    let (url, _) = until(&page, "app1 signed in again", |u, t| {
+        u.starts_with(&app1) && t.contains("signed in as")
     })
     .await;
-    screenshot(&page, &shots, "7b-signed-out-app1").await;
-    assert!(url.starts_with(&provider.issuer));
+    screenshot(&page, &shots, "9-app1-signed-in-again").await;
+    assert_eq!(url, format!("{app1}/"));
+    let again = claims(&jwt_cookie(&page).await.expect("cookie").value);
+    assert_ne!(again["sid"], first["sid"], "a new session");
 
     browser.close().await.ok();
     events.abort();

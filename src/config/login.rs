@@ -25,6 +25,9 @@ pub const DEFAULT_LOGIN_TIMEOUT: Duration = Duration::from_secs(600);
 pub const HANDOFF_CODE_TTL: Duration = Duration::from_secs(60);
 /// A cookie JWT is renewed by Check when it expires within this (and its session lives).
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(300);
+/// A browser that signed out at a provider without `end_session_endpoint` remembers it this
+/// long: its next sign-in asks (`sign_out.prompt`).
+pub const DEFAULT_SIGNED_OUT_MEMORY: Duration = Duration::from_secs(12 * 3600);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,6 +64,48 @@ pub struct LoginConfig {
     /// user's current roles (`Set-Cookie` on the response).
     #[serde(default = "renew_before", with = "humantime_serde")]
     pub renew_before: Duration,
+    /// What signing out does at the provider.
+    #[serde(default)]
+    pub sign_out: SignOutConfig,
+}
+
+/// Signing out ends the provider's session too: RP-Initiated Logout where the provider
+/// advertises an `end_session_endpoint`; elsewhere (Google) the browser remembers for a while
+/// that it signed out, and its next sign-in asks instead of passing silently.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignOutConfig {
+    /// Send the browser to the provider's `end_session_endpoint` when it has one.
+    #[serde(default = "yes")]
+    pub end_provider_session: bool,
+    /// The `prompt` of the next sign-in from a browser that signed out without ending the
+    /// provider's session.
+    #[serde(default)]
+    pub prompt: SignOutPrompt,
+    /// How long a browser remembers that it signed out (a cookie; nothing kept server-side).
+    #[serde(default = "signed_out_memory", with = "humantime_serde")]
+    pub remember: Duration,
+}
+
+impl Default for SignOutConfig {
+    fn default() -> Self {
+        SignOutConfig {
+            end_provider_session: true,
+            prompt: SignOutPrompt::default(),
+            remember: DEFAULT_SIGNED_OUT_MEMORY,
+        }
+    }
+}
+
+/// OpenID Connect `prompt` values that make the provider ask.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignOutPrompt {
+    /// The account chooser (Google's; one click with a single account).
+    #[default]
+    SelectAccount,
+    /// Sign in again (the provider asks for credentials).
+    Login,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -185,6 +230,9 @@ fn login_timeout() -> Duration {
 fn renew_before() -> Duration {
     DEFAULT_RENEW_BEFORE
 }
+fn signed_out_memory() -> Duration {
+    DEFAULT_SIGNED_OUT_MEMORY
+}
 fn es256() -> JwtAlgorithm {
     JwtAlgorithm::Es256
 }
@@ -303,6 +351,9 @@ impl LoginConfig {
                 "session_lifetime",
                 Problem::TooShort("token.lifetime"),
             ));
+        }
+        if self.sign_out.remember < Duration::from_secs(60) {
+            return Err(invalid("sign_out.remember", Problem::TooShort("1m")));
         }
         match self.signing_keys.first() {
             None => return Err(invalid("signing_keys", Problem::Empty)),

@@ -17,7 +17,7 @@ mod validate;
 
 pub use login::{
     is_acceptable_url, is_loopback, AccountRules, CookieConfig, LoginConfig, LoginKeyConfig,
-    MintConfig, ProviderConfig, RedirectConfig, HANDOFF_CODE_TTL,
+    MintConfig, ProviderConfig, RedirectConfig, SignOutConfig, SignOutPrompt, HANDOFF_CODE_TTL,
 };
 
 pub use defaults::{

@@ -3,7 +3,8 @@
 //! who may, the user is found or created by the provider account, and a session is opened;
 //! the JWT (with `sid`) goes to the browser as a cookie on the parent domain, or to an app
 //! elsewhere through a one-time code (`redirect`). Mobile apps exchange provider tokens at
-//! `/auth/token`, refresh tokens rotate, logout revokes the session everywhere. The HTTP edge
+//! `/auth/token`, refresh tokens rotate, logout revokes the session everywhere and ends the
+//! provider's session (RP-initiated logout) or makes the browser's next sign-in ask. The HTTP edge
 //! is `http`; nothing here logs a token, code or secret.
 
 mod http;
@@ -31,6 +32,12 @@ pub use redirect::{RedirectError, RedirectPolicy, Target};
 
 /// The transaction cookie of a login in progress (encrypted; path `/auth/callback`).
 pub const LOGIN_COOKIE: &str = "portcullis-login";
+/// The transaction of a sign-out at the provider (encrypted: state and target; path
+/// `/auth/logout/done`, on the cookie domain so the login host gets it back).
+pub const LOGOUT_COOKIE: &str = "portcullis-logout";
+/// "This browser signed out" where the provider's session lives on: the next sign-in asks
+/// (path `/auth/`, on the cookie domain, `login.sign_out.remember` long).
+pub const SIGNED_OUT_COOKIE: &str = "portcullis-signed-out";
 
 /// Why a sign-in was refused (shown as a page, logged as the variant).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

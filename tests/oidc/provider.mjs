@@ -4,12 +4,16 @@
 //
 // Accounts sign in through the provider's own login and consent forms (login = the account
 // name, any password) and carry Google-shaped claims: email, email_verified, hd, name.
+// RP-initiated logout (end_session_endpoint) is on: its confirmation form answers "yes, sign
+// me out" by itself (a script submits it; without scripts, posting the form does).
 //
 // Beside the provider's own endpoints, a few test-only ones under /__test/ configure it and
 // count what portcullis asks of it:
-//   POST /__test/configure  {clients: [...], accounts: {name: claims}}  rebuilds the provider
-//                           with the same signing keys (clients are registered after
-//                           portcullis has bound its port, which the redirect URI names)
+//   POST /__test/configure  {clients: [...], accounts: {name: claims}, logout?: false}
+//                           rebuilds the provider with the same signing keys (clients are
+//                           registered after portcullis has bound its port, which the
+//                           redirect URI names); `logout: false` switches RP-initiated logout
+//                           off, so discovery has no end_session_endpoint (as Google's)
 //   POST /__test/rotate     a new signing key signs from now on; the old one is dropped
 //   POST /__test/sign       {claims, header?}: a JWS signed with the current key (expired or
 //                           wrongly addressed ID tokens for the refusal cases)
@@ -30,6 +34,7 @@ const port = Number(process.argv[2] || 0);
 const hits = {};
 let accounts = {};
 let clients = [];
+let logout = true;
 let keys = [await newKey()];
 let provider;
 let issuer;
@@ -61,7 +66,10 @@ function build() {
     conformIdTokenClaims: false,
     pkce: { required: () => true },
     cookies: { keys: ['portcullis-test-provider-cookie-key'] },
-    features: { devInteractions: { enabled: true } },
+    features: {
+      devInteractions: { enabled: true },
+      rpInitiatedLogout: { enabled: logout, logoutSource },
+    },
     renderError: async (ctx, out) => {
       ctx.type = 'json';
       ctx.body = out;
@@ -69,6 +77,14 @@ function build() {
   });
   p.proxy = false;
   return p;
+}
+
+// The provider's sign-out confirmation, answered "yes" (the person pressed the button).
+async function logoutSource(ctx, form) {
+  const yes = form.replace('</form>', '<input type="hidden" name="logout" value="yes"/></form>');
+  ctx.body = `<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sign out</title></head>
+<body><h1>Signing you out of the test provider</h1>${yes}
+<script>document.forms[0].submit()</script></body></html>`;
 }
 
 async function readJson(req) {
@@ -108,6 +124,7 @@ const server = http.createServer(async (req, res) => {
       const body = await readJson(req);
       clients = body.clients || [];
       accounts = body.accounts || {};
+      logout = body.logout !== false;
       provider = build();
       return send(res, 200, { ok: true });
     }

@@ -83,6 +83,15 @@ impl OidcProvider {
         .await;
     }
 
+    /// The same, without RP-initiated logout: no `end_session_endpoint`, as Google.
+    pub async fn configure_without_logout(&self, clients: Value, accounts: Value) {
+        self.post(
+            "/__test/configure",
+            json!({"clients": clients, "accounts": accounts, "logout": false}),
+        )
+        .await;
+    }
+
     /// A new signing key from now on; returns its kid.
     pub async fn rotate(&self) -> String {
         self.post("/__test/rotate", json!({})).await["kid"]
@@ -492,6 +501,7 @@ pub fn clients(public_url: &str) -> Value {
     json!([
         {"client_id": "web", "client_secret": "web-client-secret-0123456789",
          "redirect_uris": [format!("{public_url}/auth/callback")],
+         "post_logout_redirect_uris": [format!("{public_url}/auth/logout/done")],
          "grant_types": ["authorization_code"], "response_types": ["code"]},
         {"client_id": "android", "token_endpoint_auth_method": "none",
          "redirect_uris": ["http://127.0.0.1/android-callback"],
@@ -540,10 +550,32 @@ impl LoginStack {
     }
 
     pub async fn start_on(setup: LoginSetup, database_url: &str, extra_login: &str) -> Self {
+        Self::start_with(setup, database_url, extra_login, true).await
+    }
+
+    /// With a provider that has no `end_session_endpoint` (as Google).
+    pub async fn start_without_provider_logout(extra_login: &str) -> Self {
+        let setup = LoginSetup::new();
+        let db = setup.sqlite_url();
+        Self::start_with(setup, &db, extra_login, false).await
+    }
+
+    async fn start_with(
+        setup: LoginSetup,
+        database_url: &str,
+        extra_login: &str,
+        provider_logout: bool,
+    ) -> Self {
         let provider = OidcProvider::start();
-        provider
-            .configure(clients(&setup.public_url()), accounts())
-            .await;
+        if provider_logout {
+            provider
+                .configure(clients(&setup.public_url()), accounts())
+                .await;
+        } else {
+            provider
+                .configure_without_logout(clients(&setup.public_url()), accounts())
+                .await;
+        }
         let config = setup.config(database_url, &provider.issuer, extra_login);
         apply_policy(&config).await;
         let server = LoginServer::start(&config).await;

@@ -123,6 +123,9 @@ pub fn config_yaml(
     renew_before_s: i64,
 ) -> String {
     let key = |n: &str| super::root().join("tests/data/keys").join(n);
+    // Envoy's TLS listener is not on 443: every allow-list entry names its port
+    // (`host:port`, that port only), and the apps are listed one by one.
+    let host = |h: &str| format!("'{h}.portcullis.test:{envoy_port}'");
     let origin = |h: &str| format!("'https://{h}.portcullis.test:{envoy_port}'");
     format!(
         r#"server:
@@ -145,7 +148,7 @@ login:
     - {{public_key_file: {pub1}, private_key_file: {key1}}}
   cookie: {{domain: portcullis.test}}
   redirects:
-    origins: [{app1}, {app2}, {login}]
+    domains: [{app1_host}, {app2_host}, {login_host}]
     default: {app1}
   state_secret_file: {dir}/state-secret
 "#,
@@ -153,8 +156,9 @@ login:
         pub1 = key("es256.pub.pem").display(),
         key1 = key("es256.key.pem").display(),
         app1 = origin("app1"),
-        app2 = origin("app2"),
-        login = origin("login"),
+        app1_host = host("app1"),
+        app2_host = host("app2"),
+        login_host = host("login"),
     )
 }
 

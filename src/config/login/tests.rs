@@ -150,3 +150,32 @@ fn bad_login_settings_are_one_line_errors_naming_the_field() {
     let err = load(&with_other_issuer).expect_err("issuer");
     assert!(err.contains("jwt.issuer"), "{err}");
 }
+
+#[test]
+fn sign_out_ends_the_provider_session_and_otherwise_asks_at_the_next_sign_in() {
+    let c = load(VALID).expect("valid");
+    let s = &c.login.as_ref().expect("login").sign_out;
+    assert!(s.end_provider_session);
+    assert_eq!(s.prompt, super::SignOutPrompt::SelectAccount);
+    assert_eq!(s.remember, super::DEFAULT_SIGNED_OUT_MEMORY);
+    let with = |line: &str| {
+        load(&VALID.replace(
+            "  state_secret_env",
+            &format!("  sign_out: {line}\n  state_secret_env"),
+        ))
+    };
+    let c = with("{end_provider_session: false, prompt: login, remember: 1h}").expect("valid");
+    let s = &c.login.as_ref().expect("login").sign_out;
+    assert!(!s.end_provider_session);
+    assert_eq!(s.prompt, super::SignOutPrompt::Login);
+    assert_eq!(s.remember, std::time::Duration::from_secs(3600));
+    assert!(
+        with("{prompt: none}").is_err(),
+        "prompt=none would never ask"
+    );
+    assert!(with("{prompt: consent}").is_err());
+    assert!(with("{remember: 10s}")
+        .unwrap_err()
+        .contains("login.sign_out.remember"));
+    assert!(with("{remeber: 1h}").is_err(), "unknown fields are refused");
+}

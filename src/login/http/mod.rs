@@ -1,5 +1,5 @@
 //! The login endpoints over HTTP (axum): `/auth/login`, `/auth/callback`, `/auth/token`,
-//! `/auth/userinfo`, `/auth/logout`, `/.well-known/jwks.json` and
+//! `/auth/userinfo`, `/auth/logout`, `/auth/logout/done`, `/.well-known/jwks.json` and
 //! `/.well-known/openid-configuration`. Bad input gets a clear page or an RFC 6749 §5 error and
 //! changes nothing; a redirect goes only to a checked target; no token reaches a URL or a log.
 
@@ -22,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
-use super::{now, secret_digest, LoginError, LoginService, Refusal, Target, LOGIN_COOKIE};
+use super::{
+    now, secret_digest, LoginError, LoginService, Refusal, Target, LOGIN_COOKIE, LOGOUT_COOKIE,
+    SIGNED_OUT_COOKIE,
+};
 use crate::store::RefreshOutcome;
 
 type Shared = Arc<LoginService>;
@@ -40,7 +43,7 @@ mod signin;
 mod token;
 
 use discovery::{jwks, openid_configuration};
-use session::{logout, userinfo};
+use session::{logout, logout_done, userinfo};
 use signin::{callback, login};
 use token::token;
 
@@ -51,6 +54,7 @@ pub fn router(service: Shared) -> Router {
         .route("/auth/token", post(token))
         .route("/auth/userinfo", get(userinfo))
         .route("/auth/logout", post(logout))
+        .route("/auth/logout/done", get(logout_done))
         .route("/.well-known/jwks.json", get(jwks))
         .route(
             "/.well-known/openid-configuration",
@@ -134,6 +138,27 @@ pub(super) fn jwt_cookie(service: &LoginService, value: String, clear: bool) -> 
     )
 }
 
+/// A cookie of the sign-in machinery (not the JWT): HttpOnly, Lax, on the cookie domain when
+/// one is set, at `path`, living `max_age` (0 clears it).
+fn flow_cookie(
+    service: &LoginService,
+    name: &'static str,
+    value: String,
+    path: &'static str,
+    max_age: std::time::Duration,
+) -> Cookie<'static> {
+    let mut c = Cookie::build((name, value))
+        .path(path)
+        .http_only(true)
+        .secure(service.cookie().secure)
+        .same_site(SameSite::Lax)
+        .max_age(cookie::time::Duration::seconds(max_age.as_secs() as i64));
+    if let Some(d) = &service.cookie().domain {
+        c = c.domain(d.clone());
+    }
+    c.build()
+}
+
 fn cookie_for(
     name: &str,
     cfg: &crate::config::CookieConfig,
@@ -155,6 +180,14 @@ fn cookie_for(
         cfg.max_age(lifetime).as_secs() as i64
     };
     c.max_age(cookie::time::Duration::seconds(max_age)).build()
+}
+
+/// Whether the request carries a cookie named `name`.
+fn has_cookie(headers: &HeaderMap, name: &str) -> bool {
+    headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| Cookie::split_parse(v).flatten().any(|c| c.name() == name))
+    })
 }
 
 /// RFC 6749 §5.2 errors.

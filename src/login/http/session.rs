@@ -1,7 +1,14 @@
-//! The signed-in caller's own endpoints: `GET /auth/userinfo` and `POST /auth/logout`.
+//! The signed-in caller's own endpoints: `GET /auth/userinfo`, `POST /auth/logout` and
+//! `GET /auth/logout/done`. A browser's sign-out from one of our pages also ends the
+//! provider's session (OpenID Connect RP-Initiated Logout 1.0: `client_id`,
+//! `post_logout_redirect_uri` back to `/auth/logout/done`, `state` bound to an encrypted
+//! cookie holding the checked target); a provider without `end_session_endpoint` gets a
+//! browser that asks at its next sign-in instead (`SIGNED_OUT_COOKIE`).
 
 use axum::extract::RawQuery;
+use openidconnect::{ClientId, CsrfToken, LogoutRequest, PostLogoutRedirectUrl};
 
+use super::signin;
 use super::*;
 
 /// The one JWT a request carries (Bearer or the cookie); two different ones are refused.
@@ -131,29 +138,21 @@ pub(super) async fn logout(
         }
     };
     // A browser's cookie rides along on cross-site POSTs: its origin must be one of ours.
-    let from_cookie = headers.get_all(axum::http::header::COOKIE).iter().any(|v| {
-        v.to_str().is_ok_and(|v| {
-            Cookie::split_parse(v)
-                .flatten()
-                .any(|c| c.name() == service.cookie_name)
-        })
-    });
-    if from_cookie {
-        let origin = headers
-            .get(axum::http::header::ORIGIN)
-            .or_else(|| headers.get(axum::http::header::REFERER))
-            .and_then(|v| v.to_str().ok());
-        if origin
-            .and_then(|o| service.redirects.allowed_origin(o))
-            .is_none()
-        {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Sign-out refused",
-                "Sign out from one of the organisation's own pages.",
-            );
-        }
+    let from_cookie = has_cookie(&headers, &service.cookie_name);
+    let from_our_page = headers
+        .get(axum::http::header::ORIGIN)
+        .or_else(|| headers.get(axum::http::header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|o| service.redirects.allowed_origin(o))
+        .is_some();
+    if from_cookie && !from_our_page {
+        return page(
+            StatusCode::FORBIDDEN,
+            "Sign-out refused",
+            "Sign out from one of the organisation's own pages.",
+        );
     }
+    let bearer = headers.contains_key(axum::http::header::AUTHORIZATION);
     if let Some(token) = token {
         match service.verify_own(&token).await {
             Ok(Some((claims, user))) => {
@@ -171,8 +170,129 @@ pub(super) async fn logout(
             Err(e) => return unavailable(&e),
         }
     }
-    let mut response = redirect(StatusCode::SEE_OTHER, target.url().as_str());
+    // A person pressing "sign out" on one of our pages (not an app's backend with a Bearer
+    // token, nor a cross-site form): the provider's session must not sign them straight back.
+    let browser = from_our_page && !bearer;
+    let mut response = if browser {
+        sign_out_at_provider(&service, target.url().as_str())
+    } else {
+        redirect(StatusCode::SEE_OTHER, target.url().as_str())
+    };
     let clear = jwt_cookie(&service, String::new(), true);
+    if let Ok(v) = HeaderValue::from_str(&clear.to_string()) {
+        response.headers_mut().append(SET_COOKIE, v);
+    }
+    response
+}
+
+/// The transaction of a sign-out at the provider, in `LOGOUT_COOKIE` (encrypted).
+#[derive(Serialize, Deserialize)]
+struct LogoutTransaction {
+    /// state
+    s: String,
+    /// the checked target
+    r: String,
+    /// started at (unix seconds)
+    t: i64,
+}
+
+/// The browser's way out: to the provider's `end_session_endpoint` (which sends it back to
+/// `/auth/logout/done`, then to `target`) where there is one; otherwise straight to `target`,
+/// remembering that this browser signed out so that its next sign-in asks.
+fn sign_out_at_provider(service: &LoginService, target: &str) -> Response {
+    let sign_out = &service.config.sign_out;
+    let end_session = service
+        .provider()
+        .and_then(|p| p.end_session_url.clone())
+        .filter(|_| sign_out.end_provider_session);
+    let back = PostLogoutRedirectUrl::new(format!(
+        "{}/auth/logout/done",
+        service.config.public_url.trim_end_matches('/')
+    ));
+    let (Some(end_session), Ok(back), Ok(started)) = (end_session, back, now()) else {
+        let marker = flow_cookie(
+            service,
+            SIGNED_OUT_COOKIE,
+            "1".to_owned(),
+            "/auth/",
+            sign_out.remember,
+        );
+        let mut response = redirect(StatusCode::SEE_OTHER, target);
+        if let Ok(v) = HeaderValue::from_str(&marker.to_string()) {
+            response.headers_mut().append(SET_COOKIE, v);
+        }
+        tracing::info!("signed out: the next sign-in from this browser asks");
+        return response;
+    };
+    let state = CsrfToken::new_random();
+    let transaction = LogoutTransaction {
+        s: state.secret().clone(),
+        r: target.to_owned(),
+        t: started,
+    };
+    let Ok(value) = serde_json::to_string(&transaction) else {
+        return unavailable(&LoginError::Clock);
+    };
+    let url = LogoutRequest::from(end_session)
+        .set_client_id(ClientId::new(service.config.provider.client_id.clone()))
+        .set_post_logout_redirect_uri(back)
+        .set_state(state)
+        .http_get_url();
+    let cookie = flow_cookie(
+        service,
+        LOGOUT_COOKIE,
+        value,
+        "/auth/logout/done",
+        service.config.login_timeout,
+    );
+    let jar = PrivateCookieJar::new(service.state_key.clone()).add(cookie);
+    tracing::info!("signed out: ending the provider's session");
+    (jar, redirect(StatusCode::SEE_OTHER, url.as_str())).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct LogoutDoneQuery {
+    state: Option<String>,
+}
+
+/// The provider's return after ending its session: to the target the sign-out named when the
+/// state matches this browser's transaction, else to `redirects.default`. Nothing from the
+/// request is a redirect target.
+pub(super) async fn logout_done(
+    State(service): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<LogoutDoneQuery>,
+) -> Response {
+    let jar = PrivateCookieJar::from_headers(&headers, service.state_key.clone());
+    let transaction: Option<LogoutTransaction> = jar
+        .get(LOGOUT_COOKIE)
+        .and_then(|c| serde_json::from_str(c.value()).ok());
+    let clear = flow_cookie(
+        &service,
+        LOGOUT_COOKIE,
+        String::new(),
+        "/auth/logout/done",
+        std::time::Duration::ZERO,
+    );
+    let fresh = |t: &LogoutTransaction| {
+        now().is_ok_and(|at| {
+            at - t.t <= service.config.login_timeout.as_secs() as i64 && at >= t.t - 60
+        })
+    };
+    let target = match (&transaction, q.state.as_deref()) {
+        (Some(t), Some(state)) if signin::constant_time_eq(state, &t.s) && fresh(t) => {
+            service.redirects.check(&t.r).ok().map(|t| t.url().clone())
+        }
+        _ => None,
+    };
+    let target = match target {
+        Some(url) => url.to_string(),
+        None => {
+            tracing::info!("logout: no matching sign-out transaction, to the default target");
+            service.config.redirects.default.clone()
+        }
+    };
+    let mut response = redirect(StatusCode::SEE_OTHER, &target);
     if let Ok(v) = HeaderValue::from_str(&clear.to_string()) {
         response.headers_mut().append(SET_COOKIE, v);
     }

@@ -1,8 +1,11 @@
 //! The browser sign-in: `/auth/login` starts the code flow (state, nonce and PKCE kept in a
 //! short-lived private cookie), `/auth/callback` checks it, exchanges the code, applies the
-//! account rules and sets the JWT cookie or hands a one-time code to an app.
+//! account rules and sets the JWT cookie or hands a one-time code to an app. A browser that
+//! signed out where the provider's session lives on is asked again (`prompt`), once.
 
 use super::*;
+use crate::config::SignOutPrompt;
+use openidconnect::core::CoreAuthPrompt;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Transaction {
@@ -16,6 +19,9 @@ pub(super) struct Transaction {
     r: String,
     /// started at (unix seconds)
     t: i64,
+    /// the provider was asked to prompt (the browser had signed out)
+    #[serde(default)]
+    p: bool,
 }
 
 #[derive(Deserialize)]
@@ -63,6 +69,14 @@ pub(super) async fn login(
         // Only a hint to the provider: the callback checks the `hd` claim.
         request = request.add_extra_param("hd", hd.clone());
     }
+    // Signed out, with the provider's session still alive: this sign-in must not pass silently.
+    let prompted = has_cookie(&headers, SIGNED_OUT_COOKIE);
+    if prompted {
+        request = request.add_prompt(match service.config.sign_out.prompt {
+            SignOutPrompt::SelectAccount => CoreAuthPrompt::SelectAccount,
+            SignOutPrompt::Login => CoreAuthPrompt::Login,
+        });
+    }
     let (url, state, nonce) = request.url();
     let transaction = Transaction {
         s: state.secret().clone(),
@@ -70,6 +84,7 @@ pub(super) async fn login(
         v: verifier.secret().clone(),
         r: target,
         t: started,
+        p: prompted,
     };
     let Ok(value) = serde_json::to_string(&transaction) else {
         return unavailable(&LoginError::Clock);
@@ -112,7 +127,21 @@ pub(super) async fn callback(
         .and_then(|c| serde_json::from_str(c.value()).ok());
     // The transaction is used once, whatever happens next.
     let jar = jar.remove(Cookie::build(LOGIN_COOKIE).path("/auth/callback").build());
-    let response = complete_login(&service, transaction, q).await;
+    let prompted = transaction.as_ref().is_some_and(|t| t.p);
+    let mut response = complete_login(&service, transaction, q).await;
+    if prompted && response.status() == StatusCode::FOUND {
+        // Signed in again, having been asked: the browser is no longer "signed out".
+        let clear = flow_cookie(
+            &service,
+            SIGNED_OUT_COOKIE,
+            String::new(),
+            "/auth/",
+            std::time::Duration::ZERO,
+        );
+        if let Ok(v) = HeaderValue::from_str(&clear.to_string()) {
+            response.headers_mut().append(SET_COOKIE, v);
+        }
+    }
     (jar, response).into_response()
 }
 

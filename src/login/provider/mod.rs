@@ -13,11 +13,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use openidconnect::core::{
     CoreClient, CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata,
 };
 use openidconnect::{
-    ClientId, ClientSecret, EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, JsonWebKey,
-    Nonce, RedirectUrl,
+    ClientId, ClientSecret, EndSessionUrl, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IssuerUrl, JsonWebKey, Nonce, ProviderMetadataWithLogout, RedirectUrl,
 };
 use serde::Deserialize;
 
@@ -55,6 +54,8 @@ pub struct Provider {
     pub client_ids: Vec<String>,
     pub userinfo_url: Option<String>,
     pub tokeninfo_url: Option<String>,
+    /// RP-Initiated Logout: where the provider ends its own session, when it says so.
+    pub end_session_url: Option<EndSessionUrl>,
     /// When to refresh the keys next.
     pub refresh_after: Duration,
 }
@@ -91,7 +92,7 @@ impl Provider {
             p.issuer.trim_end_matches('/')
         );
         let (body, _) = fetch(&http, &discovery, None).await?;
-        let metadata: CoreProviderMetadata = json(&discovery, &body)?;
+        let metadata: ProviderMetadataWithLogout = json(&discovery, &body)?;
         if metadata.issuer().as_str() != p.issuer {
             return Err(ProviderError::IssuerMismatch {
                 found: metadata.issuer().to_string(),
@@ -103,6 +104,11 @@ impl Provider {
             metadata.token_endpoint().map(|u| u.as_str()),
             Some(metadata.jwks_uri().as_str()),
             metadata.userinfo_endpoint().map(|u| u.as_str()),
+            metadata
+                .additional_metadata()
+                .end_session_endpoint
+                .as_ref()
+                .map(|u| u.as_str()),
         ]
         .into_iter()
         .flatten()
@@ -124,6 +130,7 @@ impl Provider {
             keys.fetch_locked(&mut state).await?
         };
         let userinfo_url = metadata.userinfo_endpoint().map(|u| u.to_string());
+        let end_session_url = metadata.additional_metadata().end_session_endpoint.clone();
         let redirect = RedirectUrl::new(format!(
             "{}/auth/callback",
             config.public_url.trim_end_matches('/')
@@ -142,6 +149,7 @@ impl Provider {
             client_ids: p.client_ids(),
             userinfo_url,
             tokeninfo_url: p.tokeninfo(),
+            end_session_url,
             refresh_after,
         })
     }
