@@ -15,4 +15,4 @@ pub mod manage;
 pub mod store;
 
 // The decision core, a crate of its own (core/) so the in-process filter builds from it too.
-pub use portcullis_core::{authz, error_chain, identity, policy};
+pub use portcullis_core::{authz, error_chain, identity, policy, value};

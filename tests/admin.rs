@@ -5,7 +5,7 @@
 //! token is refused before anything starts (exit 64). The token never reaches the log.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

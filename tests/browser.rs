@@ -3,7 +3,7 @@
 //! of our origins (CSRF); on allow the credential stops at the gate (`forward_credential`).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The command line as an operator uses it: config errors, policy files, `check`, `jwt mint`,
 //! and `serve` shutting down cleanly on SIGTERM.
 
-mod support;
+use crate::support;
 
 use support::{cli, cli_ok, root, write_config, Portcullis};
 

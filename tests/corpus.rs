@@ -11,13 +11,10 @@
 //! The format is described in `tests/corpus/README.md`; `tests/support/corpus_case.rs` reads it.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "support/corpus_case.rs"]
-mod corpus_case;
-#[path = "support/recording.rs"]
-mod recording;
-mod support;
-#[path = "support/wire.rs"]
-mod wire;
+use crate::corpus_case;
+use crate::recording;
+use crate::support;
+use crate::wire;
 
 use std::collections::HashMap;
 use std::path::Path;

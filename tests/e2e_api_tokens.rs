@@ -1,6 +1,6 @@
 //! API tokens and service accounts end to end: real Envoy, real portcullis, the echo upstream.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -12,15 +12,11 @@
 //!   what the reference refused.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "support/corpus_case.rs"]
-mod corpus_case;
-#[path = "support/outcome.rs"]
-mod outcome;
-#[path = "support/recording.rs"]
-mod recording;
-mod support;
-#[path = "support/wire.rs"]
-mod wire;
+use crate::corpus_case;
+use crate::outcome;
+use crate::recording;
+use crate::support;
+use crate::wire;
 
 use std::collections::BTreeMap;
 

@@ -4,7 +4,7 @@
 //! the work (the PostgreSQL advisory lock), in process and between two real sidecars.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

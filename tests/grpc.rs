@@ -2,7 +2,7 @@
 //! client against a real server bound to an ephemeral port (health, Check, graceful shutdown).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;

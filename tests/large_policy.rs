@@ -3,7 +3,7 @@
 //! recorded in BENCHMARKS.md; this test asserts behaviour only.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 #[path = "../examples/large_policy.rs"]
 #[allow(dead_code)]

@@ -7,7 +7,7 @@
 //! provider's key rotation and unknown-kid flood.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! codes (single use, expiry), and session revocation announced as a revoked id.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use portcullis::identity::digest;
 use portcullis::store::{

@@ -10,7 +10,7 @@
 //! - the snapshot's bucketed evaluation agrees with a plain scan of every activity.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};

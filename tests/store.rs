@@ -2,7 +2,7 @@
 //! `PORTCULLIS_TEST_DATABASE_URL`; each test gets its own database).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use support::pg::{shared_admin_url, PgDatabase};
 

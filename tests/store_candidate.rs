@@ -4,7 +4,7 @@
 //! one version, discarded without touching the live policy.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use support::pg::{shared_admin_url, PgDatabase};
 

@@ -14,17 +14,12 @@
 //! tests/wasm_live.rs.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "support/corpus_case.rs"]
-mod corpus_case;
-#[path = "support/outcome.rs"]
-mod outcome;
-#[path = "support/recording.rs"]
-mod recording;
-mod support;
-#[path = "support/wasm_filter.rs"]
-mod wasm_filter;
-#[path = "support/wire.rs"]
-mod wire;
+use crate::corpus_case;
+use crate::outcome;
+use crate::recording;
+use crate::support;
+use crate::wasm_filter;
+use crate::wire;
 
 use serde_json::Value;
 

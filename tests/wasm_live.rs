@@ -4,13 +4,10 @@
 //! the first bundle; the last bundle kept while the sidecar is gone, up to `max_age`, then 503).
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-#[path = "support/corpus_case.rs"]
-mod corpus_case;
-#[path = "support/recording.rs"]
-mod recording;
-mod support;
-#[path = "support/wasm_filter.rs"]
-mod wasm_filter;
+use crate::corpus_case;
+use crate::recording;
+use crate::support;
+use crate::wasm_filter;
 
 use std::net::SocketAddr;
 use std::path::Path;

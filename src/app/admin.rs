@@ -8,7 +8,9 @@
 //! open, for the kubelet's probes.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use crate::value::UnixTime;
 
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -23,11 +25,7 @@ use crate::login::LoginService;
 
 impl ReloadStatus {
     fn to_json(&self) -> serde_json::Value {
-        let unix = |t: SystemTime| {
-            t.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0)
-        };
+        let unix = |t: SystemTime| UnixTime::from_system(t).map_or(0, UnixTime::as_secs);
         serde_json::json!({
             "serving": self.version.is_some(),
             "policy_version": self.version,

@@ -87,7 +87,7 @@ impl BundleSource {
         );
         let body = serde_json::to_vec(&bundle).map_err(|e| e.to_string())?;
         let digest = Sha256::digest(&body);
-        let etag: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let etag = crate::value::hex(&digest);
         let encoded = Arc::new(Encoded {
             serial: snapshot.serial(),
             etag: format!("\"{etag}\""),

@@ -14,7 +14,9 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use crate::value::UnixTime;
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
@@ -179,10 +181,7 @@ impl DecisionObserver for DecisionLog {
                 self.allow_sample >= 1.0 || rand::random::<f64>() < self.allow_sample
             }
             _ => {
-                let second = now
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
+                let second = UnixTime::from_system(now).map_or(0, |t| t.as_secs().unsigned_abs());
                 if !self.deny_admitted(second) {
                     self.drop_one();
                     return;

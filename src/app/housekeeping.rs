@@ -5,7 +5,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::value::UnixTime;
 
 use tokio::sync::watch;
 
@@ -59,10 +61,7 @@ impl GcCounts {
 }
 
 fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    UnixTime::now_or_epoch().as_secs()
 }
 
 /// Runs a round every `every` (the first one interval after start) until `stop`.

@@ -6,7 +6,9 @@
 //! kinds, cache names. Never a user, token, path or host.
 
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use crate::value::UnixTime;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -180,9 +182,7 @@ impl std::fmt::Debug for State {
 }
 
 fn unix_seconds(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    UnixTime::from_system(t).map_or(0.0, UnixTime::as_secs_f64)
 }
 
 fn counter(

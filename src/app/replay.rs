@@ -41,8 +41,7 @@ impl LoggedDecision {
             CredentialKind::Jwt => {
                 let at = humantime::parse_rfc3339(&self.time)
                     .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| UnixTime::from_secs(d.as_secs() as i64));
+                    .and_then(UnixTime::from_system);
                 Principal::Jwt(JwtCaller {
                     subject: subject.to_owned(),
                     email: None,

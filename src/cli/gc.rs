@@ -2,8 +2,6 @@
 //! sidecar runs on its `database.gc_interval`. Prints what it removed per table; a round another
 //! portcullis is running (it holds the PostgreSQL lock) is reported and is not an error.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context as _;
 
 use super::exit;
@@ -12,11 +10,9 @@ use crate::config::Config;
 use crate::store::GcOutcome;
 
 pub(super) async fn gc_command(config: &Config) -> anyhow::Result<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")?;
+    let now = super::unix_now()?;
     let store = app::open_store(config).await?;
-    let outcome = store.collect_garbage(i64::try_from(now.as_secs())?).await;
+    let outcome = store.collect_garbage(now).await;
     store.close().await;
     match outcome.context("housekeeping failed")? {
         GcOutcome::Done(removed) => {

@@ -240,9 +240,22 @@ fn parse_unix_time(value: &str) -> Result<i64, String> {
     }
     let time = humantime::parse_rfc3339_weak(value)
         .map_err(|_| format!("{value:?} is neither unix seconds nor an RFC 3339 date-time"))?;
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map_err(|_| format!("{value:?} is before 1970"))
-        .and_then(|d| i64::try_from(d.as_secs()).map_err(|_| format!("{value:?} is too late")))
+    crate::value::UnixTime::from_system(time)
+        .map(crate::value::UnixTime::as_secs)
+        .ok_or_else(|| format!("{value:?} is before 1970"))
+}
+
+/// Whole seconds since the epoch now; a clock before 1970 is an error, never 0.
+fn unix_now() -> anyhow::Result<i64> {
+    crate::value::UnixTime::now()
+        .map(crate::value::UnixTime::as_secs)
+        .ok_or_else(|| anyhow::anyhow!("the system clock is before 1970"))
+}
+
+/// Unix seconds as an RFC 3339 date-time, or `None` out of range.
+fn rfc3339(secs: i64) -> Option<String> {
+    let time = crate::value::UnixTime::from_secs(secs).to_system()?;
+    Some(humantime::format_rfc3339_seconds(time).to_string())
 }
 
 /// Process exit codes.

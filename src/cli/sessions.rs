@@ -2,21 +2,10 @@
 //! sessions in the store. Revoking one reaches every sidecar within the reload bound (its id
 //! is refused as a `sid`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use anyhow::Context as _;
-
-use super::{exit, SessionCommand};
+use super::{exit, unix_now, SessionCommand};
 use crate::app;
 use crate::config::Config;
 use crate::store::{LoginStore as _, StoreError};
-
-fn unix_now() -> anyhow::Result<i64> {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")?;
-    Ok(i64::try_from(since.as_secs())?)
-}
 
 pub(super) async fn session_command(cmd: SessionCommand, config: &Config) -> anyhow::Result<u8> {
     let store = app::open_store(config).await?;

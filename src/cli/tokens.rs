@@ -1,12 +1,12 @@
 //! `token issue|list|revoke` (API tokens), `jwt mint` and `jwt revoke`: credentials for
 //! operators, demos and tests, issued through `crate::manage`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use serde::Serialize;
 
-use super::{exit, TokenCommand};
+use super::{exit, unix_now, TokenCommand};
 use crate::app;
 use crate::config::Config;
 use crate::manage::{self, JtiRevocation, ManageError};
@@ -14,21 +14,9 @@ use crate::policy::document::{AUTHENTICATED, PUBLIC};
 use crate::store::{OwnerRef, PolicyStore, SqlStore, StoreError, REVOCATION_GRACE_SECS};
 
 fn format_time(unix: Option<i64>) -> String {
-    match unix {
-        Some(t) if t >= 0 => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t as u64))
-                .to_string()
-        }
-        _ => "-".to_owned(),
-    }
-}
-
-/// Seconds since the epoch; a clock before 1970 is an error, never 0.
-fn unix_now() -> anyhow::Result<i64> {
-    let since = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the system clock is before 1970")?;
-    Ok(i64::try_from(since.as_secs())?)
+    unix.filter(|t| *t >= 0)
+        .and_then(super::rfc3339)
+        .unwrap_or_else(|| "-".to_owned())
 }
 
 /// Refusals the operator can fix, printed as one line: the exit code of a change refused for
@@ -200,13 +188,7 @@ fn jti_revoked(jti: &str, done: JtiRevocation, expires_at: Option<i64>) -> Strin
 
 /// Unix seconds as RFC 3339 (the seconds themselves when out of range).
 fn expiry(secs: i64) -> String {
-    u64::try_from(secs)
-        .ok()
-        .map(|s| {
-            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
-                .to_string()
-        })
-        .unwrap_or_else(|| secs.to_string())
+    super::rfc3339(secs).unwrap_or_else(|| secs.to_string())
 }
 
 #[derive(Serialize)]

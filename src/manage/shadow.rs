@@ -28,9 +28,7 @@ pub async fn apply_shadow(
             if dry_run || same {
                 return Ok(CandidateStep::Nothing);
             }
-            let created_at = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64);
+            let created_at = crate::value::UnixTime::now_or_epoch().as_secs();
             Ok(CandidateStep::Store(Candidate {
                 file: file.clone(),
                 prune,

@@ -234,10 +234,7 @@ impl ChangeFeed for MemoryChanges {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::value::UnixTime::now_or_epoch().as_secs()
 }
 
 fn owner_name(owner: &Owner) -> String {

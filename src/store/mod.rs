@@ -12,6 +12,8 @@ mod sql;
 use crate::identity::api_token::TokenRecord;
 use crate::identity::TokenDigest;
 use crate::policy::{PolicyDocument, PolicyError, Subjects, TokenState, UserState};
+// A token digest as stored (hex), and back.
+use crate::value::{digest_from_hex as unhex, hex};
 
 pub use gc::{GcOutcome, GcTable, Removed};
 pub use login::{AccountLink, LinkOutcome, LoginStore, LoginUser, RefreshOutcome, SessionInfo};
@@ -241,22 +243,6 @@ pub trait PolicyStore: Send + Sync + 'static {
     async fn record_token_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError>;
     /// The token with this digest, with its owner as stored now.
     async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError>;
-}
-
-/// Hex of a token digest, as stored.
-fn hex(digest: &TokenDigest) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<TokenDigest> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, slot) in out.iter_mut().enumerate() {
-        *slot = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]

@@ -2,58 +2,11 @@
 //! what that credential means (a JWT's claims, an API token's owner and limit), and times as
 //! `UnixTime`, never a bare float. A JWT principal always has a non-empty subject.
 
+pub use crate::value::UnixTime;
 use std::borrow::Cow;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::api_token::{TokenOwner, TokenRecord};
 use super::verify::{Claims, TokenError};
-
-/// A point in time, in seconds since the Unix epoch; always finite.
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct UnixTime(f64);
-
-impl UnixTime {
-    /// The current time, or `None` when the clock cannot be read (before 1970): callers
-    /// refuse rather than treat every expiry as in the future.
-    pub fn now() -> Option<Self> {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .map(|d| UnixTime(d.as_secs_f64()))
-    }
-
-    pub fn from_secs(secs: i64) -> Self {
-        UnixTime(secs as f64)
-    }
-
-    /// A JWT NumericDate, which may be fractional; `None` unless finite.
-    pub fn from_secs_f64(secs: f64) -> Option<Self> {
-        secs.is_finite().then_some(UnixTime(secs))
-    }
-
-    pub fn as_secs_f64(self) -> f64 {
-        self.0
-    }
-
-    /// Whole seconds, rounded down.
-    pub fn as_secs(self) -> i64 {
-        self.0.floor() as i64
-    }
-
-    pub fn plus(self, d: Duration) -> Self {
-        UnixTime(self.0 + d.as_secs_f64())
-    }
-
-    /// How long from `self` until `later`; zero when `later` is not after `self`.
-    pub fn until(self, later: UnixTime) -> Duration {
-        let left = later.0 - self.0;
-        if left > 0.0 {
-            Duration::try_from_secs_f64(left).unwrap_or(Duration::MAX)
-        } else {
-            Duration::ZERO
-        }
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubjectType {
@@ -285,6 +238,8 @@ impl Principal {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn claims(json: &str) -> Claims {

@@ -210,20 +210,11 @@ pub struct SubjectsWire {
 pub struct DigestError;
 
 fn to_hex(digest: &[u8; 32]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::value::hex(digest)
 }
 
 fn from_hex(text: &str) -> Result<[u8; 32], DigestError> {
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return Err(DigestError);
-    }
-    let mut out = [0u8; 32];
-    for (i, pair) in bytes.chunks(2).enumerate() {
-        let pair = std::str::from_utf8(pair).map_err(|_| DigestError)?;
-        out[i] = u8::from_str_radix(pair, 16).map_err(|_| DigestError)?;
-    }
-    Ok(out)
+    crate::value::digest_from_hex(text).ok_or(DigestError)
 }
 
 impl Subjects {

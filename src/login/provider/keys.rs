@@ -191,10 +191,9 @@ impl ProviderKeys {
     /// For `/status`: `refresh` is `ok` or `failing` (the last good set still verifies),
     /// since when (unix seconds), and the failed fetches so far.
     pub fn status(&self) -> serde_json::Value {
-        let since = self.failing_since().map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs())
-        });
+        let since = self
+            .failing_since()
+            .map(|t| crate::value::UnixTime::from_system(t).map_or(0, |u| u.as_secs()));
         serde_json::json!({
             "refresh": if since.is_some() { "failing" } else { "ok" },
             "failing_since": since,

@@ -12,7 +12,6 @@ mod tokens;
 mod write;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -63,10 +62,7 @@ impl std::fmt::Debug for SqlStore {
 /// Wall-clock seconds for audit columns (created, revoked, deleted at); decisions never read
 /// them. A clock before 1970 records 0.
 fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::value::UnixTime::now_or_epoch().as_secs()
 }
 
 /// A stored comma-separated list (token limits).
