@@ -192,7 +192,7 @@ flood: envoy wasm postgres load-tools
 	$(CARGO) build --locked --release $(LOAD_BINARIES)
 	./benches/flood.sh
 
-# Fuzzing with cargo-fuzz (libFuzzer): every target for FUZZ_SECONDS each, on its corpus
+# Fuzzing with cargo-fuzz (libFuzzer): every target for FUZZ_SECONDS each (FUZZ_JOBS at once), on its corpus
 # (fuzz/corpus, kept between runs, not committed) and the committed seeds and regression
 # inputs (fuzz/seeds: every input that ever crashed a target stays there). A crash stops the
 # run and leaves the input in fuzz/artifacts/TARGET. Uses the nightly toolchain when it is
@@ -205,7 +205,10 @@ FUZZ_SMOKE_SECONDS ?= 20
 FUZZ_BUILD         ?=
 FUZZ_MAX_LEN       ?= 4096
 FUZZ_TARGETS       := path_canonicalize credential_extract jwt_verify api_token_format policy_yaml check_request
-FUZZ_CARGO          = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
+FUZZ_CARGO          = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'env RUSTC_BOOTSTRAP=1 $(CARGO)')
+# Targets fuzzed at once (fuzz/run-target.sh each): one per core, so the same seconds per
+# target take half the wall time on two cores.
+FUZZ_JOBS          ?= $(shell nproc 2>/dev/null || echo 1)
 
 cargo-fuzz:
 	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
@@ -213,17 +216,10 @@ cargo-fuzz:
 fuzz: cargo-fuzz
 	@mkdir -p target
 	cd fuzz && $(FUZZ_CARGO) fuzz build $(FUZZ_BUILD)
-	@cd fuzz && for t in $(FUZZ_TARGETS); do \
-		mkdir -p corpus/$$t seeds/$$t; \
-		log=../target/fuzz-$$t.log; \
-		$(FUZZ_CARGO) fuzz run $(FUZZ_BUILD) $$t corpus/$$t seeds/$$t -- \
-			-max_total_time=$(FUZZ_SECONDS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
-			>$$log 2>&1 || { tail -n 60 $$log; echo "fuzz: $$t failed (log: target/fuzz-$$t.log, input: fuzz/artifacts/$$t)" >&2; exit 1; }; \
-		runs=$$(sed -n 's/^stat::number_of_executed_units: *//p' $$log); \
-		echo "fuzz: $$t ok, $$runs runs in $(FUZZ_SECONDS) s"; \
-	done
+	@cd fuzz && printf '%s\n' $(FUZZ_TARGETS) | FUZZ_BUILD='$(FUZZ_BUILD)' \
+		xargs -P $(FUZZ_JOBS) -I{} ./run-target.sh {} $(FUZZ_SECONDS) $(FUZZ_MAX_LEN) $(FUZZ_CARGO)
 
-# The short run `make test` does (about 2 minutes of fuzzing plus the build).
+# The short run `make test` does (about a minute of fuzzing on two cores, plus the build).
 fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) FUZZ_BUILD=--dev
 

@@ -585,3 +585,52 @@ async fn sqlite_user_table_rebuild_keeps_roles_and_tokens() {
     .unwrap();
     assert!(store.find_user("c@x.com").await.unwrap().unwrap().id > 7);
 }
+
+/// SQLite: a transaction that reads before it writes (issuing a token looks its owner up)
+/// waits for another connection's writes (a sidecar's last-used writer) instead of failing
+/// with "database is locked" when that writer commits between its read and its write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_writers_on_two_connections_wait_for_each_other() {
+    let (cli, dir) = sqlite().await;
+    apply(
+        &cli,
+        &doc("users:\n  - {email: ada@example.com, roles: []}\n"),
+        false,
+        false,
+    )
+    .await
+    .unwrap();
+    let first = issue(&cli, OwnerRef::User("ada@example.com"), "first", None, None)
+        .await
+        .unwrap();
+    let url = format!("sqlite://{}", dir.path().join("p.db").display());
+    let sidecar = SqlStore::connect(&url, 2).await.expect("sqlite connects");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let id = first.id.clone();
+        tokio::spawn(async move {
+            let mut at = 1_800_000_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                at += 1;
+                sidecar
+                    .record_token_use(&[(id.clone(), at)])
+                    .await
+                    .expect("the last-used write waits, never fails");
+            }
+        })
+    };
+    for n in 0..100 {
+        issue(
+            &cli,
+            OwnerRef::User("ada@example.com"),
+            &format!("t{n}"),
+            None,
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("token {n} beside a busy writer: {e}"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+}

@@ -7,40 +7,17 @@
 //! `/metrics` stays open with `server.admin_metrics_open`); `/live` and `/ready` are always
 //! open, for the kubelet's probes.
 
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
-
-use crate::value::UnixTime;
-
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::metrics::{self, Metrics};
-use super::reload::ReloadStatus;
+use super::status::ReloadStatus;
 use super::LogDrops;
 use crate::login::LoginService;
-
-impl ReloadStatus {
-    fn to_json(&self) -> serde_json::Value {
-        let unix = |t: SystemTime| UnixTime::from_system(t).map_or(0, UnixTime::as_secs);
-        serde_json::json!({
-            "serving": self.version.is_some(),
-            "policy_version": self.version,
-            "snapshot_loaded_at": self.loaded_at.map(unix),
-            "snapshot_age_seconds": self.loaded_at.and_then(|t| t.elapsed().ok()).map(|d| d.as_secs_f64()),
-            "store_reachable": self.store_reachable,
-            "last_error": self.last_error,
-            "candidate": (self.candidate_stored_at.is_some() || self.candidate_error.is_some()).then(|| serde_json::json!({
-                "evaluated": self.candidate_stored_at.is_some() && self.candidate_error.is_none(),
-                "stored_at": self.candidate_stored_at,
-                "error": self.candidate_error,
-            })),
-        })
-    }
-}
 
 /// Who may read `/status` and `/metrics`.
 #[derive(Clone, Default)]

@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use super::reload::ReloadStatus;
+use super::status::ReloadStatus;
 use crate::store::StoreError;
 
 /// Shared by everything that calls the store.

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 
 use super::decisions::DecisionLog;
 use super::housekeeping::GcCounts;
-use super::reload::ReloadStatus;
+use super::status::ReloadStatus;
 use super::LogDrops;
 use crate::authz::{Decision, Reason};
 use crate::grpc::{DecisionObserver, Observed};

@@ -13,6 +13,7 @@ mod reload;
 mod remote_keys;
 pub mod replay;
 mod shadow;
+mod status;
 mod transport;
 mod usage;
 mod watched;
@@ -24,7 +25,8 @@ pub use metrics::Metrics;
 pub fn decision_output(config: &crate::config::DecisionLogConfig) -> Option<DecisionOutput> {
     DecisionOutput::parse(config.output.trim())
 }
-pub use reload::{next_snapshot, Next, RefreshError, ReloadStatus, CHECK_SERVICE_NAME};
+pub use reload::{next_snapshot, Next, RefreshError, CHECK_SERVICE_NAME};
+pub use status::ReloadStatus;
 pub use transport::shutdown_signal;
 
 use std::future::Future;

@@ -5,8 +5,8 @@
 use super::health::StoreHealth;
 use crate::identity::TokenDigest;
 use crate::store::{
-    AccountLink, LinkOutcome, LoginStore, LoginUser, RefreshOutcome, SessionInfo, SqlStore,
-    StoreError,
+    AccountLink, LinkOutcome, LoginStore, RefreshOutcome, SessionInfo, SqlStore, StoreError,
+    UserRecord,
 };
 
 pub(super) struct WatchedLogin {
@@ -29,7 +29,7 @@ impl LoginStore for WatchedLogin {
             .await
     }
 
-    async fn login_user(&self, id: i64) -> Result<Option<LoginUser>, StoreError> {
+    async fn login_user(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
         self.health.call(DURING, self.store.login_user(id)).await
     }
 

@@ -24,7 +24,7 @@ use crate::authz::SnapshotHandle;
 use crate::config::{AccountRules, Config, CookieConfig, LoginConfig};
 use crate::identity::{digest, ClaimRules, IssuerKeys, TokenDigest, UnixTime};
 use crate::policy::document::{AUTHENTICATED, PUBLIC};
-use crate::store::{LinkOutcome, LoginStore, LoginUser, StoreError};
+use crate::store::{LinkOutcome, LoginStore, StoreError, UserRecord};
 
 pub use http::router;
 pub use provider::{Provider, ProviderError, VerifiedIdToken};
@@ -223,7 +223,7 @@ impl LoginService {
 
     /// Finds or creates the user of a verified provider account, after the account rules; a
     /// linked user's email follows the provider's.
-    pub async fn user_for(&self, id: &VerifiedIdToken) -> Result<LoginUser, LoginError> {
+    pub async fn user_for(&self, id: &VerifiedIdToken) -> Result<UserRecord, LoginError> {
         let email = check_account(&self.config.accounts, id)?;
         let account = crate::store::AccountLink {
             provider: &self.config.provider.issuer,
@@ -264,7 +264,7 @@ impl LoginService {
     /// Opens a session for `user`; with `refresh`, its first refresh token (returned).
     pub async fn open_session(
         &self,
-        user: &LoginUser,
+        user: &UserRecord,
         refresh: bool,
     ) -> Result<(String, Option<String>), LoginError> {
         let sid = random_secret();
@@ -300,7 +300,7 @@ impl LoginService {
     /// Mints a JWT for `user` in session `sid`, expiring no later than `session_ends`.
     pub fn mint(
         &self,
-        user: &LoginUser,
+        user: &UserRecord,
         sid: &str,
         session_ends: i64,
     ) -> Result<Minted, LoginError> {
@@ -346,7 +346,7 @@ impl LoginService {
     pub async fn verify_own(
         &self,
         token: &str,
-    ) -> Result<Option<(crate::identity::Claims, LoginUser)>, LoginError> {
+    ) -> Result<Option<(crate::identity::Claims, UserRecord)>, LoginError> {
         let Ok((payload, _)) = self.keys.keys.verify_signature(token) else {
             return Ok(None);
         };
@@ -402,59 +402,4 @@ pub fn secret_digest(secret: &str) -> TokenDigest {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(email: Option<&str>, verified: bool, hd: Option<&str>) -> VerifiedIdToken {
-        VerifiedIdToken {
-            subject: "1".to_owned(),
-            email: email.map(str::to_owned),
-            email_verified: verified,
-            name: None,
-            hd: hd.map(str::to_owned),
-        }
-    }
-
-    #[test]
-    fn account_rules_are_checked_on_the_claims() {
-        let open = AccountRules::default();
-        assert_eq!(
-            check_account(&open, &id(Some("Ada@Example.com"), true, None)),
-            Ok("ada@example.com".to_owned())
-        );
-        assert_eq!(
-            check_account(&open, &id(Some("ada@example.com"), false, None)),
-            Err(Refusal::EmailNotVerified)
-        );
-        assert_eq!(
-            check_account(&open, &id(None, true, None)),
-            Err(Refusal::EmailNotVerified)
-        );
-        let hd = AccountRules {
-            hosted_domain: Some("example.com".to_owned()),
-            email_domains: Vec::new(),
-        };
-        assert!(check_account(&hd, &id(Some("a@example.com"), true, Some("example.com"))).is_ok());
-        assert_eq!(
-            check_account(&hd, &id(Some("a@example.com"), true, Some("other.com"))),
-            Err(Refusal::WrongHostedDomain)
-        );
-        assert_eq!(
-            check_account(&hd, &id(Some("a@example.com"), true, None)),
-            Err(Refusal::WrongHostedDomain),
-            "a missing hd claim is not the domain"
-        );
-        let domains = AccountRules {
-            hosted_domain: None,
-            email_domains: vec!["example.com".to_owned()],
-        };
-        assert!(check_account(&domains, &id(Some("a@example.com"), true, None)).is_ok());
-        for other in ["a@evil.com", "a@example.com.evil.com", "a@sub.example.com"] {
-            assert_eq!(
-                check_account(&domains, &id(Some(other), true, None)),
-                Err(Refusal::EmailDomainNotAllowed),
-                "{other}"
-            );
-        }
-    }
-}
+mod tests;

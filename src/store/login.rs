@@ -5,7 +5,7 @@
 
 use crate::identity::TokenDigest;
 
-use super::StoreError;
+use super::{StoreError, UserRecord};
 
 /// A provider account as the ID token names it (after the account rules passed).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,21 +19,11 @@ pub struct AccountLink<'a> {
     pub name: Option<&'a str>,
 }
 
-/// A user as sign-in sees it, as stored now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoginUser {
-    pub id: i64,
-    pub email: String,
-    pub name: Option<String>,
-    pub disabled: bool,
-    pub roles: Vec<String>,
-}
-
 /// Why a provider account could not be matched to a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkOutcome {
     /// Found by its link, linked now to the user with its email, or created.
-    User { user: LoginUser, created: bool },
+    User { user: UserRecord, created: bool },
     /// A user has this email but is linked to another account at the same provider.
     EmailLinkedElsewhere,
     /// The account is linked, but the email the provider now gives it belongs to another user.
@@ -79,7 +69,7 @@ pub trait LoginStore: Send + Sync + 'static {
         default_roles: &[String],
         now: i64,
     ) -> Result<LinkOutcome, StoreError>;
-    async fn login_user(&self, id: i64) -> Result<Option<LoginUser>, StoreError>;
+    async fn login_user(&self, id: i64) -> Result<Option<UserRecord>, StoreError>;
     /// A new session, with its first refresh token when it has one.
     async fn create_session(
         &self,

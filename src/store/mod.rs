@@ -16,7 +16,7 @@ use crate::policy::{PolicyDocument, PolicyError, Subjects, TokenState, UserState
 use crate::value::{digest_from_hex as unhex, hex};
 
 pub use gc::{GcOutcome, GcTable, Removed};
-pub use login::{AccountLink, LinkOutcome, LoginStore, LoginUser, RefreshOutcome, SessionInfo};
+pub use login::{AccountLink, LinkOutcome, LoginStore, RefreshOutcome, SessionInfo};
 pub use memory::MemoryStore;
 pub use sql::{Dialect, SqlStore, CHANGE_CHANNEL, GC_LOCK_KEY};
 
@@ -114,7 +114,7 @@ pub struct NewToken<'a> {
     pub expires_at: Option<i64>,
 }
 
-/// A stored user, as `jwt mint` needs it.
+/// A stored user, as `jwt mint` and sign-in need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
     pub id: i64,

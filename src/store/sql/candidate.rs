@@ -25,7 +25,7 @@ pub(super) async fn load(conn: &mut AnyConnection) -> Result<Option<Candidate>, 
 
 /// Runs `plan` over the live policy and the candidate inside one write transaction.
 pub(super) async fn update(store: &SqlStore, plan: CandidatePlan<'_>) -> Result<i64, StoreError> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     sqlx::query("UPDATE policy_meta SET version = version WHERE id = 1")
         .execute(&mut *tx)
         .await?;

@@ -80,7 +80,7 @@ async fn remove(conn: &mut AnyConnection, now: i64) -> Result<Removed, StoreErro
 
 /// One housekeeping round at `now` (unix seconds).
 pub(super) async fn collect(store: &SqlStore, now: i64) -> Result<GcOutcome, StoreError> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     if store.dialect == Dialect::Postgres {
         let leader: i64 = sqlx::query(TRY_LOCK)
             .bind(GC_LOCK_KEY)

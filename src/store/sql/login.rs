@@ -6,11 +6,11 @@ use sqlx::{AnyConnection, Row};
 use super::{bump_version, SqlStore};
 use crate::identity::TokenDigest;
 use crate::store::{
-    hex, AccountLink, Change, LinkOutcome, LoginStore, LoginUser, RefreshOutcome, SessionInfo,
-    StoreError,
+    hex, AccountLink, Change, LinkOutcome, LoginStore, RefreshOutcome, SessionInfo, StoreError,
+    UserRecord,
 };
 
-async fn user_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<LoginUser>, StoreError> {
+async fn user_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<UserRecord>, StoreError> {
     let Some(row) = sqlx::query("SELECT id, email, name, disabled FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -27,7 +27,7 @@ async fn user_by_id(conn: &mut AnyConnection, id: i64) -> Result<Option<LoginUse
     .iter()
     .map(|r| r.try_get::<String, _>(0))
     .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(LoginUser {
+    Ok(Some(UserRecord {
         id: row.try_get(0)?,
         email: row.try_get(1)?,
         name: row.try_get(2)?,
@@ -107,7 +107,7 @@ impl LoginStore for SqlStore {
         default_roles: &[String],
         now: i64,
     ) -> Result<LinkOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let linked =
             sqlx::query("SELECT user_id FROM user_identities WHERE provider = $1 AND subject = $2")
                 .bind(account.provider)
@@ -208,7 +208,7 @@ impl LoginStore for SqlStore {
         })
     }
 
-    async fn login_user(&self, id: i64) -> Result<Option<LoginUser>, StoreError> {
+    async fn login_user(&self, id: i64) -> Result<Option<UserRecord>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         user_by_id(&mut conn, id).await
     }
@@ -221,7 +221,7 @@ impl LoginStore for SqlStore {
         expires_at: i64,
         refresh: Option<&TokenDigest>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         sqlx::query(
             "INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
         )
@@ -276,7 +276,7 @@ impl LoginStore for SqlStore {
         next: &TokenDigest,
         now: i64,
     ) -> Result<RefreshOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Claiming the token and reading its session are one statement: two concurrent uses
         // cannot both see it unused.
         let claimed = sqlx::query(
@@ -368,7 +368,7 @@ impl LoginStore for SqlStore {
     }
 
     async fn revoke_session(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let found = revoke_in(&mut tx, self, id, reason, now).await?;
         tx.commit().await?;
         Ok(found)
@@ -376,7 +376,7 @@ impl LoginStore for SqlStore {
 
     async fn revoke_user_sessions(&self, email: &str, now: i64) -> Result<usize, StoreError> {
         let email = email.to_ascii_lowercase();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let user = sqlx::query("SELECT id FROM users WHERE email = $1")
             .bind(&email)
             .fetch_optional(&mut *tx)

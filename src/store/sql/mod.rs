@@ -149,6 +149,17 @@ impl SqlStore {
         gc::collect(self, now).await
     }
 
+    /// A transaction that writes. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a deferred transaction that reads before it writes fails with "database is
+    /// locked", without waiting, when another connection (a sidecar's last-used writer, a
+    /// CLI) commits in between (WAL snapshots); an immediate one waits its busy timeout.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
     /// A read-only transaction with one consistent view of the whole store.
     async fn begin_read(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
         let mut tx = self.pool.begin().await?;
@@ -328,7 +339,7 @@ impl PolicyStore for SqlStore {
     }
 
     async fn update_policy(&self, plan: PolicyPlan<'_>) -> Result<i64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         // Take the write lock first (a row lock on PostgreSQL, the database lock on SQLite),
         // so the state the plan reads is the state written over.
         sqlx::query("UPDATE policy_meta SET version = version WHERE id = 1")
@@ -379,7 +390,7 @@ impl PolicyStore for SqlStore {
     }
 
     async fn record_token_use(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
-        tokens::record_use(&self.pool, uses).await
+        tokens::record_use(self, uses).await
     }
 
     async fn find_token(&self, digest: &TokenDigest) -> Result<Option<TokenRecord>, StoreError> {

@@ -16,7 +16,7 @@ pub(super) async fn revoke_jti(
     expires_at: Option<i64>,
 ) -> Result<(), StoreError> {
     let now = now_unix();
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     sqlx::query(
         "INSERT INTO revoked_jtis (jti, revoked_at, expires_at) VALUES ($1, $2, $3) \
          ON CONFLICT (jti) DO NOTHING",
@@ -41,7 +41,7 @@ pub(super) async fn revoke_user_tokens(
     email: &str,
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let email = email.to_ascii_lowercase();
     let updated =
         sqlx::query("UPDATE users SET tokens_valid_after = $1 WHERE email = $2 RETURNING id")
@@ -61,7 +61,7 @@ pub(super) async fn revoke_user_tokens(
 
 /// Inserts a token and bumps the version (subjects only), so every sidecar loads it.
 pub(super) async fn insert(store: &SqlStore, token: NewToken<'_>) -> Result<(), StoreError> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let (user_id, account_id) = match token.owner {
         OwnerRef::User(email) => {
             let email = email.to_ascii_lowercase();
@@ -132,7 +132,7 @@ pub(super) async fn list(
 }
 
 pub(super) async fn revoke(store: &SqlStore, id: &str) -> Result<(), StoreError> {
-    let mut tx = store.pool.begin().await?;
+    let mut tx = store.begin_write().await?;
     let done =
         sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now_unix())
@@ -156,8 +156,8 @@ pub(super) async fn revoke(store: &SqlStore, id: &str) -> Result<(), StoreError>
     Ok(())
 }
 
-pub(super) async fn record_use(pool: &AnyPool, uses: &[(String, i64)]) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
+pub(super) async fn record_use(store: &SqlStore, uses: &[(String, i64)]) -> Result<(), StoreError> {
+    let mut tx = store.begin_write().await?;
     for (id, at) in uses {
         sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)")
             .bind(*at)
