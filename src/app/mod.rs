@@ -2,31 +2,22 @@
 //! starts the reloader (`reload`), the admin endpoint (`admin`), the last-used writer
 //! (`usage`) and housekeeping (`housekeeping`), and shuts down gracefully. No rules live here.
 
-mod admin;
-mod bundle;
-mod decisions;
-pub mod event;
-mod health;
-mod housekeeping;
-mod metrics;
-mod reload;
-mod remote_keys;
-pub mod replay;
-mod shadow;
-mod status;
+mod jobs;
+mod observe;
+mod refresh;
 mod transport;
-mod usage;
-mod watched;
 
-pub use decisions::{DecisionLog, DecisionWriter, Output as DecisionOutput};
-pub use metrics::Metrics;
+pub use observe::{event, replay};
+
+pub use observe::decisions::{DecisionLog, DecisionWriter, Output as DecisionOutput};
+pub use observe::metrics::Metrics;
 
 /// Where `log.decisions` sends events (`None`: off).
 pub fn decision_output(config: &crate::config::DecisionLogConfig) -> Option<DecisionOutput> {
     DecisionOutput::parse(config.output.trim())
 }
-pub use reload::{next_snapshot, Next, RefreshError, CHECK_SERVICE_NAME};
-pub use status::ReloadStatus;
+pub use refresh::reload::{next_snapshot, Next, RefreshError, CHECK_SERVICE_NAME};
+pub use refresh::status::ReloadStatus;
 pub use transport::shutdown_signal;
 
 use std::future::Future;
@@ -47,9 +38,9 @@ use crate::grpc::{AuthorizationService, CheckService};
 use crate::identity::Identifier;
 use crate::login::LoginService;
 use crate::store::{Dialect, PolicyStore, SqlStore};
-use reload::{set_health, Reloader};
-use remote_keys::RemoteIssuer;
-use shadow::ShadowReload;
+use jobs::remote_keys::RemoteIssuer;
+use refresh::reload::{set_health, Reloader};
+use refresh::shadow::ShadowReload;
 use transport::{incoming, HTTP2_KEEPALIVE_TIMEOUT};
 
 /// Loads keys and builds the identifier; used by `serve`, `check` and `config check`.
@@ -108,10 +99,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 pub struct Server {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
-    admin_auth: admin::AdminAuth,
+    admin_auth: observe::admin::AdminAuth,
     /// What `/status` says about the snapshot and the store, and who reports to it.
     status: Arc<Mutex<ReloadStatus>>,
-    store_health: health::StoreHealth,
+    store_health: refresh::health::StoreHealth,
     /// The login endpoints and their listener, when `login` is configured.
     login: Option<(TcpListener, Arc<LoginService>)>,
     /// The HTTP ext_authz listener and where it reads the request to decide from.
@@ -136,7 +127,7 @@ pub struct Server {
     /// The decision log and its writer, when `log.decisions.output` is not `off`.
     decisions: Option<(Arc<DecisionLog>, DecisionWriter)>,
     /// The in-process filter's bundle, served on the admin endpoint.
-    bundle: Arc<bundle::BundleSource>,
+    bundle: Arc<observe::bundle::BundleSource>,
 }
 
 /// How many log lines the non-blocking writer has dropped because stderr was too slow.
@@ -171,7 +162,7 @@ impl Server {
             tracing::warn!("{warning}");
         }
         let status = Arc::new(Mutex::new(ReloadStatus::default()));
-        let store_health = health::StoreHealth::new(status.clone());
+        let store_health = refresh::health::StoreHealth::new(status.clone());
         let (usage_tx, usage_rx) = tokio::sync::mpsc::channel(USAGE_QUEUE);
         identifier.report_usage_to(usage_tx);
         let identifier = Arc::new(identifier);
@@ -203,7 +194,7 @@ impl Server {
                     material.keys,
                     material.client_secret,
                     &material.state_secret,
-                    Arc::new(watched::WatchedLogin {
+                    Arc::new(refresh::watched::WatchedLogin {
                         store: store.clone(),
                         health: store_health.clone(),
                     }),
@@ -236,12 +227,12 @@ impl Server {
         if let Some((_, service)) = &login {
             check = check.with_renewal(service.clone());
         }
-        let bundle = Arc::new(bundle::BundleSource::new(config, snapshot.clone()));
+        let bundle = Arc::new(observe::bundle::BundleSource::new(config, snapshot.clone()));
         Ok(Server {
             bundle,
             listener,
             admin_listener,
-            admin_auth: admin::AdminAuth::new(
+            admin_auth: observe::admin::AdminAuth::new(
                 admin_token.as_ref(),
                 config.server.admin_metrics_open,
             ),
@@ -263,7 +254,7 @@ impl Server {
             max_concurrent_checks: config.server.max_concurrent_checks,
             http2_keepalive: config.server.http2_keepalive,
             log_drops: LogDrops::default(),
-            decisions: decisions::decision_log(&config.log.decisions),
+            decisions: observe::decisions::decision_log(&config.log.decisions),
         })
     }
 
@@ -343,15 +334,16 @@ impl Server {
             }
             None => None,
         };
-        let gc_counts = Arc::new(housekeeping::GcCounts::default());
+        let gc_counts = Arc::new(jobs::housekeeping::GcCounts::default());
         let housekeeping = self.gc_interval.map(|every| {
             let (store, health) = (self.store.clone(), self.store_health.clone());
-            let task = housekeeping::run(store, every, gc_counts.clone(), health, stop_rx.clone());
+            let task =
+                jobs::housekeeping::run(store, every, gc_counts.clone(), health, stop_rx.clone());
             tokio::spawn(task)
         });
         // Metrics live where they are served: on the admin endpoint, when there is one.
         let metrics = self.admin_listener.as_ref().map(|_| {
-            Arc::new(Metrics::new(metrics::Sources {
+            Arc::new(Metrics::new(observe::metrics::Sources {
                 identify: self.identifier.counts(),
                 status: status.clone(),
                 log_drops: self.log_drops.clone(),
@@ -399,9 +391,9 @@ impl Server {
                 if let Ok(admin_addr) = listener.local_addr() {
                     tracing::info!(%admin_addr, "serving admin endpoint");
                 }
-                Some(tokio::spawn(admin::serve_admin(
+                Some(tokio::spawn(observe::admin::serve_admin(
                     listener,
-                    admin::Admin {
+                    observe::admin::Admin {
                         status,
                         login: login_service,
                         issuers_ready,
@@ -415,7 +407,7 @@ impl Server {
             }
             _ => None,
         };
-        let usage_writer = tokio::spawn(usage::write_token_use(
+        let usage_writer = tokio::spawn(jobs::usage::write_token_use(
             shared,
             self.store_health.clone(),
             self.usage_rx,

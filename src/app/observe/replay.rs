@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::event::{CredentialKind, DecisionEvent, Outcome};
+use crate::app::observe::event::{CredentialKind, DecisionEvent, Outcome};
 use crate::authz::{decide_on, Decision, JwtSubjects};
 use crate::identity::{JwtCaller, Principal, TokenCaller, TokenSubject, UnixTime};
 use crate::policy::{path, PolicySnapshot};

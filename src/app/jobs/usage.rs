@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::health::StoreHealth;
+use crate::app::refresh::health::StoreHealth;
 use crate::store::PolicyStore;
 
 /// Collects API-token uses and writes last-used times in one batch per `every`, and once
 /// more on shutdown. A failed write keeps the batch for the next round.
-pub(super) async fn write_token_use(
+pub(in crate::app) async fn write_token_use(
     store: Arc<dyn PolicyStore>,
     health: StoreHealth,
     mut uses: tokio::sync::mpsc::Receiver<(String, i64)>,

@@ -112,7 +112,7 @@ async fn a_failed_store_call_between_polls_reports_the_outage_once_and_its_end()
     let (uses, rx) = tokio::sync::mpsc::channel(8);
     let every = Duration::from_millis(20);
     let shared: Arc<dyn PolicyStore> = Arc::new(store.clone());
-    let writer = super::super::usage::write_token_use(shared, health, rx, every, stop_rx);
+    let writer = crate::app::jobs::usage::write_token_use(shared, health, rx, every, stop_rx);
     let writer = tokio::spawn(writer);
 
     store.set_unreachable(true);

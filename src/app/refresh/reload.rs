@@ -13,9 +13,9 @@ use tokio::sync::watch;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use super::health::StoreHealth;
-use super::shadow::ShadowReload;
-use super::status::ReloadStatus;
+use crate::app::refresh::health::StoreHealth;
+use crate::app::refresh::shadow::ShadowReload;
+use crate::app::refresh::status::ReloadStatus;
 use crate::authz::SnapshotHandle;
 use crate::identity::ApiTokenCache;
 use crate::policy::{PolicyDocument, PolicySnapshot, Subjects};
@@ -30,7 +30,7 @@ const FIRST_RETRY_WAIT: Duration = Duration::from_millis(250);
 /// The gRPC service name health is reported under (besides the overall "").
 pub const CHECK_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 
-pub(super) async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+pub(in crate::app) async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
     reporter.set_service_status("", status).await;
     reporter
         .set_service_status(CHECK_SERVICE_NAME, status)
@@ -38,7 +38,7 @@ pub(super) async fn set_health(reporter: &HealthReporter, status: ServingStatus)
 }
 
 /// The reloader and everything it updates.
-pub(super) struct Reloader {
+pub(in crate::app) struct Reloader {
     pub store: Arc<dyn PolicyStore>,
     pub snapshot: SnapshotHandle,
     /// Cleared on every new version: it may be a revocation, a disabled owner or changed roles.

@@ -13,12 +13,12 @@ use std::time::{Instant, SystemTime};
 
 use tokio::sync::Notify;
 
-use super::status::ReloadStatus;
+use crate::app::refresh::status::ReloadStatus;
 use crate::store::StoreError;
 
 /// Shared by everything that calls the store.
 #[derive(Clone)]
-pub(super) struct StoreHealth {
+pub(in crate::app) struct StoreHealth {
     status: Arc<Mutex<ReloadStatus>>,
     wake: Arc<Notify>,
 }

@@ -9,33 +9,33 @@ use crate::value::UnixTime;
 /// What the reloader knows about the snapshot and the store (served on `/status`).
 #[derive(Debug, Default)]
 pub struct ReloadStatus {
-    pub(super) version: Option<i64>,
-    pub(super) loaded_at: Option<SystemTime>,
-    pub(super) store_reachable: bool,
-    pub(super) last_error: Option<String>,
+    pub(in crate::app) version: Option<i64>,
+    pub(in crate::app) loaded_at: Option<SystemTime>,
+    pub(in crate::app) store_reachable: bool,
+    pub(in crate::app) last_error: Option<String>,
     /// When a refresh last reached the store.
-    pub(super) reachable_at: Option<SystemTime>,
+    pub(in crate::app) reachable_at: Option<SystemTime>,
     /// Refreshes that reached the store, and those that failed.
-    pub(super) refreshes: u64,
-    pub(super) refresh_failures: u64,
+    pub(in crate::app) refreshes: u64,
+    pub(in crate::app) refresh_failures: u64,
     /// How long the last refresh that loaded a snapshot took, seconds.
-    pub(super) last_load_seconds: Option<f64>,
+    pub(in crate::app) last_load_seconds: Option<f64>,
     /// When the candidate policy being evaluated was stored (unix seconds), if one is.
-    pub(super) candidate_stored_at: Option<i64>,
+    pub(in crate::app) candidate_stored_at: Option<i64>,
     /// Why the stored candidate policy is not evaluated, if it is not.
-    pub(super) candidate_error: Option<String>,
+    pub(in crate::app) candidate_error: Option<String>,
     /// An outage has been logged and its end not yet.
-    pub(super) outage: bool,
+    pub(in crate::app) outage: bool,
     /// Outages since start (each logged once).
-    pub(super) outages: u64,
+    pub(in crate::app) outages: u64,
     /// When a store call last found the store reachable, and unreachable.
-    pub(super) reached_since: Option<std::time::Instant>,
-    pub(super) unreachable_since: Option<std::time::Instant>,
+    pub(in crate::app) reached_since: Option<std::time::Instant>,
+    pub(in crate::app) unreachable_since: Option<std::time::Instant>,
 }
 
 impl ReloadStatus {
     /// The `/status` document's snapshot and store part.
-    pub(super) fn to_json(&self) -> serde_json::Value {
+    pub(in crate::app) fn to_json(&self) -> serde_json::Value {
         let unix = |t: SystemTime| UnixTime::from_system(t).map_or(0, UnixTime::as_secs);
         serde_json::json!({
             "serving": self.version.is_some(),

@@ -88,7 +88,7 @@ fn a_line_of_another_schema_or_with_an_unknown_field_is_refused() {
 /// field table, and no field the schema does not have.
 #[test]
 fn the_readme_documents_every_field_of_the_schema() {
-    let readme = include_str!("../../../README.md");
+    let readme = include_str!("../../../../README.md");
     let start = readme
         .find("| event field |")
         .expect("a field table in the README");

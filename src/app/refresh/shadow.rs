@@ -19,7 +19,7 @@ struct Source {
 }
 
 /// The candidate half of the reloader.
-pub(super) struct ShadowReload {
+pub(in crate::app) struct ShadowReload {
     handle: SnapshotHandle,
     source: Option<Source>,
     /// The last candidate that failed, and why (logged once, shown on `/status`).
@@ -27,7 +27,7 @@ pub(super) struct ShadowReload {
 }
 
 /// The rules and candidate a live snapshot was loaded with (`None`: only subjects patched).
-pub(super) type Loaded = Option<(PolicyDocument, Option<Candidate>)>;
+pub(in crate::app) type Loaded = Option<(PolicyDocument, Option<Candidate>)>;
 
 impl ShadowReload {
     pub fn new(handle: SnapshotHandle) -> Self {

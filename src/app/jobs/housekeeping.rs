@@ -11,7 +11,7 @@ use crate::value::UnixTime;
 
 use tokio::sync::watch;
 
-use super::health::StoreHealth;
+use crate::app::refresh::health::StoreHealth;
 use crate::store::{GcOutcome, GcTable, SqlStore, StoreError};
 
 /// Housekeeping rounds by outcome, and rows removed by table, since start.
@@ -24,7 +24,7 @@ pub struct GcCounts {
 }
 
 impl GcCounts {
-    pub(super) fn record(&self, outcome: &Result<GcOutcome, StoreError>) {
+    pub(in crate::app) fn record(&self, outcome: &Result<GcOutcome, StoreError>) {
         match outcome {
             Ok(GcOutcome::Done(removed)) => {
                 self.done.fetch_add(1, Ordering::Relaxed);
@@ -65,7 +65,7 @@ fn now_unix() -> i64 {
 }
 
 /// Runs a round every `every` (the first one interval after start) until `stop`.
-pub(super) async fn run(
+pub(in crate::app) async fn run(
     store: SqlStore,
     every: Duration,
     counts: Arc<GcCounts>,

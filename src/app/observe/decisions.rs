@@ -21,7 +21,9 @@ use crate::value::UnixTime;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::{mpsc, watch};
 
-use super::event::{disagrees, Asked, DecisionEvent, DroppedEvent, LogLine, SCHEMA_VERSION};
+use crate::app::observe::event::{
+    disagrees, Asked, DecisionEvent, DroppedEvent, LogLine, SCHEMA_VERSION,
+};
 use crate::authz::Decision;
 use crate::config::DecisionLogConfig;
 use crate::grpc::{DecisionObserver, Observed};

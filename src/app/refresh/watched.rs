@@ -2,14 +2,14 @@
 //! a session lookup or sign-in that cannot reach the database flips `store_reachable` like a
 //! failed refresh does. Nothing else changes: each call goes straight to the SQL store.
 
-use super::health::StoreHealth;
+use crate::app::refresh::health::StoreHealth;
 use crate::identity::TokenDigest;
 use crate::store::{
     AccountLink, LinkOutcome, LoginStore, RefreshOutcome, SessionInfo, SqlStore, StoreError,
     UserRecord,
 };
 
-pub(super) struct WatchedLogin {
+pub(in crate::app) struct WatchedLogin {
     pub store: SqlStore,
     pub health: StoreHealth,
 }

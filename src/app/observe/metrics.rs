@@ -18,10 +18,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use super::decisions::DecisionLog;
-use super::housekeeping::GcCounts;
-use super::status::ReloadStatus;
-use super::LogDrops;
+use crate::app::jobs::housekeeping::GcCounts;
+use crate::app::observe::decisions::DecisionLog;
+use crate::app::refresh::status::ReloadStatus;
+use crate::app::LogDrops;
 use crate::authz::{Decision, Reason};
 use crate::grpc::{DecisionObserver, Observed};
 use crate::identity::IdentifyCounts;

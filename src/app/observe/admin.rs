@@ -14,14 +14,14 @@ use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::metrics::{self, Metrics};
-use super::status::ReloadStatus;
-use super::LogDrops;
+use crate::app::observe::metrics::{self, Metrics};
+use crate::app::refresh::status::ReloadStatus;
+use crate::app::LogDrops;
 use crate::login::LoginService;
 
 /// Who may read `/status` and `/metrics`.
 #[derive(Clone, Default)]
-pub(super) struct AdminAuth {
+pub(in crate::app) struct AdminAuth {
     /// The digest of the bearer token; `None`: no token configured, all open.
     token: Option<crate::identity::TokenDigest>,
     metrics_open: bool,
@@ -69,19 +69,19 @@ impl AdminAuth {
 }
 
 /// What the admin endpoint reports from.
-pub(super) struct Admin {
+pub(in crate::app) struct Admin {
     pub status: Arc<Mutex<ReloadStatus>>,
     pub login: Option<Arc<LoginService>>,
     pub issuers_ready: Vec<Arc<std::sync::atomic::AtomicBool>>,
     pub log_drops: LogDrops,
     pub metrics: Arc<Metrics>,
-    pub bundle: Arc<super::bundle::BundleSource>,
+    pub bundle: Arc<crate::app::observe::bundle::BundleSource>,
     pub auth: AdminAuth,
 }
 
 /// The admin endpoint: `/status` (JSON), `/ready` (200 once a snapshot is loaded), `/live`,
 /// `/metrics` (Prometheus, OpenMetrics text).
-pub(super) async fn serve_admin(
+pub(in crate::app) async fn serve_admin(
     listener: TcpListener,
     admin: Admin,
     mut stop: watch::Receiver<bool>,
