@@ -8,7 +8,7 @@ use crate::app;
 use crate::config::Config;
 use crate::error_chain;
 use crate::manage::{self, ManageError};
-use crate::policy::document::{self, ServiceAccountSpec};
+use crate::policy::document::ServiceAccountSpec;
 use crate::policy::PolicyDocument;
 use crate::store::{PolicyStore, SqlStore};
 
@@ -26,7 +26,7 @@ pub(super) fn read_policy(file: &Path) -> Result<PolicyDocument, u8> {
     };
     match PolicyDocument::from_yaml(&origin, &text) {
         Ok(doc) => {
-            for warning in document::lint(&doc) {
+            for warning in crate::policy::validate::lint(&doc) {
                 eprintln!("warning: {origin}: {warning}");
             }
             Ok(doc)

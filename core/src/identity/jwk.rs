@@ -9,8 +9,9 @@ use jsonwebtoken::jwk::{
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use super::key_error::Curve;
 use super::keys::{KeyError, VerifyingKey};
-use super::strength::{self, Curve, KeyShape};
+use super::strength::{self, KeyShape};
 
 /// Why one JWK is refused.
 #[derive(Debug, thiserror::Error)]

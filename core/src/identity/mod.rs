@@ -9,6 +9,7 @@ pub mod api_token;
 pub mod credential;
 mod identifier;
 pub mod jwk;
+mod key_error;
 pub mod keys;
 mod mint;
 mod pem;
@@ -24,14 +25,14 @@ pub use api_token::{FormatError, TokenOwner, TokenRecord};
 pub use credential::{CredentialError, Presented, Source};
 pub use identifier::{ApiTokenCache, Identified, Identifier, IdentifyCounts};
 pub use jwk::{JwkError, JwkSetError};
-pub use keys::{IssuerBinding, KeyError, KeyRef, KeySet, RemoteKeys, SigningKey, VerifyingKey};
+pub use key_error::{Curve, KeyError, MIN_RSA_BITS};
+pub use keys::{IssuerBinding, KeyRef, KeySet, RemoteKeys, SigningKey, VerifyingKey};
 pub use principal::{
     CredentialKind, JwtCaller, PresentedKind, Principal, SubjectType, TokenCaller, TokenSubject,
     UnixTime,
 };
 pub use publish::{IssuerKeyMaterial, IssuerKeys, PublishedKey};
 pub use settings::{ApiTokenSettings, JwtSettings};
-pub use strength::{Curve, MIN_RSA_BITS};
 pub use verify::{ClaimRules, Claims, TokenError};
 
 #[derive(Debug, thiserror::Error)]

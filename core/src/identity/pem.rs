@@ -9,8 +9,8 @@ use spki::der::asn1::ObjectIdentifier;
 use spki::der::Decode as _;
 use spki::{AlgorithmIdentifierRef, SubjectPublicKeyInfoRef};
 
-use super::keys::KeyError;
-use super::strength::{Curve, KeyShape};
+use super::key_error::{Curve, KeyError};
+use super::strength::KeyShape;
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");

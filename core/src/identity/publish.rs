@@ -9,9 +9,10 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::keys::{algorithm_name, KeyError, KeySet, SigningKey, VerifyingKey};
+use super::key_error::{algorithm_name, Curve, KeyError};
+use super::keys::{KeySet, SigningKey, VerifyingKey};
 use super::pem::{self as pem_key, PublicKey};
-use super::strength::{self, Curve};
+use super::strength;
 
 /// One published public key.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,10 +5,7 @@
 
 use jsonwebtoken::Algorithm;
 
-use super::keys::{algorithm_name, KeyError};
-
-/// Smallest RSA modulus accepted, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
+use super::key_error::{algorithm_name, Curve, KeyError, MIN_RSA_BITS};
 
 /// What the rules need to know about a key, whatever it was read from.
 pub(crate) enum KeyShape<'a> {
@@ -23,27 +20,6 @@ pub(crate) enum KeyShape<'a> {
     Okp(Curve),
     /// An HMAC secret of `len` bytes.
     Secret { len: usize },
-}
-
-/// A named curve. Only P-256, P-384 and Ed25519 are supported; others keep their name for the
-/// error message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Curve {
-    P256,
-    P384,
-    Ed25519,
-    Other(String),
-}
-
-impl std::fmt::Display for Curve {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Curve::P256 => "P-256",
-            Curve::P384 => "P-384",
-            Curve::Ed25519 => "Ed25519",
-            Curve::Other(name) => name,
-        })
-    }
 }
 
 pub(crate) fn is_hmac(alg: Algorithm) -> bool {

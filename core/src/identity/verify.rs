@@ -9,8 +9,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 
-use super::keys::{algorithm_name, IssuerBinding, KeyRef, KeySet};
-use super::principal::UnixTime;
+use super::key_error::algorithm_name;
+use super::keys::{IssuerBinding, KeyRef, KeySet};
+use crate::value::UnixTime;
 
 /// Longest token accepted; longer ones are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;

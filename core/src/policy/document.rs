@@ -17,7 +17,6 @@ pub const AUTHENTICATED: &str = "authenticated";
 
 // Kept at their old paths for callers; they live in `pattern` and `validate`.
 pub use super::pattern::MAX_PATH_PATTERN_LEN;
-pub use super::validate::{lint, valid_name};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
