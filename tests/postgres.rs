@@ -394,8 +394,16 @@ async fn a_database_outage_under_load_fails_no_decision() {
     let late_config = write_config_for(late_dir.path(), &db.url, "200ms", "token", "");
     let late = support::Proc::spawn_portcullis(&late_config);
     let late_addr = late.wait_for_log("serving ext_authz");
-    while outage.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once it has found the store down, and the load has run through the outage for a while
+    // (counted in decisions, not seconds):
+    late.wait_for_log("policy store unreachable");
+    let before = done.load(Ordering::Relaxed);
+    while done.load(Ordering::Relaxed) < before + 2_000 {
+        assert!(
+            outage.elapsed() < Duration::from_secs(60),
+            "the load stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let late = Portcullis::from_running(late, &late_addr, &late_config);
     assert_eq!(

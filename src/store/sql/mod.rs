@@ -98,7 +98,10 @@ impl SqlStore {
         let options: AnyConnectOptions = url.parse().map_err(StoreError::Connect)?;
         let pool_options = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(ACQUIRE_TIMEOUT);
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            // A slow acquire is an outage or its end, which the store's health reports once
+            // (`policy store unreachable` / `reachable again`); sqlx would warn on each one.
+            .acquire_slow_threshold(ACQUIRE_TIMEOUT);
         let pool = match dialect {
             // A local file: open it now, so a bad path is reported at once.
             Dialect::Sqlite => {
@@ -328,6 +331,7 @@ impl PolicyStore for SqlStore {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .acquire_slow_threshold(ACQUIRE_TIMEOUT)
             .connect_lazy(&self.url)
             .map_err(StoreError::Connect)?;
         let mut listener = sqlx::postgres::PgListener::connect_with(&pool)
