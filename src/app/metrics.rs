@@ -23,7 +23,7 @@ use super::housekeeping::GcCounts;
 use super::reload::ReloadStatus;
 use super::LogDrops;
 use crate::authz::{Decision, Reason};
-use crate::grpc::{DecisionObserver, Observed};
+use crate::check::{DecisionObserver, Observed};
 use crate::identity::IdentifyCounts;
 use crate::login::LoginService;
 
