@@ -672,7 +672,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
             },
             Decision::Deny(_) => PerRequest::default(),
         };
-        let expected = check_response(&Verdict::of(&decision, &access, &id, extra));
+        let expected = check_response(Verdict::of(&decision, &access, &id, extra));
         assert_eq!(decoded, expected, "round {round}");
     }
     // A new snapshot of the same version renders anew (the key holds its serial, not the
@@ -696,7 +696,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
     assert_eq!(extra.stripping.remove, ["authorization"]);
     assert_eq!(
         decoded,
-        check_response(&Verdict::of(&decision, &access, &id, extra))
+        check_response(Verdict::of(&decision, &access, &id, extra))
     );
     assert!(ok_headers(&decoded)["x-auth-permissions"]
         .0

@@ -77,8 +77,12 @@ fn header(key: &str, value: String) -> HeaderValueOption {
 }
 
 fn string_value(s: &str) -> Value {
+    owned_value(s.to_owned())
+}
+
+fn owned_value(s: String) -> Value {
     Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
+        kind: Some(Kind::StringValue(s)),
     }
 }
 
@@ -135,19 +139,19 @@ pub fn identity_part(identity: &Identity) -> CheckResponse {
 
 /// The part of an allow that differs per request: the status, the decision id, what matched,
 /// the policy version, the client's headers to remove, the cleaned cookie and a renewed
-/// cookie for the client.
-pub fn request_part(allowed: &Allowed) -> CheckResponse {
+/// cookie for the client. Takes `allowed` whole: its strings move into the message.
+pub fn request_part(allowed: Allowed) -> CheckResponse {
     let headers = allowed
         .request_headers()
         .map(|(k, v)| header(k, v.to_owned()))
         .collect();
     let response_headers_to_add = allowed
         .set_cookie
-        .iter()
+        .into_iter()
         .map(|c| HeaderValueOption {
             header: Some(HeaderValue {
                 key: "set-cookie".to_owned(),
-                value: c.clone(),
+                value: c,
                 ..Default::default()
             }),
             append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
@@ -158,11 +162,11 @@ pub fn request_part(allowed: &Allowed) -> CheckResponse {
     let fields = HashMap::from([
         (
             metadata_key(DECISION_ID_HEADER),
-            string_value(&allowed.decision_id),
+            owned_value(allowed.decision_id),
         ),
         (
             "matched_permission".to_owned(),
-            string_value(&allowed.matched_permission),
+            owned_value(allowed.matched_permission),
         ),
         (
             "policy_version".to_owned(),
@@ -179,7 +183,7 @@ pub fn request_part(allowed: &Allowed) -> CheckResponse {
         dynamic_metadata: Some(Struct { fields }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers,
-            headers_to_remove: allowed.headers_to_remove.clone(),
+            headers_to_remove: allowed.headers_to_remove,
             response_headers_to_add,
             ..Default::default()
         })),
@@ -188,7 +192,7 @@ pub fn request_part(allowed: &Allowed) -> CheckResponse {
 
 /// A verdict as the server sends it: an allow's identity part as the bytes encoded once for
 /// its caller and snapshot, then the rest.
-pub fn answer(verdict: &Verdict) -> Answer {
+pub fn answer(verdict: Verdict) -> Answer {
     match verdict {
         Verdict::Allow(allowed) => Answer {
             encoded: allowed
@@ -197,12 +201,12 @@ pub fn answer(verdict: &Verdict) -> Answer {
             rest: request_part(allowed),
         },
         Verdict::Deny(denied) => deny_response(denied).into(),
-        Verdict::LoginRedirect(redirect) => login_redirect_response(redirect).into(),
+        Verdict::LoginRedirect(redirect) => login_redirect_response(&redirect).into(),
     }
 }
 
 /// A verdict as one message (tests): what the client decodes from [`answer`]'s two parts.
-pub fn check_response(verdict: &Verdict) -> CheckResponse {
+pub fn check_response(verdict: Verdict) -> CheckResponse {
     match verdict {
         Verdict::Allow(allowed) => {
             let mut response = identity_part(&allowed.identity);
@@ -210,7 +214,7 @@ pub fn check_response(verdict: &Verdict) -> CheckResponse {
             response
         }
         Verdict::Deny(denied) => deny_response(denied),
-        Verdict::LoginRedirect(redirect) => login_redirect_response(redirect),
+        Verdict::LoginRedirect(redirect) => login_redirect_response(&redirect),
     }
 }
 
@@ -264,7 +268,7 @@ fn login_redirect_response(redirect: &LoginRedirect) -> CheckResponse {
     }
 }
 
-fn deny_response(denied: &Denied) -> CheckResponse {
+fn deny_response(denied: Denied) -> CheckResponse {
     let grpc_code = match denied.reason.status() {
         DenyStatus::BadRequest => tonic::Code::InvalidArgument,
         DenyStatus::Unauthenticated => tonic::Code::Unauthenticated,
@@ -273,11 +277,11 @@ fn deny_response(denied: &Denied) -> CheckResponse {
     };
     let headers = denied
         .headers
-        .iter()
-        .map(|(k, v)| header(k, v.clone()))
+        .into_iter()
+        .map(|(k, v)| header(k, v))
         .collect();
     let mut fields = BTreeMap::new();
-    fields.insert("decision_id".to_owned(), string_value(&denied.decision_id));
+    fields.insert("decision_id".to_owned(), owned_value(denied.decision_id));
     fields.insert("reason".to_owned(), string_value(denied.reason.code()));
     CheckResponse {
         status: Some(rpc::Status {
@@ -293,7 +297,7 @@ fn deny_response(denied: &Denied) -> CheckResponse {
                 code: i32::from(denied.status),
             }),
             headers,
-            body: denied.body.clone(),
+            body: denied.body,
         })),
     }
 }

@@ -13,14 +13,14 @@ use prost::Message;
 
 use crate::check::CheckService;
 
-pub use convert::{access_request, check_response, identity_part, request_part};
+pub use convert::{access_request, check_response};
 pub use server::{Answer, AuthorizationService, CHECK_PATH};
 
 /// Decides one request, as the server sends it: an allow's identity part comes encoded (once
 /// per caller and snapshot), the rest is built for this request.
 pub async fn answer(service: &CheckService, request: &CheckRequest) -> Answer {
     let access = convert::access_request(request);
-    convert::answer(&service.check(&access).await)
+    convert::answer(service.check(&access).await)
 }
 
 /// Decides one request; the answer as the client decodes it (tests, the fuzz target, anything
