@@ -16,8 +16,9 @@ use envoy_types::pb::envoy::service::auth::v3::{
 };
 use jsonwebtoken::Algorithm;
 use portcullis::authz::{Authorizer, Decision};
+use portcullis::check::{CheckService, DecisionObserver, Observed};
 use portcullis::config::{JwtAlgorithm, JwtConfig, KeyConfig};
-use portcullis::grpc::{CheckService, DecisionObserver, Observed};
+use portcullis::grpc;
 use portcullis::identity::{
     ApiTokenSettings, ClaimRules, Identifier, KeySet, Principal, SigningKey, UnixTime, VerifyingKey,
 };
@@ -264,7 +265,9 @@ fn served(
     service: &CheckService,
     request: &CheckRequest,
 ) -> Vec<u8> {
-    runtime.block_on(service.answer(request)).encode_to_vec()
+    runtime
+        .block_on(grpc::answer(service, request))
+        .encode_to_vec()
 }
 
 fn whole_check(c: &mut Criterion) {
@@ -279,7 +282,9 @@ fn whole_check(c: &mut Criterion) {
     let service_example = service(example, Identifier::new(keys, &jwt));
     let token = hs256_token(&claims(&["admin"], &["roles:read", "roles:write"]));
     let request = bearer("/api/v1/roles/42/users?page=2", &token);
-    assert!(allowed(&runtime.block_on(service_example.decide(&request))));
+    assert!(allowed(
+        &runtime.block_on(grpc::decide(&service_example, &request))
+    ));
     c.bench_function("check/allow-cached-jwt", |b| {
         b.iter(|| served(&runtime, &service_example, black_box(&request)))
     });
@@ -323,7 +328,7 @@ fn whole_check(c: &mut Criterion) {
         }),
     };
     let before = seen.0.load(Ordering::Relaxed);
-    assert!(allowed(&runtime.block_on(shadowed.decide(&post))));
+    assert!(allowed(&runtime.block_on(grpc::decide(&shadowed, &post))));
     assert_eq!(
         seen.0.load(Ordering::Relaxed),
         before + 1,
@@ -337,7 +342,9 @@ fn whole_check(c: &mut Criterion) {
     let service_many = service(many, Identifier::new(keys, &jwt));
     let token = hs256_token(&claims(&["everything"], &[]));
     let request = bearer(&format!("/api/v1/p{:04}/x", count / 2), &token);
-    assert!(allowed(&runtime.block_on(service_many.decide(&request))));
+    assert!(allowed(
+        &runtime.block_on(grpc::decide(&service_many, &request))
+    ));
     c.bench_function("check/allow-cached-jwt-1000-permissions", |b| {
         b.iter(|| served(&runtime, &service_many, black_box(&request)))
     });
@@ -376,7 +383,9 @@ fn whole_check(c: &mut Criterion) {
     );
     let service_token = service(snapshot, identifier);
     let request = check_request("GET", "/api/v1/roles", &[("x-api-token", &api_token)]);
-    assert!(allowed(&runtime.block_on(service_token.decide(&request))));
+    assert!(allowed(
+        &runtime.block_on(grpc::decide(&service_token, &request))
+    ));
     c.bench_function("check/allow-cached-api-token", |b| {
         b.iter(|| served(&runtime, &service_token, black_box(&request)))
     });

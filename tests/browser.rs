@@ -14,8 +14,8 @@ use envoy_types::ext_authz::v3::pb::HttpResponse;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use portcullis::authz::Authorizer;
+use portcullis::check::CheckService;
 use portcullis::config::Config;
-use portcullis::grpc::CheckService;
 use portcullis::identity::Identifier;
 use portcullis::keyring;
 use portcullis::policy::{PolicyDocument, PolicySnapshot};
@@ -184,7 +184,7 @@ async fn run(
             })
             .collect(),
     });
-    svc.decide(&req).await
+    portcullis::grpc::decide(svc, &req).await
 }
 
 #[tokio::test]

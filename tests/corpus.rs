@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
-use portcullis::grpc::CheckService;
+use portcullis::check::CheckService;
 use serde_json::Value;
 
 use corpus_case::*;
@@ -387,7 +387,7 @@ async fn run_through_grpc(case: &Case, creds: &Credentials, service: &CheckServi
         return Vec::new();
     };
     let request = check_request_for(case, creds);
-    let response = service.decide(&request).await;
+    let response = portcullis::grpc::decide(service, &request).await;
     let mut problems = Vec::new();
     match &response.http_response {
         Some(HttpResponse::OkResponse(ok)) => {

@@ -15,9 +15,10 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use portcullis::authz::{Authorizer, Decision};
-use portcullis::browser::credential_forwarding;
+use portcullis::check::browser::credential_forwarding;
+use portcullis::check::{CheckService, PerRequest, Verdict};
 use portcullis::config::{Config, JwtAlgorithm, JwtConfig, KeyConfig};
-use portcullis::grpc::{access_request, check_response_with, CheckService, PerRequest};
+use portcullis::grpc::{self, access_request, check_response};
 use portcullis::identity::Identifier;
 use portcullis::keyring;
 use portcullis::policy::{PolicyDocument, PolicySnapshot};
@@ -116,7 +117,7 @@ fn raw_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckReque
 }
 
 async fn check(svc: &CheckService, req: CheckRequest) -> CheckResponse {
-    svc.decide(&req).await
+    grpc::decide(svc, &req).await
 }
 
 fn ok_headers(res: &CheckResponse) -> HashMap<String, (String, i32)> {
@@ -295,7 +296,7 @@ async fn no_snapshot_is_a_503_and_never_an_error() {
         tonic::Code::Unavailable as i32
     );
     // An empty CheckRequest (no attributes at all) is an answer too.
-    let res = svc.decide(&CheckRequest::default()).await;
+    let res = grpc::decide(&svc, &CheckRequest::default()).await;
     assert!(matches!(
         res.http_response,
         Some(HttpResponse::DeniedResponse(_))
@@ -654,12 +655,12 @@ async fn two_part_answer_decodes_to_the_one_message() {
         raw_request("GET", "/healthz", &[("x-auth-user-id", "1")]),
     ];
     for (round, req) in [cases.clone(), cases].into_iter().flatten().enumerate() {
-        let answer = svc.answer(&req).await;
+        let answer = grpc::answer(&svc, &req).await;
         assert!(
             !answer.encoded.is_empty(),
             "round {round}: an allow reuses its identity part"
         );
-        let decoded = svc.decide(&req).await;
+        let decoded = grpc::decide(&svc, &req).await;
         let id = ok_headers(&decoded)["x-auth-decision-id"].0.clone();
         let access = access_request(&req);
         let decision = authorizer.decide(&access).await;
@@ -671,7 +672,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
             },
             Decision::Deny(_) => PerRequest::default(),
         };
-        let expected = check_response_with(&decision, &access, &id, &extra);
+        let expected = check_response(Verdict::of(&decision, &access, &id, extra));
         assert_eq!(decoded, expected, "round {round}");
     }
     // A new snapshot of the same version renders anew (the key holds its serial, not the
@@ -681,7 +682,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
     let doc = PolicyDocument::from_yaml("policy", &widened).unwrap();
     snapshot.store(Some(Arc::new(PolicySnapshot::compile(&doc, 3).unwrap())));
     let req = raw_request("GET", "/healthz", &[("authorization", bearer.as_str())]);
-    let decoded = svc.decide(&req).await;
+    let decoded = grpc::decide(&svc, &req).await;
     let access = access_request(&req);
     let decision = authorizer.decide(&access).await;
     let id = ok_headers(&decoded)["x-auth-decision-id"].0.clone();
@@ -695,7 +696,7 @@ async fn two_part_answer_decodes_to_the_one_message() {
     assert_eq!(extra.stripping.remove, ["authorization"]);
     assert_eq!(
         decoded,
-        check_response_with(&decision, &access, &id, &extra)
+        check_response(Verdict::of(&decision, &access, &id, extra))
     );
     assert!(ok_headers(&decoded)["x-auth-permissions"]
         .0

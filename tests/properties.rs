@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 use jsonwebtoken::Algorithm;
 use portcullis::authz::{decide_with, Authorizer, Decision, PermissionSource};
-use portcullis::grpc::CheckService;
+use portcullis::check::CheckService;
 use portcullis::identity::{
     ClaimRules, Identifier, JwtSettings, KeySet, Principal, SigningKey, VerifyingKey,
 };
@@ -402,7 +402,9 @@ fn build(req: &AnyRequest, signer: &KeySet) -> CheckRequest {
 }
 
 fn check(service: &CheckService, request: CheckRequest) -> CheckResponse {
-    fixture().runtime.block_on(service.decide(&request))
+    fixture()
+        .runtime
+        .block_on(portcullis::grpc::decide(service, &request))
 }
 
 /// Header values Envoy accepts: visible ASCII, space and tab.

@@ -1,4 +1,4 @@
-//! `CheckRequest` -> decision, end to end through `CheckService::decide` over the example
+//! `CheckRequest` -> decision, end to end through `grpc::decide` over the example
 //! policy: any request, with or without a validly signed token carrying fuzzed claims, gets a
 //! well-formed answer. An allow has a canonical path, sets only `x-auth-*` headers, each once,
 //! with overwrite and values Envoy accepts; a deny is 400, 401, 403 or 503 with a JSON reason.
@@ -155,7 +155,7 @@ fn valid_header_value(v: &str) -> bool {
 fuzz_target!(|input: Input| {
     let (runtime, service, _) = portcullis_fuzz::service();
     let request = build(&input);
-    let response = runtime.block_on(service.decide(&request));
+    let response = runtime.block_on(portcullis::grpc::decide(service, &request));
     let status = response.status.as_ref().expect("a status").code;
     match response.http_response.as_ref().expect("an http response") {
         HttpResponse::OkResponse(ok) => {

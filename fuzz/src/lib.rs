@@ -8,7 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use jsonwebtoken::Algorithm;
 use portcullis::authz::Authorizer;
-use portcullis::grpc::CheckService;
+use portcullis::check::CheckService;
 use portcullis::identity::{ClaimRules, Identifier, JwtSettings, KeySet, SigningKey, VerifyingKey};
 use portcullis::policy::path::{canonicalize, PathError};
 use portcullis::policy::{PolicyDocument, PolicySnapshot};

@@ -33,8 +33,9 @@ use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
 use crate::authz::{Authorizer, SnapshotHandle};
+use crate::check::CheckService;
 use crate::config::Config;
-use crate::grpc::{AuthorizationService, CheckService};
+use crate::grpc::AuthorizationService;
 use crate::identity::Identifier;
 use crate::login::LoginService;
 use crate::store::{Dialect, PolicyStore, SqlStore};
@@ -106,7 +107,7 @@ pub struct Server {
     /// The login endpoints and their listener, when `login` is configured.
     login: Option<(TcpListener, Arc<LoginService>)>,
     /// The HTTP ext_authz listener and where it reads the request to decide from.
-    http_authz: Option<(TcpListener, crate::grpc::http::RequestSource)>,
+    http_authz: Option<(TcpListener, crate::http_authz::RequestSource)>,
     /// Outside issuers whose keys are fetched and kept fresh.
     remote_issuers: Vec<RemoteIssuer>,
     store: SqlStore,
@@ -213,9 +214,9 @@ impl Server {
                     format!("cannot listen on {addr} (server.http_authz_listen)")
                 })?;
                 let source = if config.server.http_authz_trust_forwarded {
-                    crate::grpc::http::RequestSource::Forwarded
+                    crate::http_authz::RequestSource::Forwarded
                 } else {
-                    crate::grpc::http::RequestSource::CheckRequest
+                    crate::http_authz::RequestSource::CheckRequest
                 };
                 Some((listener, source))
             }
@@ -376,7 +377,7 @@ impl Server {
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
                 let _ = tcp.set_nodelay(true);
             });
-            let serve = axum::serve(listener, crate::grpc::http::router(service, source))
+            let serve = axum::serve(listener, crate::http_authz::router(service, source))
                 .with_graceful_shutdown(async move {
                     let _ = stop.wait_for(|s| *s).await;
                 });

@@ -1,12 +1,16 @@
-//! Conversions between Envoy's protobuf messages and the domain types. The only place that
-//! knows the shape of `CheckRequest` and `CheckResponse`.
+//! Conversions between Envoy's protobuf messages and the check service's types: a
+//! `CheckRequest` to an `AccessRequest`, a [`Verdict`] to a `CheckResponse`. The only place
+//! that knows the shape of `CheckRequest` and `CheckResponse`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
-use crate::authz::answer::{self, identity_facts, DECISION_ID_HEADER, IDENTITY_HEADER_PREFIX};
-use crate::authz::{AccessRequest, Allow, Decision, Deny, DenyStatus, Reason};
-use crate::browser::Stripping;
+use prost::Message;
+
+use super::Answer;
+use crate::authz::answer::{DECISION_ID_HEADER, IDENTITY_HEADER_PREFIX};
+use crate::authz::{AccessRequest, DenyStatus, Reason};
+use crate::check::{Allowed, Denied, Identity, LoginRedirect, Verdict, REDIRECT_STATUS};
 use envoy_types::ext_authz::v3::pb::{
     CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue,
     HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
@@ -73,8 +77,12 @@ fn header(key: &str, value: String) -> HeaderValueOption {
 }
 
 fn string_value(s: &str) -> Value {
+    owned_value(s.to_owned())
+}
+
+fn owned_value(s: String) -> Value {
     Value {
-        kind: Some(Kind::StringValue(s.to_owned())),
+        kind: Some(Kind::StringValue(s)),
     }
 }
 
@@ -94,23 +102,20 @@ fn metadata_key(header: &str) -> String {
 }
 
 /// The part of an allow that depends only on who the caller is in one snapshot: the identity
-/// headers, and the same facts as dynamic metadata (with roles and permissions as lists). With
-/// the names of the headers it sets, which the request part must not remove.
+/// headers, and the same facts as dynamic metadata (with roles and permissions as lists).
 ///
 /// An allow is answered as this part's encoding followed by [`request_part`]'s: protobuf
 /// merges a message encoded twice (repeated fields append, map entries and scalars of the
 /// second win), so the two read as one `CheckResponse`. The server encodes this part once per
-/// caller and snapshot and reuses the bytes.
-pub fn identity_part(allow: &Allow) -> (CheckResponse, Vec<&'static str>) {
-    let facts = identity_facts(allow);
-    let names = facts.iter().map(|(name, _)| *name).collect();
-    let mut fields = HashMap::with_capacity(facts.len() + 4);
-    for (name, value) in &facts {
+/// caller and snapshot ([`Identity::encoded`]) and reuses the bytes.
+pub fn identity_part(identity: &Identity) -> CheckResponse {
+    let mut fields = HashMap::with_capacity(identity.headers.len() + 4);
+    for (name, value) in &identity.headers {
         fields.insert(metadata_key(name), string_value(value));
     }
-    fields.insert("permissions".to_owned(), list_value(&allow.permissions));
-    if let Some(p) = &allow.principal {
-        fields.insert("roles".to_owned(), list_value(&allow.roles));
+    fields.insert("permissions".to_owned(), list_value(&identity.permissions));
+    if let Some(p) = &identity.principal {
+        fields.insert("roles".to_owned(), list_value(&identity.roles));
         if let Some(email) = p.email() {
             fields.insert("email".to_owned(), string_value(email));
         }
@@ -118,49 +123,35 @@ pub fn identity_part(allow: &Allow) -> (CheckResponse, Vec<&'static str>) {
             fields.insert("name".to_owned(), string_value(name));
         }
     }
-    let response = CheckResponse {
+    CheckResponse {
         dynamic_metadata: Some(Struct { fields }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
-            headers: facts.into_iter().map(|(k, v)| header(k, v)).collect(),
+            headers: identity
+                .headers
+                .iter()
+                .map(|(k, v)| header(k, v.clone()))
+                .collect(),
             ..Default::default()
         })),
         ..Default::default()
-    };
-    (response, names)
-}
-
-/// What an allow changes per request besides the identity: the caller's credential taken out
-/// (`forward_credential`), and a renewed cookie for the browser.
-#[derive(Debug, Default, Clone)]
-pub struct PerRequest {
-    pub stripping: Stripping,
-    /// A `Set-Cookie` value for the response to the browser (a renewed JWT cookie).
-    pub set_cookie: Option<String>,
+    }
 }
 
 /// The part of an allow that differs per request: the status, the decision id, what matched,
-/// the policy version, the client's own `x-auth-*` headers to remove (every one the identity
-/// part does not overwrite, whose `names` it gave), the credential taken out and a renewed
-/// cookie (`extra`).
-pub fn request_part(
-    allow: &Allow,
-    request: &AccessRequest<'_>,
-    decision_id: &str,
-    names: &[&str],
-    extra: &PerRequest,
-) -> CheckResponse {
-    let headers_to_remove = answer::headers_to_remove(request, names, &extra.stripping);
-    let mut headers = vec![header(DECISION_ID_HEADER, decision_id.to_owned())];
-    if let Some(cookie) = &extra.stripping.cookie {
-        headers.push(header("cookie", cookie.clone()));
-    }
-    let response_headers_to_add = extra
+/// the policy version, the client's headers to remove, the cleaned cookie and a renewed
+/// cookie for the client. Takes `allowed` whole: its strings move into the message.
+pub fn request_part(allowed: Allowed) -> CheckResponse {
+    let headers = allowed
+        .request_headers()
+        .map(|(k, v)| header(k, v.to_owned()))
+        .collect();
+    let response_headers_to_add = allowed
         .set_cookie
-        .iter()
+        .into_iter()
         .map(|c| HeaderValueOption {
             header: Some(HeaderValue {
                 key: "set-cookie".to_owned(),
-                value: c.clone(),
+                value: c,
                 ..Default::default()
             }),
             append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
@@ -169,15 +160,18 @@ pub fn request_part(
         .collect();
 
     let fields = HashMap::from([
-        (metadata_key(DECISION_ID_HEADER), string_value(decision_id)),
+        (
+            metadata_key(DECISION_ID_HEADER),
+            owned_value(allowed.decision_id),
+        ),
         (
             "matched_permission".to_owned(),
-            string_value(&allow.matched_permission),
+            owned_value(allowed.matched_permission),
         ),
         (
             "policy_version".to_owned(),
             Value {
-                kind: Some(Kind::NumberValue(allow.policy_version as f64)),
+                kind: Some(Kind::NumberValue(allowed.policy_version as f64)),
             },
         ),
     ]);
@@ -189,38 +183,38 @@ pub fn request_part(
         dynamic_metadata: Some(Struct { fields }),
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers,
-            headers_to_remove,
+            headers_to_remove: allowed.headers_to_remove,
             response_headers_to_add,
             ..Default::default()
         })),
     }
 }
 
-/// Converts a decision into Envoy's answer, as one message (the CLI, tests). The server sends
-/// the same answer in two encoded parts: see [`identity_part`].
-pub fn check_response(
-    decision: &Decision,
-    request: &AccessRequest<'_>,
-    decision_id: &str,
-) -> CheckResponse {
-    check_response_with(decision, request, decision_id, &PerRequest::default())
+/// A verdict as the server sends it: an allow's identity part as the bytes encoded once for
+/// its caller and snapshot, then the rest.
+pub fn answer(verdict: Verdict) -> Answer {
+    match verdict {
+        Verdict::Allow(allowed) => Answer {
+            encoded: allowed
+                .identity
+                .encoded(|identity| identity_part(identity).encode_to_vec()),
+            rest: request_part(allowed),
+        },
+        Verdict::Deny(denied) => deny_response(denied).into(),
+        Verdict::LoginRedirect(redirect) => login_redirect_response(&redirect).into(),
+    }
 }
 
-/// [`check_response`] with an allow's per-request changes (`extra`), as one message.
-pub fn check_response_with(
-    decision: &Decision,
-    request: &AccessRequest<'_>,
-    decision_id: &str,
-    extra: &PerRequest,
-) -> CheckResponse {
-    match decision {
-        Decision::Allow(allow) => {
-            let (mut response, names) = identity_part(allow);
-            let rest = request_part(allow, request, decision_id, &names, extra);
-            merge_parts(&mut response, rest);
+/// A verdict as one message (tests): what the client decodes from [`answer`]'s two parts.
+pub fn check_response(verdict: Verdict) -> CheckResponse {
+    match verdict {
+        Verdict::Allow(allowed) => {
+            let mut response = identity_part(&allowed.identity);
+            merge_parts(&mut response, request_part(allowed));
             response
         }
-        Decision::Deny(deny) => deny_response(deny, decision_id),
+        Verdict::Deny(denied) => deny_response(denied),
+        Verdict::LoginRedirect(redirect) => login_redirect_response(&redirect),
     }
 }
 
@@ -240,9 +234,9 @@ fn merge_parts(response: &mut CheckResponse, rest: CheckResponse) {
     }
 }
 
-/// A denied browser navigation, sent to the login page instead of a 401: `302` to `location`
-/// (built from an allow-listed host only), never cached.
-pub fn login_redirect_response(location: &str, decision_id: &str) -> CheckResponse {
+/// A denied browser navigation, sent to the login page instead of a 401: a `302`, never
+/// cached.
+fn login_redirect_response(redirect: &LoginRedirect) -> CheckResponse {
     CheckResponse {
         status: Some(rpc::Status {
             code: tonic::Code::Unauthenticated as i32,
@@ -251,44 +245,48 @@ pub fn login_redirect_response(location: &str, decision_id: &str) -> CheckRespon
         }),
         dynamic_metadata: Some(Struct {
             fields: [
-                ("decision_id".to_owned(), string_value(decision_id)),
+                (
+                    "decision_id".to_owned(),
+                    string_value(&redirect.decision_id),
+                ),
                 ("reason".to_owned(), string_value("login_required")),
             ]
             .into_iter()
             .collect(),
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
-            status: Some(HttpStatus { code: 302 }),
-            headers: vec![
-                header("location", location.to_owned()),
-                header("cache-control", "no-store".to_owned()),
-                header("x-auth-decision-id", decision_id.to_owned()),
-            ],
+            status: Some(HttpStatus {
+                code: i32::from(REDIRECT_STATUS),
+            }),
+            headers: redirect
+                .headers()
+                .into_iter()
+                .map(|(k, v)| header(k, v.to_owned()))
+                .collect(),
             body: String::new(),
         })),
     }
 }
 
-fn deny_response(deny: &Deny, decision_id: &str) -> CheckResponse {
-    let status = deny.reason.status();
-    let grpc_code = match status {
+fn deny_response(denied: Denied) -> CheckResponse {
+    let grpc_code = match denied.reason.status() {
         DenyStatus::BadRequest => tonic::Code::InvalidArgument,
         DenyStatus::Unauthenticated => tonic::Code::Unauthenticated,
         DenyStatus::Forbidden => tonic::Code::PermissionDenied,
         DenyStatus::Unavailable => tonic::Code::Unavailable,
     };
-    let (code, deny_headers, body) = answer::deny_answer(deny, decision_id);
-    let headers = deny_headers
+    let headers = denied
+        .headers
         .into_iter()
         .map(|(k, v)| header(k, v))
         .collect();
     let mut fields = BTreeMap::new();
-    fields.insert("decision_id".to_owned(), string_value(decision_id));
-    fields.insert("reason".to_owned(), string_value(deny.reason.code()));
+    fields.insert("decision_id".to_owned(), owned_value(denied.decision_id));
+    fields.insert("reason".to_owned(), string_value(denied.reason.code()));
     CheckResponse {
         status: Some(rpc::Status {
             code: grpc_code as i32,
-            message: deny.reason.code().to_owned(),
+            message: denied.reason.code().to_owned(),
             ..Default::default()
         }),
         dynamic_metadata: Some(Struct {
@@ -296,10 +294,10 @@ fn deny_response(deny: &Deny, decision_id: &str) -> CheckResponse {
         }),
         http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
             status: Some(HttpStatus {
-                code: i32::from(code),
+                code: i32::from(denied.status),
             }),
             headers,
-            body,
+            body: denied.body,
         })),
     }
 }

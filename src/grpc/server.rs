@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse};
-use prost::bytes::{Buf, BufMut, Bytes};
+use prost::bytes::{Buf, BufMut};
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
 use tonic::body::Body;
@@ -19,7 +19,7 @@ use tonic::codegen::{http, BoxFuture, Service, StdError};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic_prost::ProstCodec;
 
-use super::CheckService;
+use crate::check::CheckService;
 
 /// The gRPC method Envoy's ext_authz filter calls.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -30,14 +30,14 @@ pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 /// decodes one `CheckResponse`. Decoding into an `Answer` fills `rest` alone.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Answer {
-    pub encoded: Bytes,
+    pub encoded: Arc<[u8]>,
     pub rest: CheckResponse,
 }
 
 impl From<CheckResponse> for Answer {
     fn from(rest: CheckResponse) -> Self {
         Answer {
-            encoded: Bytes::new(),
+            encoded: Arc::default(),
             rest,
         }
     }
@@ -64,7 +64,7 @@ impl Message for Answer {
     }
 
     fn clear(&mut self) {
-        self.encoded = Bytes::new();
+        self.encoded = Arc::default();
         self.rest.clear();
     }
 }
@@ -102,7 +102,7 @@ impl UnaryService<CheckRequest> for Check {
         Box::pin(async move {
             // Never a gRPC error: Envoy would apply its failure mode instead of our decision.
             Ok(tonic::Response::new(
-                service.answer(request.get_ref()).await,
+                super::answer(&service, request.get_ref()).await,
             ))
         })
     }

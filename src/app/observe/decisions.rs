@@ -25,8 +25,8 @@ use crate::app::observe::event::{
     disagrees, Asked, DecisionEvent, DroppedEvent, LogLine, SCHEMA_VERSION,
 };
 use crate::authz::Decision;
+use crate::check::{DecisionObserver, Observed};
 use crate::config::DecisionLogConfig;
-use crate::grpc::{DecisionObserver, Observed};
 
 /// Events waiting for the writer; beyond this they are dropped and counted.
 const QUEUE: usize = 8192;

@@ -23,7 +23,7 @@ use crate::app::observe::decisions::DecisionLog;
 use crate::app::refresh::status::ReloadStatus;
 use crate::app::LogDrops;
 use crate::authz::{Decision, Reason};
-use crate::grpc::{DecisionObserver, Observed};
+use crate::check::{DecisionObserver, Observed};
 use crate::identity::IdentifyCounts;
 use crate::login::LoginService;
 

@@ -1,9 +1,10 @@
 //! The HTTP ext_authz mode: the same decision as Check, for proxies that ask over plain HTTP
 //! (Istio `envoyExtAuthzHttp`, Envoy `http_service`, nginx `auth_request`, Traefik
-//! `forwardAuth`, Caddy `forward_auth`). A check request becomes the `CheckRequest` Envoy
-//! would have sent, [`CheckService`] decides it, and its `CheckResponse` is rendered as HTTP:
-//! 200 with the same `x-auth-*` headers on allow, the same status, headers and JSON body on
-//! deny. One decision path, one rendering: nothing here decides or formats anything itself.
+//! `forwardAuth`, Caddy `forward_auth`). A check request becomes the `AccessRequest` the gRPC
+//! front would have built from Envoy's, [`CheckService`] answers it, and its [`Verdict`] is
+//! rendered as HTTP: 200 with the same `x-auth-*` headers on allow, the same status, headers
+//! and JSON body on deny. No protobuf in between; one decision path, one rendering: nothing
+//! here decides or formats anything itself.
 //!
 //! What is decided: the check request's own method, target and `Host`, or, with
 //! `trust_forwarded`, its `X-Forwarded-Method`, `X-Forwarded-Uri` and `X-Forwarded-Host`,
@@ -12,16 +13,16 @@
 
 use std::sync::Arc;
 
+use std::borrow::Cow;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
-use envoy_types::pb::envoy::config::core::v3 as core;
-use envoy_types::pb::envoy::service::auth::v3::{attribute_context, AttributeContext};
 
-use super::CheckService;
+use crate::authz::AccessRequest;
+use crate::check::{CheckService, Verdict, REDIRECT_STATUS};
 
 /// The header an HTTP authorization server names, comma-separated, the request headers Envoy
 /// must remove before forwarding (Envoy's `http_service` honours it; the gRPC answer's
@@ -57,14 +58,14 @@ pub fn router(service: Arc<CheckService>, source: RequestSource) -> Router {
 
 async fn check(State(state): State<HttpAuthz>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let check = check_request(
+    let access = access_request(
         parts.method.as_str(),
         parts.uri.path_and_query().map_or("", |p| p.as_str()),
         &parts.headers,
         state.source,
     );
-    let answer = state.service.decide(&check).await;
-    render(answer, &parts.headers, &state.service.credential_headers())
+    let verdict = state.service.check(&access).await;
+    render(verdict, &parts.headers, &state.service.credential_headers())
 }
 
 /// The one value of `name`, if it is sent exactly once and is UTF-8.
@@ -76,14 +77,15 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     }
 }
 
-/// The `CheckRequest` Envoy would send for this check: every header, repeated ones apart and
-/// values as raw bytes (a non-UTF-8 value is refused by the decision, not decoded lossily).
-pub fn check_request(
-    method: &str,
-    target: &str,
-    headers: &HeaderMap,
+/// The request this check asks about: every header, repeated ones apart, as Envoy sends them
+/// to the gRPC front (a value that is not UTF-8 is refused by the decision, never decoded
+/// lossily).
+pub fn access_request<'a>(
+    method: &'a str,
+    target: &'a str,
+    headers: &'a HeaderMap,
     source: RequestSource,
-) -> CheckRequest {
+) -> AccessRequest<'a> {
     let (method, path, host) = match source {
         RequestSource::CheckRequest => (
             method,
@@ -100,30 +102,25 @@ pub fn check_request(
             _ => ("", "", ""),
         },
     };
-    let header_map = core::HeaderMap {
-        headers: headers
-            .iter()
-            .map(|(k, v)| core::HeaderValue {
-                key: k.as_str().to_owned(),
-                raw_value: v.as_bytes().to_vec(),
-                ..Default::default()
-            })
-            .collect(),
-    };
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(attribute_context::HttpRequest {
-                    method: method.to_owned(),
-                    path: path.to_owned(),
-                    host: host.to_owned(),
-                    header_map: Some(header_map),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    let mut not_utf8 = None;
+    let headers = headers
+        .iter()
+        .map(|(k, v)| {
+            let value = std::str::from_utf8(v.as_bytes()).unwrap_or_else(|_| {
+                not_utf8.get_or_insert(k.as_str());
+                ""
+            });
+            (k.as_str(), Cow::Borrowed(value))
+        })
+        .collect();
+    AccessRequest {
+        method,
+        // Unknown: a check request does not say how the client reached the proxy.
+        scheme: "",
+        host,
+        path,
+        headers,
+        not_utf8,
     }
 }
 
@@ -148,18 +145,16 @@ fn as_sent(request: &HeaderMap, name: &str) -> Option<(HeaderName, HeaderValue)>
     Some((name, value))
 }
 
-fn header_pair(h: &core::HeaderValueOption) -> Option<(HeaderName, HeaderValue)> {
-    let h = h.header.as_ref()?;
-    let value = if h.raw_value.is_empty() {
-        HeaderValue::from_str(&h.value).ok()?
-    } else {
-        HeaderValue::from_bytes(&h.raw_value).ok()?
-    };
-    Some((HeaderName::from_bytes(h.key.as_bytes()).ok()?, value))
+fn header_pair(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
+    Some((
+        HeaderName::from_bytes(name.as_bytes()).ok()?,
+        HeaderValue::from_str(value).ok()?,
+    ))
 }
 
-/// Envoy's answer as HTTP. An OK is a 200 carrying:
-/// - its upstream headers, each set once (the identity headers; a cleaned `cookie`);
+/// The verdict as HTTP. An allow is a 200 carrying:
+/// - its upstream headers, each set once (the identity headers, the decision id; a cleaned
+///   `cookie`);
 /// - the client headers to remove, named in [`HEADERS_TO_REMOVE`] (Envoy `http_service`);
 /// - every credential header of `request` (`credential_headers`) the upstream keeps, with the
 ///   value it must receive; one it must not receive is absent. A proxy that can only set
@@ -167,20 +162,18 @@ fn header_pair(h: &core::HeaderValueOption) -> Option<(HeaderName, HeaderValue)>
 ///   one clears the client's;
 /// - the headers for the client (`set-cookie` of a renewed cookie).
 ///
-/// A denial is its status, headers and body. Anything else (no answer at all) is a 503.
-pub fn render(
-    response: CheckResponse,
-    request: &HeaderMap,
-    credential_headers: &[&str],
-) -> Response {
-    match response.http_response {
-        Some(HttpResponse::OkResponse(ok)) => {
-            let mut headers = HeaderMap::new();
-            for (name, value) in ok.headers.iter().filter_map(header_pair) {
-                headers.insert(name, value);
-            }
+/// A denial, or a sign-in redirect, is its status, headers and body.
+pub fn render(verdict: Verdict, request: &HeaderMap, credential_headers: &[&str]) -> Response {
+    match verdict {
+        Verdict::Allow(allowed) => {
+            let identity = allowed
+                .identity
+                .headers
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()));
+            let mut headers = header_map(identity.chain(allowed.request_headers()));
             for name in credential_headers {
-                let removed = ok
+                let removed = allowed
                     .headers_to_remove
                     .iter()
                     .any(|r| r.eq_ignore_ascii_case(name));
@@ -191,32 +184,39 @@ pub fn render(
                     headers.insert(name, value);
                 }
             }
-            if !ok.headers_to_remove.is_empty() {
-                if let Ok(v) = HeaderValue::from_str(&ok.headers_to_remove.join(",")) {
+            if !allowed.headers_to_remove.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&allowed.headers_to_remove.join(",")) {
                     headers.insert(HEADERS_TO_REMOVE, v);
                 }
             }
-            for (name, value) in ok.response_headers_to_add.iter().filter_map(header_pair) {
+            if let Some((name, value)) = allowed
+                .set_cookie
+                .as_deref()
+                .and_then(|c| header_pair("set-cookie", c))
+            {
                 headers.append(name, value);
             }
             (StatusCode::OK, headers).into_response()
         }
-        Some(HttpResponse::DeniedResponse(denied)) => {
-            let status = denied
-                .status
-                .and_then(|s| u16::try_from(s.code).ok())
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .unwrap_or(StatusCode::FORBIDDEN);
-            let mut headers = HeaderMap::new();
-            for (name, value) in denied.headers.iter().filter_map(header_pair) {
-                headers.insert(name, value);
-            }
-            (status, headers, Body::from(denied.body)).into_response()
+        Verdict::Deny(denied) => {
+            let status = StatusCode::from_u16(denied.status).unwrap_or(StatusCode::FORBIDDEN);
+            let pairs = denied.headers.iter().map(|(k, v)| (*k, v.as_str()));
+            (status, header_map(pairs), Body::from(denied.body)).into_response()
         }
-        Some(HttpResponse::ErrorResponse(_)) | None => {
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        Verdict::LoginRedirect(redirect) => {
+            let status = StatusCode::from_u16(REDIRECT_STATUS).unwrap_or(StatusCode::FOUND);
+            (status, header_map(redirect.headers())).into_response()
         }
     }
+}
+
+/// `pairs` as headers, each set once.
+fn header_map<'a>(pairs: impl IntoIterator<Item = (&'static str, &'a str)>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in pairs.into_iter().filter_map(|(k, v)| header_pair(k, v)) {
+        headers.insert(name, value);
+    }
+    headers
 }
 
 #[cfg(test)]
