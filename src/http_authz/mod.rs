@@ -145,10 +145,12 @@ fn as_sent(request: &HeaderMap, name: &str) -> Option<(HeaderName, HeaderValue)>
     Some((name, value))
 }
 
+/// A header from text; its bytes as they are (a cookie may hold UTF-8), refused only when no
+/// header can carry them (a control byte).
 fn header_pair(name: &str, value: &str) -> Option<(HeaderName, HeaderValue)> {
     Some((
         HeaderName::from_bytes(name.as_bytes()).ok()?,
-        HeaderValue::from_str(value).ok()?,
+        HeaderValue::from_bytes(value.as_bytes()).ok()?,
     ))
 }
 
@@ -173,11 +175,16 @@ pub fn render(verdict: Verdict, request: &HeaderMap, credential_headers: &[&str]
                 .map(|(k, v)| (*k, v.as_str()));
             let mut headers = header_map(identity.chain(allowed.request_headers()));
             for name in credential_headers {
+                // Stripped, or replaced by the verdict (a cleaned cookie): never the client's
+                // value, even when the replacement could not be rendered.
                 let removed = allowed
                     .headers_to_remove
                     .iter()
                     .any(|r| r.eq_ignore_ascii_case(name));
-                if removed || headers.contains_key(*name) {
+                let replaced = allowed
+                    .request_headers()
+                    .any(|(set, _)| set.eq_ignore_ascii_case(name));
+                if removed || replaced {
                     continue;
                 }
                 if let Some((name, value)) = as_sent(request, name) {

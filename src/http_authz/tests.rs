@@ -157,6 +157,31 @@ fn an_allow_leaves_out_the_credential_it_strips() {
 }
 
 #[test]
+fn a_cleaned_cookie_never_falls_back_to_the_clients() {
+    let request = headers(&[("cookie", "theme=dark; jwt-token=a.b.c")]);
+    // A cookie value in UTF-8 is carried as its bytes.
+    let r = render(
+        allowed(&[], Some("theme=café"), None),
+        &request,
+        &CREDENTIAL_HEADERS,
+    );
+    let cookies: Vec<&[u8]> = r
+        .headers()
+        .get_all("cookie")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(cookies, vec!["theme=café".as_bytes()]);
+    // One no header can carry is left out, never replaced by the client's (with its token).
+    let r = render(
+        allowed(&[], Some("theme=\u{1}"), None),
+        &request,
+        &CREDENTIAL_HEADERS,
+    );
+    assert_eq!(r.headers().get_all("cookie").iter().count(), 0);
+}
+
+#[test]
 fn an_allow_states_the_credential_headers_the_upstream_keeps() {
     // Forwarded (`forward_credential`), or not a credential at all: as the client sent them,
     // repeated cookie headers joined as one cookie string.
